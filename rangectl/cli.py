@@ -1,0 +1,86 @@
+"""The rangectl command line: a thin layer over the modules that do the work.
+
+Exit codes: 0 success; 1 invalid input or a failed operation/check; 2 usage
+error; 3 environment problem (engine down, image or tool missing); 4 unknown
+range/team; 130 interrupted. See docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from rangectl import __version__
+from rangectl.errors import RangeError
+
+app = typer.Typer(
+    name="rangectl",
+    help="Run cyber-range exercises: scenario files in, scored incident-response drills out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"rangectl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """rangectl: scenario files in, scored incident-response drills out."""
+
+
+def _register() -> None:
+    from rangectl.commands import scenario as sc_cmds
+
+    app.command("validate")(sc_cmds.validate)
+    app.command("plan")(sc_cmds.plan_cmd)
+    app.command("graph")(sc_cmds.graph)
+    app.command("schema")(sc_cmds.schema)
+    app.command("new")(sc_cmds.new)
+
+    from rangectl.commands import register_optional
+
+    register_optional(app)
+
+
+_register()
+
+
+def main() -> None:
+    err = Console(stderr=True)
+    try:
+        rc = app(standalone_mode=False)
+    except RangeError as exc:
+        err.print(f"[red]error:[/red] {_esc(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("[yellow]aborted[/yellow]")
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors (typer vendors click)
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _esc(s: str) -> str:
+    return s.replace("[", r"\[")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Command modules. Each area owns a module; the CLI wires them in here."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+# (module, attribute, name, kind): kind "group" mounts a Typer sub-app, "command" a function.
+COMMANDS: list[tuple[str, str, str, str]] = [
+    ("rangectl.commands.images", "app", "images", "group"),
+    ("rangectl.commands.doctor", "doctor", "doctor", "command"),
+    ("rangectl.commands.traffic", "app", "traffic", "group"),
+    ("rangectl.commands.scoring", "submit", "submit", "command"),
+    ("rangectl.commands.scoring", "hint", "hint", "command"),
+    ("rangectl.commands.scoring", "report_incident", "report-incident", "command"),
+    ("rangectl.commands.scoring", "board", "board", "command"),
+    ("rangectl.commands.scoring", "verify", "verify", "command"),
+    ("rangectl.commands.scoring", "report", "report", "command"),
+]
+
+
+def register_optional(app: typer.Typer) -> None:
+    for module, attr, name, kind in COMMANDS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:
+                continue  # area not built yet
+            raise
+        obj = getattr(mod, attr, None)
+        if obj is None:
+            continue
+        if kind == "group":
+            app.add_typer(obj, name=name)
+        else:
+            app.command(name)(obj)
