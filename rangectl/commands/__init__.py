@@ -8,6 +8,13 @@ import typer
 
 # (module, attribute, name, kind): kind "group" mounts a Typer sub-app, "command" a function.
 COMMANDS: list[tuple[str, str, str, str]] = [
+    ("rangectl.commands.range", "up", "up", "command"),
+    ("rangectl.commands.range", "down", "down", "command"),
+    ("rangectl.commands.range", "ls", "ls", "command"),
+    ("rangectl.commands.range", "status", "status", "command"),
+    ("rangectl.commands.range", "exec_", "exec", "command"),
+    ("rangectl.commands.range", "shell", "shell", "command"),
+    ("rangectl.commands.range", "logs", "logs", "command"),
     ("rangectl.commands.images", "app", "images", "group"),
     ("rangectl.commands.doctor", "doctor", "doctor", "command"),
     ("rangectl.commands.traffic", "app", "traffic", "group"),

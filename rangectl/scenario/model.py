@@ -307,7 +307,7 @@ class Availability(Strict):
         None, description="default: http for a service named http/https, else tcp connect"
     )
     path: str = "/"
-    from_: Name | None = Field(None, alias="from", description="node the probe runs from (default: a red node)")
+    from_: Name | None = Field(None, alias="from", description="node the probe runs from (default: the first blue node)")
     points: int = Field(ge=0)
     every: Duration = 30.0
     timeout: Duration = 3.0

@@ -1,0 +1,253 @@
+"""Range commands: up, down, ls, status, exec, shell, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rangectl import ranges
+from rangectl.errors import RangeError
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[item]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal and os.environ.get("RANGECTL_PROGRESS") != "1",
+    )
+
+
+def up(
+    scenario: Path = typer.Argument(..., help="The scenario file."),
+    teams: int = typer.Option(1, "--teams", "-t", min=1, max=64, help="Teams, each with its own isolated copy."),
+    name: str | None = typer.Option(None, "--name", "-n", help="Range name (default: the scenario's name)."),
+    no_provision: bool = typer.Option(False, "--no-provision", help="Skip the Ansible playbooks."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Bring a range up on the local Docker engine (or reconcile an existing one).
+
+    Creates per team every network (Docker --internal) and node, applies the
+    nodes' playbooks with Ansible, and prints how to reach each node.
+    """
+    from rangectl.scenario.validate import load_scenario
+
+    sc = load_scenario(scenario)
+    range_name = name or sc.name
+    with _progress() as prog:
+        n_nodes = len(sc.nodes) * teams
+        n_nets = len(sc.networks) * teams
+        t_img = prog.add_task("images", total=None, item="")
+        t_net = prog.add_task("networks", total=n_nets, item="")
+        t_ctr = prog.add_task("containers", total=n_nodes, item="")
+        t_ans = prog.add_task("provision", total=None, item="", visible=not no_provision)
+
+        def note(phase: str, item: str) -> None:
+            task = {"image": t_img, "network": t_net, "container": t_ctr}.get(phase)
+            if task is None:
+                return
+            if phase == "image":
+                prog.update(task, item=item[-60:])
+            else:
+                prog.update(task, advance=1, item=item)
+
+        def ansible_note(kind: str, host: str, task: str) -> None:
+            if kind == "task":
+                prog.update(t_ans, item=task[-60:])
+            elif kind in ("ok", "failed"):
+                prog.update(t_ans, advance=1, item=f"{host}: {task}"[-60:])
+
+        try:
+            rep = ranges.up(scenario, teams, name, not no_provision, note, ansible_note)
+        except KeyboardInterrupt:
+            prog.stop()
+            err.print(
+                f"[yellow]interrupted:[/yellow] range '{range_name}' is partly built; "
+                f"`rangectl down {range_name}` removes everything it made",
+                highlight=False,
+            )
+            raise typer.Exit(130) from None
+        except RangeError as exc:
+            prog.stop()
+            exc.message += f" — `rangectl down {range_name}` removes anything already made"
+            raise
+        prog.update(t_img, total=1, completed=1, item="ready")
+        prog.update(t_ans, total=1, completed=1, item="done" if rep.provision else "skipped")
+    if json_out:
+        print(
+            json.dumps(
+                {
+                    "range": rep.range,
+                    "plan": rep.plan.as_dict(),
+                    "created": rep.up.created_containers,
+                    "kept": rep.up.kept,
+                    "timings": rep.timings,
+                },
+                indent=2,
+            )
+        )
+        return
+    table = Table(title=f"range {rep.range} · {rep.scenario.name}", title_justify="left")
+    for col in ("team", "node", "role", "addresses", "shell"):
+        table.add_column(col)
+    for t in rep.plan.teams:
+        for n in t.nodes:
+            table.add_row(
+                str(t.team),
+                n.name,
+                n.role,
+                ", ".join(f"{k}={v}" for k, v in n.interfaces.items()),
+                f"rangectl shell {rep.range} {n.name} --team {t.team}",
+            )
+    console.print(table)
+    made = len(rep.up.created_containers)
+    kept = len([k for k in rep.up.kept if k.startswith("rc-")])
+    console.print(
+        f"{made} container(s) created, {kept} kept; "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in rep.timings.items()),
+        highlight=False,
+    )
+
+
+def down(
+    range_name: str | None = typer.Argument(None, metavar="RANGE", help="The range to remove."),
+    all_: bool = typer.Option(False, "--all", help="Remove every range rangectl made."),
+) -> None:
+    """Remove a range's containers, networks and state — exactly those, nothing else."""
+    if not range_name and not all_:
+        raise typer.BadParameter("give a RANGE or --all")
+    with _progress() as prog:
+        task = prog.add_task("removing", total=None, item="")
+        c, n = ranges.down(None if all_ else range_name, note=lambda ph, item: prog.update(task, advance=1, item=item))
+        prog.update(task, total=c + n, completed=c + n)
+    what = "every range" if all_ else f"range {range_name}"
+    console.print(f"removed {what}: {c} container(s), {n} network(s)", highlight=False)
+
+
+def ls(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List ranges: from the state folder and from labelled Docker resources."""
+    from rangectl.state import list_ranges
+
+    found = ranges.backend().ranges()
+    rows = {}
+    for st in list_ranges():
+        meta = st.meta()
+        rows[st.name] = {
+            "range": st.name,
+            "scenario": meta.get("scenario"),
+            "teams": meta.get("teams"),
+            "status": meta.get("status"),
+            "containers": 0,
+            "running": 0,
+            "networks": 0,
+        }
+    for name, info in found.items():
+        row = rows.setdefault(
+            name, {"range": name, "scenario": None, "teams": len(info["teams"]), "status": "orphaned"}
+        )
+        row.update(containers=info["containers"], running=info["running"], networks=info["networks"])
+    if json_out:
+        print(json.dumps(list(rows.values()), indent=2))
+        return
+    table = Table()
+    for col in ("range", "scenario", "teams", "status", "running", "networks"):
+        table.add_column(col)
+    for r in rows.values():
+        table.add_row(
+            r["range"], str(r["scenario"] or "-"), str(r["teams"]), str(r["status"]),
+            f"{r.get('running', 0)}/{r.get('containers', 0)}", str(r.get("networks", 0)),
+        )
+    console.print(table)
+
+
+def status(
+    range_name: str = typer.Argument(..., metavar="RANGE"),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show a range's nodes, their state and addresses."""
+    info = ranges.status(range_name)
+    if json_out:
+        print(json.dumps(info, indent=2))
+        return
+    table = Table(title=f"range {info['range']} · {info['scenario']} · {info['status']}", title_justify="left")
+    for col in ("team", "node", "role", "state", "addresses"):
+        table.add_column(col)
+    for n in info["nodes"]:
+        table.add_row(
+            str(n["team"]), n["node"], n["role"] or "-", n["state"],
+            ", ".join(f"{k}={v}" for k, v in n["addresses"].items()),
+        )
+    console.print(table)
+    if any(n["state"] != "running" for n in info["nodes"]):
+        raise typer.Exit(1)
+
+
+def exec_(
+    range_name: str = typer.Argument(..., metavar="RANGE"),
+    node: str = typer.Argument(..., help="Node name."),
+    cmd: list[str] = typer.Argument(..., help="Command to run (put it after --)."),
+    team: int = typer.Option(1, "--team", "-t", min=1, help="Team whose copy of the node to use."),
+) -> None:
+    """Run a command in a node and print its output; exits with the command's status."""
+    be = ranges.backend()
+    c = be.find(range_name, node, team)
+    if c["State"] != "running":
+        raise RangeError(f"node '{node}' of team {team} is not running ({c['State']})")
+    res = be.api.exec_create(c["Id"], cmd, stdout=True, stderr=True)
+    for chunk in be.api.exec_start(res["Id"], stream=True, demux=True):
+        out, errb = chunk
+        if out:
+            sys.stdout.buffer.write(out)
+            sys.stdout.flush()
+        if errb:
+            sys.stderr.buffer.write(errb)
+            sys.stderr.flush()
+    code = be.api.exec_inspect(res["Id"]).get("ExitCode") or 0
+    raise typer.Exit(code)
+
+
+def shell(
+    range_name: str = typer.Argument(..., metavar="RANGE"),
+    node: str = typer.Argument(..., help="Node name."),
+    team: int = typer.Option(1, "--team", "-t", min=1, help="Team whose copy of the node to use."),
+) -> None:
+    """Open an interactive shell in a node (enters the container's namespaces)."""
+    be = ranges.backend()
+    pid = be.running_pid(range_name, node, team)
+    argv = ["nsenter", "--target", str(pid), "--mount", "--uts", "--ipc", "--net", "--pid", "--",
+            "/bin/sh", "-c", "cd /root 2>/dev/null; exec /bin/bash -l 2>/dev/null || exec /bin/sh -l"]
+    os.execvp("nsenter", argv)
+
+
+def logs(
+    range_name: str = typer.Argument(..., metavar="RANGE"),
+    node: str = typer.Argument(..., help="Node name."),
+    team: int = typer.Option(1, "--team", "-t", min=1),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
+    tail: int = typer.Option(200, "--tail", help="Lines from the end."),
+) -> None:
+    """Print a node's container log."""
+    be = ranges.backend()
+    c = be.find(range_name, node, team)
+    out = be.api.logs(c["Id"], stream=follow, follow=follow, tail=tail)
+    if follow:
+        for chunk in out:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+    else:
+        sys.stdout.buffer.write(out)

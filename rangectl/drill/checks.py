@@ -1,0 +1,305 @@
+"""Automated checks, run from inside the range: a probe's sockets are opened in
+the network namespace of the node it runs from, never in the host's network.
+
+Kinds: ``blocked``/``reachable`` (tcp, udp, icmp), ``http`` (status, body
+contains/absent), ``dns`` (answer or NXDOMAIN from a node's resolver),
+``file`` (a path in a node contains text), ``command`` (exit status of a
+command in a node). Availability probes use the same primitives.
+
+Every probe has a timeout; a slow or hung probe counts as a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Any
+
+from rangectl.plan import TeamPlan
+from rangectl.scenario.model import Answer, Availability, Check, Scenario
+
+DEFAULT_TIMEOUT = 3.0
+
+
+@dataclass
+class CheckResult:
+    passed: bool
+    detail: str
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "detail": self.detail, "seconds": round(self.seconds, 4)}
+
+
+class Vantage:
+    """How a probe reaches a node of one team: its netns path and its container."""
+
+    def __init__(self, team: TeamPlan, netns_of: Callable[[str], str], exec_in: Callable[[str, list[str], float], tuple[int, str]]):
+        self.team = team
+        self.netns_of = netns_of
+        self.exec_in = exec_in
+
+
+# --- socket primitives (run inside a netns) -------------------------------------
+
+
+def _in_ns(netns_path: str, fn: Callable[..., Any], *args: Any) -> Any:
+    from rangectl.netns import run_in_netns
+
+    return run_in_netns(netns_path, fn, *args)
+
+
+def tcp_connect(ip: str, port: int, timeout: float) -> tuple[bool, str]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((ip, port))
+        return True, f"tcp {ip}:{port} open"
+    except ConnectionRefusedError:
+        return False, f"tcp {ip}:{port} refused"
+    except (TimeoutError, socket.timeout):
+        return False, f"tcp {ip}:{port} timed out"
+    except OSError as exc:
+        return False, f"tcp {ip}:{port} {exc.strerror or exc}"
+    finally:
+        s.close()
+
+
+def udp_probe(ip: str, port: int, timeout: float, payload: bytes = b"rangectl-probe\n") -> tuple[bool, str]:
+    """Reachable when anything answers; an ICMP port-unreachable or silence is not."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((ip, port))
+        s.send(payload)
+        s.recv(2048)
+        return True, f"udp {ip}:{port} answered"
+    except ConnectionRefusedError:
+        return False, f"udp {ip}:{port} port unreachable"
+    except (TimeoutError, socket.timeout):
+        return False, f"udp {ip}:{port} no answer"
+    except OSError as exc:
+        return False, f"udp {ip}:{port} {exc.strerror or exc}"
+    finally:
+        s.close()
+
+
+def _icmp_checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def icmp_ping(ip: str, timeout: float) -> tuple[bool, str]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    s.settimeout(timeout)
+    ident = os.getpid() & 0xFFFF
+    seq = int(time.monotonic() * 1000) & 0xFFFF
+    body = b"rangectl"
+    header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+    packet = struct.pack("!BBHHH", 8, 0, _icmp_checksum(header + body), ident, seq) + body
+    deadline = time.monotonic() + timeout
+    try:
+        s.sendto(packet, (ip, 0))
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            data, addr = s.recvfrom(2048)
+            ihl = (data[0] & 0x0F) * 4
+            typ, _code, _ck, rid, rseq = struct.unpack("!BBHHH", data[ihl : ihl + 8])
+            if addr[0] == ip and typ == 0 and rid == ident and rseq == seq:
+                return True, f"icmp {ip} echo reply"
+        return False, f"icmp {ip} no reply"
+    except (TimeoutError, socket.timeout):
+        return False, f"icmp {ip} no reply"
+    except OSError as exc:
+        return False, f"icmp {ip} {exc.strerror or exc}"
+    finally:
+        s.close()
+
+
+def http_get(ip: str, port: int, path: str, timeout: float) -> tuple[int | None, str, str]:
+    """(status or None, body (first 64 KiB), detail)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    try:
+        s.connect((ip, port))
+        req = f"GET {path} HTTP/1.0\r\nHost: {ip}\r\nUser-Agent: rangectl-check\r\nConnection: close\r\n\r\n"
+        s.sendall(req.encode())
+        chunks = []
+        size = 0
+        while size < 65536 + 8192:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            data = s.recv(8192)
+            if not data:
+                break
+            chunks.append(data)
+            size += len(data)
+        raw = b"".join(chunks)
+        head, _, body = raw.partition(b"\r\n\r\n")
+        line = head.split(b"\r\n", 1)[0].decode(errors="replace")
+        parts = line.split()
+        status = int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+        return status, body[:65536].decode(errors="replace"), f"http {ip}:{port}{path} -> {status}"
+    except (TimeoutError, socket.timeout):
+        return None, "", f"http {ip}:{port}{path} timed out"
+    except OSError as exc:
+        return None, "", f"http {ip}:{port}{path} {exc.strerror or exc}"
+    finally:
+        s.close()
+
+
+def dns_query(server: str, name: str, qtype: str, timeout: float) -> tuple[str | None, list[str], str]:
+    """(rcode name or None on no answer, answers as text, detail)."""
+    from scapy.layers.dns import DNS, DNSQR
+
+    qid = int.from_bytes(os.urandom(2), "big")
+    pkt = bytes(DNS(id=qid, rd=1, qd=DNSQR(qname=name, qtype=qtype)))
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((server, 53))
+        s.send(pkt)
+        deadline = time.monotonic() + timeout
+        while True:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            data = s.recv(4096)
+            resp = DNS(data)
+            if resp.id == qid:
+                break
+        rcode = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}.get(resp.rcode, str(resp.rcode))
+        answers = []
+        for i in range(resp.ancount or 0):
+            rr = resp.an[i]
+            val = rr.rdata
+            if isinstance(val, bytes):
+                val = val.decode(errors="replace")
+            elif isinstance(val, list):
+                val = " ".join(v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in val)
+            answers.append(str(val).rstrip("."))
+        return rcode, answers, f"dns {name} {qtype} @{server}: {rcode} {answers}"
+    except (TimeoutError, socket.timeout):
+        return None, [], f"dns {name} @{server}: no answer"
+    except OSError as exc:
+        return None, [], f"dns {name} @{server}: {exc.strerror or exc}"
+    except Exception as exc:  # noqa: BLE001 - malformed answers count as failures
+        return None, [], f"dns {name} @{server}: bad answer ({type(exc).__name__})"
+    finally:
+        s.close()
+
+
+# --- checks --------------------------------------------------------------------
+
+
+def _flow(v: Vantage, src: str, dst: str, proto: str, port: int | None, timeout: float) -> tuple[bool, str]:
+    ip = str(v.team.ip_of(dst))
+    ns = v.netns_of(src)
+    if proto == "tcp":
+        return _in_ns(ns, tcp_connect, ip, port, timeout)
+    if proto == "udp":
+        return _in_ns(ns, udp_probe, ip, port, timeout)
+    return _in_ns(ns, icmp_ping, ip, timeout)
+
+
+def control_vantage(scenario: Scenario, exclude: set[str]) -> str | None:
+    """A node that should still reach a blocked service: the first blue node."""
+    for name in scenario.nodes_with_role("blue"):
+        if name not in exclude:
+            return name
+    return None
+
+
+def run_check(scenario: Scenario, check: Check, v: Vantage, timeout: float = DEFAULT_TIMEOUT) -> CheckResult:
+    t0 = time.monotonic()
+    res = _run_check(scenario, check, v, timeout)
+    res.seconds = time.monotonic() - t0
+    return res
+
+
+def _run_check(scenario: Scenario, check: Check, v: Vantage, timeout: float) -> CheckResult:
+    kind = check.kind
+    spec = check.spec
+    if kind == "reachable":
+        ok, detail = _flow(v, spec.from_, spec.to, spec.proto, spec.port, timeout)
+        return CheckResult(ok, detail)
+    if kind == "blocked":
+        ok, detail = _flow(v, spec.from_, spec.to, spec.proto, spec.port, timeout)
+        if ok:
+            return CheckResult(False, f"not blocked: {detail}")
+        # A block, not an outage: the service must still answer someone else.
+        ctrl = control_vantage(scenario, {spec.from_, spec.to})
+        if ctrl is not None:
+            cok, cdetail = _flow(v, ctrl, spec.to, spec.proto, spec.port, timeout)
+            if not cok:
+                return CheckResult(False, f"{spec.to} is down for {ctrl} too ({cdetail}): an outage is not a block")
+        return CheckResult(True, f"blocked: {detail}")
+    if kind == "http":
+        ip = str(v.team.ip_of(spec.to))
+        status, body, detail = _in_ns(v.netns_of(spec.from_), http_get, ip, spec.port, spec.path, timeout)
+        if status != spec.status:
+            return CheckResult(False, f"{detail} (want {spec.status})")
+        if spec.contains is not None and spec.contains not in body:
+            return CheckResult(False, f"{detail}: body lacks the expected text")
+        if spec.absent is not None and spec.absent in body:
+            return CheckResult(False, f"{detail}: body still has the unwanted text")
+        return CheckResult(True, detail)
+    if kind == "dns":
+        server = str(v.team.ip_of(spec.server))
+        rcode, answers, detail = _in_ns(v.netns_of(spec.from_), dns_query, server, spec.name, spec.type, timeout)
+        if spec.nxdomain:
+            return CheckResult(rcode == "NXDOMAIN" or (rcode == "NOERROR" and not answers), detail)
+        if rcode != "NOERROR" or not answers:
+            return CheckResult(False, detail)
+        if spec.expect is None:
+            return CheckResult(True, detail)
+        want = expected_value(spec.expect, v.team)
+        return CheckResult(any(a.lower() == want.lower() for a in answers), detail)
+    if kind == "file":
+        code, out = v.exec_in(spec.node, ["cat", spec.path], timeout)
+        if code != 0:
+            return CheckResult(False, f"{spec.node}:{spec.path} unreadable")
+        if spec.contains is not None and spec.contains not in out:
+            return CheckResult(False, f"{spec.node}:{spec.path} lacks the expected text")
+        if spec.absent is not None and spec.absent in out:
+            return CheckResult(False, f"{spec.node}:{spec.path} still has the unwanted text")
+        return CheckResult(True, f"{spec.node}:{spec.path} as expected")
+    if kind == "command":
+        code, out = v.exec_in(spec.node, ["sh", "-c", spec.run], max(timeout, 10.0))
+        return CheckResult(code == spec.exit, f"{spec.node}: exit {code} (want {spec.exit})")
+    raise AssertionError(kind)
+
+
+def expected_value(expect: str | Answer, team: TeamPlan) -> str:
+    if isinstance(expect, str):
+        return expect
+    if expect.ip_of is not None:
+        return str(team.ip_of(expect.ip_of))
+    return str(expect.value)
+
+
+def availability_probe(scenario: Scenario, av: Availability, v: Vantage) -> CheckResult:
+    """One availability round for one team: is the service up from the probe's vantage?"""
+    t0 = time.monotonic()
+    svc = next(s for s in scenario.nodes[av.node].services if s.name == av.service)
+    probe = av.probe or ("http" if av.service in ("http", "https") else "udp" if svc.proto == "udp" else "tcp")
+    src = av.from_ or control_vantage(scenario, {av.node}) or next(iter(n for n in scenario.nodes if n != av.node))
+    ip = str(v.team.ip_of(av.node))
+    ns = v.netns_of(src)
+    if probe == "http":
+        status, _body, detail = _in_ns(ns, http_get, ip, svc.port, av.path, av.timeout)
+        ok = status is not None and status < 500
+    elif probe == "udp":
+        ok, detail = _in_ns(ns, udp_probe, ip, svc.port, av.timeout)
+    else:
+        ok, detail = _in_ns(ns, tcp_connect, ip, svc.port, av.timeout)
+    return CheckResult(bool(ok), detail, time.monotonic() - t0)
+
+

@@ -1,0 +1,335 @@
+"""The drill runner: follows the scenario's timeline on the drill clock, for every team.
+
+Everything it knows comes from the range's event store, so it is crash-safe:
+kill it at any moment, start it again, and it carries on from the record.
+
+* The drill clock: ``drill.start`` fixes the wall time of t=0 and the time
+  scale; ``drill.pause``/``drill.resume`` stop and restart it. Drill time is
+  ``(wall - start - paused) * scale``.
+* An inject runs for a team when its due time has come: ``at``, or the due
+  time of its ``after`` inject plus ``delay`` (and never before that inject
+  has finished for the team). Before running, the runner records
+  ``inject.start``; after, ``inject.done`` with the ground truth. On restart,
+  an inject with ``inject.done`` is never run again; one with only
+  ``inject.start`` (the runner died while it ran) is run again to completion,
+  so every inject ends with exactly one ``inject.done`` per team.
+* Check objectives are probed every ``check.every`` after their inject fired,
+  until they pass once. Availability rounds run every ``every`` for all teams
+  concurrently; round ``r`` covers drill time ``[r*every, (r+1)*every)`` and
+  is recorded once.
+* The drill finishes when every inject is done for every team and the
+  scenario's ``duration`` (or the last inject, when none is set) has passed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from rangectl.drill.store import EventStore
+from rangectl.plan import Plan
+from rangectl.scenario.model import Inject, Scenario
+
+TICK = 0.1  # wall seconds between scheduler passes
+
+
+@dataclass
+class ClockState:
+    status: str = "not-started"  # not-started | running | paused | stopped | finished
+    start_ts: float | None = None
+    scale: float = 1.0
+    paused_total: float = 0.0
+    pause_since: float | None = None
+
+    def drill_t(self, now: float | None = None) -> float:
+        if self.start_ts is None:
+            return 0.0
+        now = time.time() if now is None else now
+        if self.pause_since is not None:
+            now = self.pause_since
+        if self.status in ("stopped", "finished") and self.pause_since is not None:
+            now = self.pause_since
+        return max(0.0, (now - self.start_ts - self.paused_total) * self.scale)
+
+    def wall_at(self, drill_t: float) -> float | None:
+        """Wall time at which drill time ``drill_t`` comes (while running)."""
+        if self.start_ts is None or self.status != "running":
+            return None
+        return self.start_ts + self.paused_total + drill_t / self.scale
+
+
+def clock_from_events(events: list[Any]) -> ClockState:
+    c = ClockState()
+    for ev in events:
+        if ev.kind == "drill.start" and c.start_ts is None:
+            c.start_ts = float(ev.data.get("wall_start", ev.ts))
+            c.scale = float(ev.data.get("time_scale", 1.0))
+            c.status = "running"
+        elif ev.kind == "drill.pause" and c.status == "running":
+            c.pause_since = ev.ts
+            c.status = "paused"
+        elif ev.kind == "drill.resume" and c.status == "paused" and c.pause_since is not None:
+            c.paused_total += ev.ts - c.pause_since
+            c.pause_since = None
+            c.status = "running"
+        elif ev.kind in ("drill.stop", "drill.finish"):
+            if c.status == "running":
+                c.pause_since = ev.ts
+            c.status = "finished" if ev.kind == "drill.finish" else "stopped"
+    return c
+
+
+def due_times(scenario: Scenario) -> dict[str, float]:
+    """Drill time at which each inject is due (``after`` chains resolved)."""
+    by_id = {i.id: i for i in scenario.injects}
+    out: dict[str, float] = {}
+
+    def due(inj: Inject, depth: int = 0) -> float:
+        if inj.id in out:
+            return out[inj.id]
+        if depth > len(by_id):
+            raise ValueError("cycle in after chain")
+        t = inj.at if inj.at is not None else due(by_id[inj.after], depth + 1) + inj.delay
+        out[inj.id] = t
+        return t
+
+    for inj in scenario.injects:
+        due(inj)
+    return out
+
+
+def end_time(scenario: Scenario) -> float:
+    dues = due_times(scenario)
+    last = max(dues.values(), default=0.0)
+    return max(scenario.duration or 0.0, last)
+
+
+@dataclass
+class Progress:
+    """What the record says has happened, per team."""
+
+    started: dict[tuple[str, int], int] = field(default_factory=dict)  # (inject, team) -> seq
+    done: dict[tuple[str, int], dict] = field(default_factory=dict)
+    passed: set[tuple[str, int]] = field(default_factory=set)  # (objective, team)
+    last_check: dict[tuple[str, int], float] = field(default_factory=dict)  # drill_t of last probe
+    rounds: set[tuple[int, int]] = field(default_factory=set)  # (availability idx, round)
+    fired_at: dict[tuple[str, int], float] = field(default_factory=dict)  # drill_t of inject start
+
+
+def progress_from_events(events: list[Any]) -> Progress:
+    p = Progress()
+    for ev in events:
+        d = ev.data
+        if ev.kind == "inject.start":
+            key = (d["inject"], ev.team)
+            p.started.setdefault(key, ev.seq)
+            p.fired_at.setdefault(key, float(d.get("drill_t", 0.0)))
+        elif ev.kind == "inject.done":
+            p.done.setdefault((d["inject"], ev.team), d)
+        elif ev.kind == "check":
+            key = (d["objective"], ev.team)
+            p.last_check[key] = float(d.get("drill_t", 0.0))
+            if d.get("passed"):
+                p.passed.add(key)
+        elif ev.kind == "availability":
+            p.rounds.add((int(d["index"]), int(d["round"])))
+    return p
+
+
+InjectFn = Callable[[int, Inject, float], dict]  # (team, inject, drill_t) -> ground truth
+CheckFn = Callable[[int, Any], dict]  # (team, objective) -> {"passed": bool, "detail": str}
+AvailFn = Callable[[int, Any], dict]  # (team, availability) -> {"passed": bool, "detail": str}
+
+
+class DrillRunner:
+    """Runs one range's drill. The callables do the real work (traffic, probes)."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        plan: Plan,
+        store: EventStore,
+        run_inject: InjectFn,
+        run_check: CheckFn,
+        run_availability: AvailFn,
+        workers: int = 16,
+        on_tick: Callable[[DrillRunner], None] | None = None,
+    ):
+        self.scenario = scenario
+        self.plan = plan
+        self.store = store
+        self.run_inject_fn = run_inject
+        self.run_check_fn = run_check
+        self.run_avail_fn = run_availability
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="drill")
+        self.probe_pool = ThreadPoolExecutor(max(4, len(plan.teams)), thread_name_prefix="probe")
+        self.inflight: dict[tuple[str, Any], Future] = {}
+        self.lock = threading.Lock()
+        self.on_tick = on_tick
+        self.dues = due_times(scenario)
+        self.end = end_time(scenario)
+        self.teams = [t.team for t in plan.teams]
+        self.events: list[Any] = []
+        self._after_seq = 0
+        self.clock = ClockState()
+        self.progress = Progress()
+
+    # -- record ------------------------------------------------------------------
+    def refresh(self) -> None:
+        new = list(self.store.events(after_seq=self._after_seq))
+        if new:
+            self.events.extend(new)
+            self._after_seq = new[-1].seq
+        self.clock = clock_from_events(self.events)
+        self.progress = progress_from_events(self.events)
+
+    def start(self, time_scale: float = 1.0) -> None:
+        """Record drill.start unless the record already has one (a restart carries on)."""
+        self.refresh()
+        if self.clock.start_ts is None:
+            now = time.time()
+            self.store.append(
+                "drill.start",
+                {"wall_start": now, "time_scale": time_scale, "teams": self.teams, "end": self.end},
+                actor="runner",
+            )
+            self.refresh()
+        elif self.clock.status in ("stopped", "finished"):
+            return
+        else:
+            self.store.append("drill.runner", {"event": "resumed-from-record", "drill_t": self.clock.drill_t()}, actor="runner")
+            self.refresh()
+
+    # -- scheduling ----------------------------------------------------------------
+    def next_inject(self) -> tuple[str, float] | None:
+        pending = [(t, i) for i, t in self.dues.items() if any((i, k) not in self.progress.done for k in self.teams)]
+        return min(((i, t) for t, i in pending), key=lambda x: x[1], default=None)
+
+    def _submit(self, key: tuple[str, Any], fn: Callable[..., Any], *args: Any) -> None:
+        with self.lock:
+            fut = self.inflight.get(key)
+            if fut is not None and not fut.done():
+                return
+            self.inflight[key] = self.pool.submit(fn, *args)
+
+    def _busy(self, key: tuple[str, Any]) -> bool:
+        with self.lock:
+            fut = self.inflight.get(key)
+            return fut is not None and not fut.done()
+
+    def tick(self) -> bool:
+        """One scheduler pass. Returns False when the drill is over."""
+        self.refresh()
+        c = self.clock
+        if c.status in ("stopped", "finished"):
+            return False
+        if c.status != "running":
+            return True
+        now_t = c.drill_t()
+        p = self.progress
+        by_id = {i.id: i for i in self.scenario.injects}
+        for inj in self.scenario.injects:
+            if self.dues[inj.id] > now_t:
+                continue
+            for team in self.teams:
+                key = (inj.id, team)
+                if key in p.done or self._busy(("inject", key)):
+                    continue
+                if inj.after is not None and (inj.after, team) not in p.done:
+                    continue
+                self._submit(("inject", key), self._do_inject, team, by_id[inj.id], key in p.started)
+        for obj in self.scenario.objectives:
+            if obj.check is None:
+                continue
+            if obj.after is not None and self.dues.get(obj.after, 0) > now_t:
+                continue
+            for team in self.teams:
+                key = (obj.id, team)
+                if key in p.passed or self._busy(("check", key)):
+                    continue
+                if obj.after is not None and (obj.after, team) not in p.started:
+                    continue
+                last = p.last_check.get(key)
+                if last is not None and now_t - last < obj.check.every:
+                    continue
+                self._submit(("check", key), self._do_check, team, obj, now_t)
+        for idx, av in enumerate(self.scenario.availability):
+            rnd = int(now_t // av.every)
+            if (idx, rnd) in p.rounds or self._busy(("avail", idx)):
+                continue
+            self._submit(("avail", idx), self._do_round, idx, av, rnd, now_t)
+        if self.on_tick:
+            self.on_tick(self)
+        all_done = all((i.id, k) in p.done for i in self.scenario.injects for k in self.teams)
+        if all_done and now_t >= self.end:
+            self.store.append("drill.finish", {"drill_t": now_t}, actor="runner")
+            return False
+        return True
+
+    def run(self, stop_event: threading.Event | None = None) -> None:
+        try:
+            while not (stop_event and stop_event.is_set()):
+                if not self.tick():
+                    break
+                time.sleep(TICK)
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.probe_pool.shutdown(wait=True, cancel_futures=True)
+            self.refresh()
+
+    # -- work (in the pool) -------------------------------------------------------------
+    def _do_inject(self, team: int, inj: Inject, resumed: bool) -> None:
+        t = self.clock.drill_t()
+        self.store.append(
+            "inject.start",
+            {"inject": inj.id, "due_t": self.dues[inj.id], "drill_t": t, "resumed": resumed,
+             "kind": "traffic" if inj.traffic else "message"},
+            team=team,
+            actor="runner",
+        )
+        try:
+            truth = self.run_inject_fn(team, inj, t)
+            status = "ok"
+        except Exception as exc:  # noqa: BLE001 - recorded, the drill goes on
+            truth = {"error": str(exc)}
+            status = "error"
+        self.store.append(
+            "inject.done",
+            {"inject": inj.id, "status": status, "drill_t": self.clock.drill_t(), **truth},
+            team=team,
+            actor="runner",
+        )
+
+    def _do_check(self, team: int, obj: Any, drill_t: float) -> None:
+        try:
+            res = self.run_check_fn(team, obj)
+        except Exception as exc:  # noqa: BLE001
+            res = {"passed": False, "detail": f"probe error: {exc}"}
+        self.store.append(
+            "check", {"objective": obj.id, "drill_t": drill_t, **res}, team=team, actor="runner"
+        )
+
+    def _do_round(self, idx: int, av: Any, rnd: int, drill_t: float) -> None:
+        futs = {team: self.probe_pool.submit(self._probe_one, team, av) for team in self.teams}
+        rows = []
+        for team, fut in futs.items():
+            res = fut.result()
+            rows.append((team, res))
+        for team, res in rows:
+            self.store.append(
+                "availability",
+                {"index": idx, "node": av.node, "service": av.service, "round": rnd, "drill_t": drill_t,
+                 "up": bool(res.get("passed")), **res},
+                team=team,
+                actor="runner",
+            )
+
+    def _probe_one(self, team: int, av: Any) -> dict:
+        try:
+            return self.run_avail_fn(team, av)
+        except Exception as exc:  # noqa: BLE001
+            return {"passed": False, "detail": f"probe error: {exc}"}

@@ -1,0 +1,73 @@
+"""Connect the drill runner to a real range: traffic, messages and probes per team."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rangectl.backend.docker import DockerBackend
+from rangectl.drill.checks import Vantage, availability_probe, run_check
+from rangectl.drill.runner import DrillRunner
+from rangectl.drill.store import EventStore
+from rangectl.plan import Plan
+from rangectl.scenario.model import Inject, Scenario, localize
+from rangectl.state import RangeState
+
+
+class RangeProbes:
+    """Per-team vantages onto a running range (netns paths and exec), from the Docker backend."""
+
+    def __init__(self, state: RangeState, plan: Plan, backend: DockerBackend):
+        self.state = state
+        self.plan = plan
+        self.backend = backend
+
+    def vantage(self, team: int) -> Vantage:
+        rng = self.state.name
+
+        def netns_of(node: str) -> str:
+            return f"/proc/{self.backend.running_pid(rng, node, team)}/ns/net"
+
+        def exec_in(node: str, argv: list[str], timeout: float) -> tuple[int, str]:
+            c = self.backend.find(rng, node, team)
+            res = self.backend.api.exec_create(c["Id"], ["timeout", str(max(1, int(timeout))), *argv])
+            out = self.backend.api.exec_start(res["Id"])
+            code = self.backend.api.exec_inspect(res["Id"]).get("ExitCode")
+            return (code if code is not None else 1), out.decode(errors="replace")
+
+        return Vantage(self.plan.team(team), netns_of, exec_in)
+
+
+def message_text(inj: Inject) -> dict[str, str]:
+    msg = inj.message
+    if isinstance(msg, str):
+        return {"en": msg}
+    return dict(msg or {})
+
+
+def build_runner(state: RangeState, backend: DockerBackend, on_tick=None) -> DrillRunner:
+    scenario: Scenario = state.scenario()
+    plan = state.plan()
+    store = EventStore(state.db_path)
+    probes = RangeProbes(state, plan, backend)
+
+    def run_inject(team: int, inj: Inject, drill_t: float) -> dict[str, Any]:
+        if inj.message is not None:
+            title = localize(inj.title) if inj.title else inj.id
+            store.append(
+                "message",
+                {"inject": inj.id, "title": title, "text": message_text(inj), "drill_t": drill_t},
+                team=team,
+                actor="runner",
+            )
+            return {"message": True}
+        from rangectl.inject import run_traffic_inject
+
+        return run_traffic_inject(state, scenario, plan, backend, team, inj)
+
+    def check(team: int, obj: Any) -> dict[str, Any]:
+        return run_check(scenario, obj.check, probes.vantage(team)).as_dict()
+
+    def avail(team: int, av: Any) -> dict[str, Any]:
+        return availability_probe(scenario, av, probes.vantage(team)).as_dict()
+
+    return DrillRunner(scenario, plan, store, run_inject, check, avail, on_tick=on_tick)

@@ -1,0 +1,148 @@
+"""Reference solutions: timed steps of a scripted responder, kept apart from the scenario.
+
+A solution lives beside its scenario as ``<scenario>.solution.yaml`` (never
+shown to teams; the team service never reads it)::
+
+    solution: tet-portal
+    steps:
+      - {at: 3m, submit: {objective: attacker-ip, answer: "{ip:attacker}"}}
+      - {at: 4m, hint: sqli-point}
+      - {at: 5m, exec: {node: edge, run: "iptables -I RANGECTL-FILTER -s {ip:attacker} -j DROP"}}
+      - {at: 9m, report: {objective: ncsc-report, fields: {attacker_ip: "{ip:attacker}"}}}
+
+Times are drill-clock times. ``{ip:NODE}`` (and ``{ip:NODE:NETWORK}``) are
+replaced with the team's own address of that node.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rangectl.plan import TeamPlan
+from rangectl.scenario.model import Duration
+
+_IP = re.compile(r"\{ip:([a-z0-9_-]+)(?::([a-z0-9_-]+))?\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Submit(_Strict):
+    objective: str
+    answer: str
+
+
+class Exec(_Strict):
+    node: str
+    run: str
+    expect_exit: int | None = 0
+
+
+class ReportStep(_Strict):
+    objective: str
+    fields: dict[str, str]
+
+
+class Step(_Strict):
+    at: Duration
+    submit: Submit | None = None
+    hint: str | None = None
+    exec: Exec | None = None
+    report: ReportStep | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Step:
+        if sum(x is not None for x in (self.submit, self.hint, self.exec, self.report)) != 1:
+            raise ValueError("a step does exactly one of: submit, hint, exec, report")
+        return self
+
+
+class Solution(_Strict):
+    solution: str
+    description: str | None = None
+    steps: Annotated[list[Step], Field(min_length=1)]
+
+
+def solution_path(scenario_file: Path) -> Path:
+    return scenario_file.with_name(scenario_file.stem + ".solution.yaml")
+
+
+def load_solution(scenario_file: Path) -> Solution:
+    from rangectl.errors import ScenarioError
+    from rangectl.scenario.loader import _plain, locate
+    from ruamel.yaml import YAML
+
+    path = solution_path(scenario_file)
+    if not path.is_file():
+        raise ScenarioError(f"{path}: no reference solution for this scenario")
+    data = YAML(typ="rt").load(path.read_text())
+    try:
+        return Solution.model_validate(_plain(data))
+    except Exception as exc:  # pydantic ValidationError: report the first, with its line
+        errs = getattr(exc, "errors", lambda: [])()
+        if errs:
+            loc = tuple(errs[0]["loc"])
+            line, col = locate(data, loc)
+            raise ScenarioError(
+                f"{path}:{line}:{col}: {'.'.join(str(x) for x in loc)}: {errs[0]['msg']}"
+            ) from None
+        raise ScenarioError(f"{path}: {exc}") from None
+
+
+def fill(text: str, team: TeamPlan) -> str:
+    def sub(m: re.Match) -> str:
+        node = team.node(m.group(1))
+        if m.group(2):
+            return str(node.interfaces[m.group(2)])
+        return str(node.primary_ip)
+
+    return _IP.sub(sub, text)
+
+
+class SolutionPlayer:
+    """Plays a solution for one team, step by step, as the drill clock reaches each step."""
+
+    def __init__(self, solution: Solution, team: TeamPlan, actions: dict[str, Any]):
+        self.steps = sorted(solution.steps, key=lambda s: s.at)
+        self.team = team
+        self.actions = actions  # submit(team, obj, answer), hint(team, obj), exec(team, node, cmd), report(team, obj, fields)
+        self.done: list[dict[str, Any]] = []
+        self.next = 0
+
+    def play_due(self, drill_t: float) -> None:
+        while self.next < len(self.steps) and self.steps[self.next].at <= drill_t:
+            step = self.steps[self.next]
+            self.next += 1
+            k = self.team.team
+            if step.submit:
+                res = self.actions["submit"](k, step.submit.objective, fill(step.submit.answer, self.team))
+                self.done.append({"step": "submit", "objective": step.submit.objective, "result": res})
+            elif step.hint:
+                self.actions["hint"](k, step.hint)
+                self.done.append({"step": "hint", "objective": step.hint})
+            elif step.exec:
+                code, out = self.actions["exec"](k, step.exec.node, fill(step.exec.run, self.team))
+                ok = step.exec.expect_exit is None or code == step.exec.expect_exit
+                self.done.append({"step": "exec", "node": step.exec.node, "exit": code, "ok": ok, "output": out[-300:]})
+            elif step.report:
+                fields = {f: fill(v, self.team) for f, v in step.report.fields.items()}
+                res = self.actions["report"](k, step.report.objective, fields)
+                self.done.append({"step": "report", "objective": step.report.objective, "result": res})
+
+    @property
+    def finished(self) -> bool:
+        return self.next >= len(self.steps)
+
+
+def wait_and_play(players: list[SolutionPlayer], clock_fn, stop_fn, poll: float = 0.1) -> None:
+    while not stop_fn():
+        t = clock_fn()
+        for p in players:
+            p.play_due(t)
+        time.sleep(poll)
