@@ -15,6 +15,7 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("rangectl.commands.range", "exec_", "exec", "command"),
     ("rangectl.commands.range", "shell", "shell", "command"),
     ("rangectl.commands.range", "logs", "logs", "command"),
+    ("rangectl.commands.drill", "app", "drill", "group"),
     ("rangectl.commands.images", "app", "images", "group"),
     ("rangectl.commands.doctor", "doctor", "doctor", "command"),
     ("rangectl.commands.traffic", "app", "traffic", "group"),

@@ -177,6 +177,11 @@ class DrillRunner:
         self._after_seq = 0
         self.clock = ClockState()
         self.progress = Progress()
+        # Work finished by this process since the last refresh (closes the race between a
+        # future finishing and the next read of the record).
+        self.local_done: set[tuple[str, int]] = set()
+        self.local_rounds: set[tuple[int, int]] = set()
+        self.local_checked: dict[tuple[str, int], float] = {}
 
     # -- record ------------------------------------------------------------------
     def refresh(self) -> None:
@@ -237,7 +242,7 @@ class DrillRunner:
                 continue
             for team in self.teams:
                 key = (inj.id, team)
-                if key in p.done or self._busy(("inject", key)):
+                if key in p.done or key in self.local_done or self._busy(("inject", key)):
                     continue
                 if inj.after is not None and (inj.after, team) not in p.done:
                     continue
@@ -251,6 +256,8 @@ class DrillRunner:
                 key = (obj.id, team)
                 if key in p.passed or self._busy(("check", key)):
                     continue
+                if key in self.local_checked and now_t - self.local_checked[key] < obj.check.every:
+                    continue
                 if obj.after is not None and (obj.after, team) not in p.started:
                     continue
                 last = p.last_check.get(key)
@@ -259,12 +266,14 @@ class DrillRunner:
                 self._submit(("check", key), self._do_check, team, obj, now_t)
         for idx, av in enumerate(self.scenario.availability):
             rnd = int(now_t // av.every)
-            if (idx, rnd) in p.rounds or self._busy(("avail", idx)):
+            if (idx, rnd) in p.rounds or (idx, rnd) in self.local_rounds or self._busy(("avail", idx)):
                 continue
             self._submit(("avail", idx), self._do_round, idx, av, rnd, now_t)
         if self.on_tick:
             self.on_tick(self)
-        all_done = all((i.id, k) in p.done for i in self.scenario.injects for k in self.teams)
+        all_done = all(
+            (i.id, k) in p.done or (i.id, k) in self.local_done for i in self.scenario.injects for k in self.teams
+        )
         if all_done and now_t >= self.end:
             self.store.append("drill.finish", {"drill_t": now_t}, actor="runner")
             return False
@@ -303,6 +312,7 @@ class DrillRunner:
             team=team,
             actor="runner",
         )
+        self.local_done.add((inj.id, team))
 
     def _do_check(self, team: int, obj: Any, drill_t: float) -> None:
         try:
@@ -312,6 +322,7 @@ class DrillRunner:
         self.store.append(
             "check", {"objective": obj.id, "drill_t": drill_t, **res}, team=team, actor="runner"
         )
+        self.local_checked[(obj.id, team)] = drill_t
 
     def _do_round(self, idx: int, av: Any, rnd: int, drill_t: float) -> None:
         futs = {team: self.probe_pool.submit(self._probe_one, team, av) for team in self.teams}
@@ -319,14 +330,20 @@ class DrillRunner:
         for team, fut in futs.items():
             res = fut.result()
             rows.append((team, res))
-        for team, res in rows:
-            self.store.append(
-                "availability",
-                {"index": idx, "node": av.node, "service": av.service, "round": rnd, "drill_t": drill_t,
-                 "up": bool(res.get("passed")), **res},
-                team=team,
-                actor="runner",
-            )
+        # one transaction for the whole round: a crash records all teams' results or none
+        self.store.append_many(
+            [
+                (
+                    "availability",
+                    {"index": idx, "node": av.node, "service": av.service, "round": rnd, "drill_t": drill_t,
+                     "up": bool(res.get("passed")), **res},
+                    team,
+                    "runner",
+                )
+                for team, res in rows
+            ]
+        )
+        self.local_rounds.add((idx, rnd))
 
     def _probe_one(self, team: int, av: Any) -> dict:
         try:
