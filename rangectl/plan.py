@@ -150,9 +150,14 @@ def place_subnets(subnets: list[IPv4Network], teams: int) -> list[list[IPv4Netwo
                 if start + size > 2**32:
                     raise ScenarioError(f"no free address space left for another copy of {net}")
                 cand = IPv4Network((start, net.prefixlen))
-                if not _reserved(cand) and not any(cand.overlaps(t) for t in taken):
+                blocker = next((r for r in RESERVED if cand.overlaps(r)), None) or next(
+                    (t for t in taken if cand.overlaps(t)), None
+                )
+                if blocker is None:
                     break
-                m += 1
+                # Every aligned candidate that starts inside the blocker overlaps it too:
+                # jump past it (same result as m += 1, without crawling through a /3).
+                m = max(m + 1, -(-(int(blocker.broadcast_address) + 1 - base) // size))
             taken.append(cand)
             row.append(cand)
         out.append(row)

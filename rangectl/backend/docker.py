@@ -8,6 +8,8 @@ removes exactly one range's resources, even when its state folder is gone or
 
 from __future__ import annotations
 
+import hashlib
+import shlex
 import subprocess
 import time
 from collections.abc import Callable
@@ -36,6 +38,52 @@ def net_name(range_name: str, team: int, net: str) -> str:
 
 def container_name(range_name: str, team: int, node: str) -> str:
     return f"rc-{range_name}-t{team}-{node}"
+
+
+def bridge_name(range_name: str, team: int, net: str) -> str:
+    """The Linux bridge of a range network (15 characters at most)."""
+    digest = hashlib.sha1(f"{range_name}/{team}/{net}".encode()).hexdigest()[:12]
+    return f"rc-{digest}"
+
+
+def _iptables(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["iptables", "-w", "10", *args], capture_output=True, text=True, check=False)
+
+
+def allow_bridged(range_name: str, bridge: str) -> None:
+    """Let frames that stay on one range bridge pass the host's FORWARD chain.
+
+    With br_netfilter, Docker's rules for --internal networks drop bridged
+    frames whose destination is outside the network's own subnet, which is
+    every packet a scenario router forwards. Frames that enter and leave the
+    same range bridge never leave the range, so accepting exactly those (in
+    DOCKER-USER, which runs first) keeps the range internal and lets its
+    routers route.
+    """
+    rule = ["DOCKER-USER", "-i", bridge, "-o", bridge, "-m", "comment", "--comment", f"rangectl:{range_name}", "-j", "ACCEPT"]
+    if _iptables("-C", *rule).returncode != 0:
+        r = _iptables("-I", *rule)
+        if r.returncode != 0:
+            raise EnvironmentProblem(
+                f"cannot add the forwarding rule for {bridge}: {r.stderr.strip()}",
+                fix="run as root with iptables installed (scripts/setup.sh)",
+            )
+
+
+def remove_bridge_rules(range_name: str | None) -> int:
+    """Delete the DOCKER-USER rules of a range (of every range when None)."""
+    listing = _iptables("-S", "DOCKER-USER")
+    removed = 0
+    tag = "rangectl:" if range_name is None else f"rangectl:{range_name}"
+    for line in listing.stdout.splitlines():
+        if not line.startswith("-A DOCKER-USER"):
+            continue
+        parts = shlex.split(line)
+        comment = parts[parts.index("--comment") + 1] if "--comment" in parts else ""
+        if comment == tag or (range_name is None and comment.startswith(tag)):
+            if _iptables("-D", *parts[1:]).returncode == 0:
+                removed += 1
+    return removed
 
 
 def range_filter(range_name: str | None) -> dict[str, Any]:
@@ -151,8 +199,10 @@ class DockerBackend:
 
     def _ensure_network(self, range_name: str, team: TeamPlan, n, base_labels: dict, res: UpResult):
         name = net_name(range_name, team.team, n.name)
+        bridge = bridge_name(range_name, team.team, n.name)
         try:
             info = self.api.inspect_network(name)
+            allow_bridged(range_name, bridge)
             res.kept.append(name)
             return (team.team, n.name), info["Id"], name
         except NotFound:
@@ -172,6 +222,7 @@ class DockerBackend:
                 options={
                     "com.docker.network.bridge.enable_ip_masquerade": "false",
                     "com.docker.network.bridge.inhibit_ipv4": "true",
+                    "com.docker.network.bridge.name": bridge,
                 },
             )
         except APIError as exc:
@@ -180,6 +231,7 @@ class DockerBackend:
                 fix="check `docker network ls` for a clashing subnet",
             ) from None
         res.created_networks.append(name)
+        allow_bridged(range_name, bridge)
         return (team.team, n.name), created["Id"], name
 
     def _ensure_container(
@@ -367,4 +419,5 @@ class DockerBackend:
         with ThreadPoolExecutor(WORKERS) as pool:
             for name in pool.map(rm_network, networks):
                 note("network", name)
+        remove_bridge_rules(range_name)
         return len(containers), len(networks)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-_PART = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms)")
+_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")  # "ms" before "m"
 DURATION_PATTERN = r"^\s*(0|(\d+(\.\d+)?(h|m|s|ms))+)\s*$"
 
 

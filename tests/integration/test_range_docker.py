@@ -138,13 +138,24 @@ def test_reconcile_recreates_what_is_missing_and_keeps_what_runs(docker_engine, 
     assert f"default via {rep.plan.team(1).node('soc').gateway}" in out
 
 
-def test_up_refuses_a_clashing_subnet_without_touching_state(docker_engine, built_images):
+def _variant(tmp_path, old: str, new: str):
+    """A copy of the mini scenario (with its playbooks) whose DMZ subnet is moved."""
+    import shutil
+
+    shutil.copytree(FIXTURES / "playbooks", tmp_path / "playbooks")
+    f = tmp_path / "mini-variant.yaml"
+    f.write_text(SCENARIO.read_text().replace(old, new))
+    return f
+
+
+def test_up_refuses_a_clashing_subnet_without_touching_state(docker_engine, built_images, tmp_path):
     import docker
 
-    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.231.3.0/24")])
+    scen = _variant(tmp_path, "10.231.3.", "10.231.20.")
+    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.231.20.0/24")])
     clash = docker_engine.api.create_network("pytest-clash", driver="bridge", internal=True, ipam=ipam)
     try:
-        p = run_cli("up", str(SCENARIO), "--name", "pytest-clash-range", "--no-provision")
+        p = run_cli("up", str(scen), "--name", "pytest-clash-range", "--no-provision")
         assert p.returncode == 1
         assert "clashes with Docker network 'pytest-clash'" in p.stderr
         assert "Traceback" not in p.stderr
@@ -157,8 +168,10 @@ def test_up_refuses_a_clashing_subnet_without_touching_state(docker_engine, buil
 
 def test_interrupted_up_is_cleaned_by_down(docker_engine, built_images, tmp_path):
     rng = "pytest-interrupt"
+    scen = _variant(tmp_path, "198.18.10.", "198.18.40.").read_text().replace("10.231.3.", "10.231.40.")
+    (tmp_path / "mini-variant.yaml").write_text(scen)
     proc = subprocess.Popen(
-        [*rangectl_cmd(), "up", str(SCENARIO), "--teams", "3", "--name", rng],
+        [*rangectl_cmd(), "up", str(tmp_path / "mini-variant.yaml"), "--teams", "3", "--name", rng],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -185,10 +198,12 @@ def test_interrupted_up_is_cleaned_by_down(docker_engine, built_images, tmp_path
     assert not cs and not ns
 
 
-def test_down_removes_exactly_its_range(docker_engine, built_images):
+def test_down_removes_exactly_its_range(docker_engine, built_images, tmp_path):
     unrelated = docker_engine.api.create_network("pytest-unrelated", labels={L.MANAGED: "1", L.RANGE: "someone-else"})
     try:
-        run_cli("up", str(SCENARIO), "--name", "pytest-down-a", "--no-provision", check=True)
+        scen = _variant(tmp_path, "10.231.3.", "10.231.60.")
+        scen.write_text(scen.read_text().replace("198.18.10.", "198.18.60."))
+        run_cli("up", str(scen), "--name", "pytest-down-a", "--no-provision", check=True)
         p = run_cli("down", "pytest-down-a", check=True)
         assert "4 container(s), 2 network(s)" in p.stdout
         cs, ns = leftovers(docker_engine, "pytest-down-a")

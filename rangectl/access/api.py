@@ -1,0 +1,522 @@
+"""The team API: an HTTP JSON service (FastAPI) that trainees reach from their workstation.
+
+``/api/v1/openapi.json`` and ``/api/v1/health`` are public; everything else
+needs ``Authorization: Bearer <team token>``. A guard in front of the
+application (pure ASGI, before routing and before the body is read):
+
+* maps the token to its team (:class:`~rangectl.access.credentials.TokenVerifier`)
+  or answers 401, whatever the path (unknown paths included);
+* refuses bodies over ``max_body`` bytes with 413 (Content-Length or counted);
+* adds ``Cache-Control: no-store`` and ``X-Content-Type-Options: nosniff``.
+
+Team routes are ``/api/v1/teams/{team}/...`` where ``{team}`` is ``me`` or
+the token's own team number; anything else is the same 403, whether or not
+that team exists. Request bodies are strict pydantic models (unknown fields,
+wrong types: 422). Every error body is ``{"detail": "..."}`` (422 adds
+``errors`` with location and message, never the input); a bug is a 500 with
+``{"detail": "internal error"}`` and no traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rangectl import __version__
+from rangectl.access.service import ApiError, TeamService
+
+log = logging.getLogger("rangectl.access")
+
+PREFIX = "/api/v1"
+PUBLIC = {f"{PREFIX}/openapi.json", f"{PREFIX}/health"}
+MAX_ANSWER = 1000
+
+Lang = Literal["en", "vi"]
+LangQuery = Annotated[Lang, Query(description="language of titles and texts: vi or en")]
+
+
+# --- request and response models ------------------------------------------------------------------
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SubmitBody(StrictModel):
+    answer: str = Field(min_length=1, max_length=MAX_ANSWER, description="the answer, as text")
+
+
+FieldValue = (
+    Annotated[str, Field(max_length=10_000)]
+    | int
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | bool
+    | None
+)
+
+
+class ReportBody(StrictModel):
+    objective: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    fields: dict[Annotated[str, Field(min_length=1, max_length=64)], FieldValue] = Field(
+        default_factory=dict, max_length=64, description="report field name -> value"
+    )
+
+
+class Error(BaseModel):
+    detail: str
+
+
+class DrillInfo(BaseModel):
+    status: str
+    drill_t: float
+
+
+class WhoAmI(BaseModel):
+    team: int
+    range: str
+    scenario: str
+
+
+class Briefing(BaseModel):
+    team: int
+    range: str
+    scenario: str
+    title: str
+    briefing: str
+    level: int | None
+    duration_seconds: float | None
+    drill: DrillInfo
+    lang: Lang
+
+
+class MessageItem(BaseModel):
+    seq: int
+    drill_t: float
+    title: str
+    text: str
+
+
+class Messages(BaseModel):
+    team: int
+    messages: list[MessageItem]
+    last_seq: int
+
+
+class HintInfo(BaseModel):
+    index: int
+    cost: int
+    taken: bool
+    text: str | None = None
+
+
+class ReportFieldInfo(BaseModel):
+    name: str
+    prompt: str
+    required: bool
+
+
+class ReportInfo(BaseModel):
+    deadline_seconds: float
+    due_drill_t: float
+    filed: bool
+    fields: list[ReportFieldInfo]
+
+
+class ObjectiveView(BaseModel):
+    id: str
+    title: str
+    prompt: str
+    category: str
+    kind: Literal["answer", "check", "report"]
+    points: int
+    solved: bool
+    earned: float
+    hints: list[HintInfo]
+    hints_available: int
+    attempts: int | None = None
+    max_attempts: int | None = None
+    attempts_left: int | None = None
+    report: ReportInfo | None = None
+
+
+class Objectives(BaseModel):
+    team: int
+    drill: DrillInfo
+    objectives: list[ObjectiveView]
+
+
+class SubmitResult(BaseModel):
+    team: int
+    objective: str
+    accepted: bool
+    correct: bool
+    attempt: int | None = None
+    attempts_left: int | None = None
+    refused: str | None = None
+    points: float = 0.0
+    drill_t: float = 0.0
+    retry_after: int | None = None
+    seq: int
+    message: str
+
+
+class HintResult(BaseModel):
+    team: int
+    objective: str
+    index: int
+    total: int
+    cost: int
+    text: str
+    drill_t: float
+    seq: int
+
+
+class ReportResult(BaseModel):
+    team: int
+    objective: str
+    accepted: bool
+    on_time: bool
+    drill_t: float
+    deadline_t: float
+    seq: int
+    message: str
+
+
+class ScoreObjective(BaseModel):
+    id: str
+    category: str
+    solved: bool
+    points: float
+    max_points: float
+    attempts: int
+    hints: int
+
+
+class Availability(BaseModel):
+    up: int
+    total: int
+
+
+class Score(BaseModel):
+    team: int
+    total: float
+    rank: int | None
+    teams: int | None
+    categories: dict[str, float]
+    solved: int
+    attempts: int
+    hints: int
+    availability: Availability
+    adjustments: float
+    objectives: list[ScoreObjective]
+
+
+class BoardRow(BaseModel):
+    team: int
+    rank: int
+    total: float
+    solved: int
+
+
+class BoardView(BaseModel):
+    scenario: str
+    status: str
+    drill_t: float
+    teams: list[BoardRow]
+
+
+class Health(BaseModel):
+    ok: bool
+    version: str
+
+
+# --- the guard ---------------------------------------------------------------------------------------
+
+
+def _json_bytes(status: int, body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+SECURITY_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
+
+
+class Guard:
+    """Authentication and body size, before routing (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp, service: TeamService, max_body: int):
+        self.app = app
+        self.service = service
+        self.max_body = max_body
+
+    async def _reply(
+        self, send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        body = _json_bytes(status, {"detail": detail})
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *SECURITY_HEADERS,
+            *(extra or []),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = scope.get("headers") or []
+        path = scope.get("path", "")
+        if path not in PUBLIC:
+            token = None
+            for k, v in headers:
+                if k == b"authorization":
+                    try:
+                        text = v.decode("latin-1")
+                    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes everything
+                        text = ""
+                    scheme, _, cred = text.partition(" ")
+                    if scheme.lower() == "bearer":
+                        token = cred.strip()
+                    break
+            team = self.service.team_for(token) if token else None
+            if team is None:
+                await self._reply(
+                    send,
+                    401,
+                    "a valid team token is required",
+                    [(b"www-authenticate", b'Bearer realm="rangectl"')],
+                )
+                return
+            scope.setdefault("state", {})["team"] = team
+        # body: declared size first, then counted
+        declared = None
+        for k, v in headers:
+            if k == b"content-length":
+                try:
+                    declared = int(v)
+                except ValueError:
+                    await self._reply(send, 400, "bad Content-Length")
+                    return
+        if declared is not None and declared > self.max_body:
+            await self._reply(send, 413, f"request body too large (at most {self.max_body} bytes)")
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await self._reply(send, 413, f"request body too large (at most {self.max_body} bytes)")
+                return
+            chunks.append(chunk)
+            more = msg.get("more_body", False)
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, replay, send_with_headers)
+
+
+# --- the application -------------------------------------------------------------------------------------
+
+
+bearer = HTTPBearer(auto_error=False, description="the team token (RANGECTL_TOKEN / RESPOND_TOKEN)")
+
+ERRORS = {
+    400: {"model": Error, "description": "malformed request (e.g. a body that is not JSON)"},
+    401: {"model": Error, "description": "no or wrong token"},
+    403: {"model": Error, "description": "not this token's team"},
+    413: {"model": Error, "description": "body too large"},
+    503: {"model": Error, "description": "the drill record cannot be written right now"},
+    422: {"description": "invalid request"},
+}
+
+
+async def own_team(
+    request: Request, team: Annotated[str, Path(description="`me`, or your own team number")]
+) -> int:
+    mine = request.state.team
+    if team != "me" and team != str(mine):
+        raise ApiError(403, "forbidden: this token does not give access to that team")
+    return mine
+
+
+Team = Annotated[int, Depends(own_team)]
+ObjectiveId = Annotated[str, Path(description="objective id", max_length=63)]
+
+
+def create_app(service: TeamService) -> FastAPI:
+    app = FastAPI(
+        title="rangectl team API",
+        version=__version__,
+        description=(
+            "The service a responder team uses during a drill: briefing, messages, objectives, "
+            "answers, hints, incident reports and scores. Every route but /health and this "
+            "description needs `Authorization: Bearer <team token>`; the team is the token's."
+        ),
+        openapi_url=f"{PREFIX}/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body or {"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for e in exc.errors()[:20]:
+            loc = [str(p) for p in e.get("loc", ())]
+            errors.append({"loc": loc, "msg": str(e.get("msg", "invalid"))[:200]})
+        return JSONResponse({"detail": "invalid request", "errors": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else "error"
+        return JSONResponse(
+            {"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("team API error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    r = APIRouter(prefix=PREFIX, dependencies=[Security(bearer)], responses=ERRORS)
+
+    @app.get(f"{PREFIX}/health", response_model=Health, tags=["service"])
+    def health() -> dict[str, Any]:
+        """Is the service up (no token needed; says nothing about the range)."""
+        return {"ok": True, "version": __version__}
+
+    @r.get("/whoami", response_model=WhoAmI, tags=["team"])
+    def whoami(request: Request) -> dict[str, Any]:
+        """The team this token belongs to."""
+        ctx = service.ctx()
+        return {"team": request.state.team, "range": service.state.name, "scenario": ctx.scenario.name}
+
+    @r.get("/teams/{team}/briefing", response_model=Briefing, tags=["team"])
+    def briefing(team: Team, lang: LangQuery = "en") -> dict[str, Any]:
+        """The scenario's title and briefing, and the drill clock."""
+        return service.briefing(team, lang)
+
+    @r.get("/teams/{team}/messages", response_model=Messages, tags=["team"])
+    def messages(
+        team: Team,
+        lang: LangQuery = "en",
+        after: Annotated[int, Query(ge=0, le=2**62, description="only messages after this seq")] = 0,
+    ) -> dict[str, Any]:
+        """Messages (narrative injects) sent to the team, oldest first."""
+        return service.messages(team, lang, after)
+
+    @r.get("/teams/{team}/objectives", response_model=Objectives, tags=["objectives"])
+    def objectives(team: Team, lang: LangQuery = "en") -> dict[str, Any]:
+        """The open objectives: prompt, points, hints (and their cost), attempts, report fields."""
+        return service.objectives(team, lang)
+
+    @r.get(
+        "/teams/{team}/objectives/{objective_id}",
+        response_model=ObjectiveView,
+        tags=["objectives"],
+        responses={404: {"model": Error}},
+    )
+    def objective(team: Team, objective_id: ObjectiveId, lang: LangQuery = "en") -> dict[str, Any]:
+        """One open objective."""
+        return service.objective(team, objective_id, lang)
+
+    @r.post(
+        "/teams/{team}/objectives/{objective_id}/submissions",
+        response_model=SubmitResult,
+        tags=["objectives"],
+        responses={
+            404: {"model": Error},
+            409: {
+                "model": SubmitResult | Error,
+                "description": "refused (drill not running, solved, attempts used up: recorded), "
+                "or nothing to submit for this objective (a check or report)",
+            },
+            429: {"model": SubmitResult, "description": "rate limited; see Retry-After"},
+        },
+    )
+    async def submit(team: Team, objective_id: ObjectiveId, body: SubmitBody) -> Any:
+        """Submit an answer. Every attempt is recorded, refused ones too."""
+        oid, wait = service.precheck(team, objective_id)
+        if wait > 0:  # rate limited: recorded (in batches) by the refusal writer
+            try:
+                seq = await service.refusals.record(team, oid, body.answer, wait)
+            except Exception:  # noqa: BLE001 - the record could not be written
+                log.exception("cannot record a refused submission")
+                raise ApiError(503, "the drill record is not available; try again") from None
+            status, result, headers = service.refused_result(team, oid, wait, seq)
+        else:  # scored by the scoring module's submit, on the scoring thread
+            loop = asyncio.get_running_loop()
+            status, result, headers = await loop.run_in_executor(
+                service.scoring_pool, service.scored, team, oid, body.answer
+            )
+        return JSONResponse(result, status_code=status, headers=headers)
+
+    @r.post(
+        "/teams/{team}/objectives/{objective_id}/hints",
+        response_model=HintResult,
+        tags=["objectives"],
+        responses={404: {"model": Error}, 409: {"model": Error}},
+    )
+    def hint(team: Team, objective_id: ObjectiveId, lang: LangQuery = "en") -> dict[str, Any]:
+        """Take the objective's next hint (its cost comes off the objective's award)."""
+        return service.hint(team, objective_id, lang)
+
+    @r.post(
+        "/teams/{team}/reports",
+        response_model=ReportResult,
+        tags=["objectives"],
+        responses={404: {"model": Error}, 409: {"model": Error}},
+    )
+    def report(team: Team, body: ReportBody) -> dict[str, Any]:
+        """File an incident report for a report objective (the first accepted one counts)."""
+        return service.report(team, body.objective, dict(body.fields))
+
+    @r.get("/teams/{team}/score", response_model=Score, tags=["scores"])
+    def score(team: Team) -> dict[str, Any]:
+        """The team's own score, per category and open objective."""
+        return service.score(team)
+
+    @r.get("/board", response_model=BoardView, tags=["scores"], responses={403: {"model": Error}})
+    def board() -> dict[str, Any]:
+        """The public scoreboard (rank, total, solved), unless the trainer hid it."""
+        return service.board()
+
+    app.include_router(r)
+    return Guard(app, service, service.settings.max_body)  # type: ignore[return-value]
+
+
+def openapi_of(asgi: Any) -> dict[str, Any]:
+    """The OpenAPI document of an app made by :func:`create_app`."""
+    return asgi.app.openapi()

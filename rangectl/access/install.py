@@ -1,0 +1,176 @@
+"""Put each team's way in into its blue workstation: ``respond``, the team's token, sshd and keys.
+
+Runs ``playbooks/workstation-respond.yml`` with the range's own Ansible
+machinery (:func:`rangectl.backend.provision.provision`, through the Docker
+API), on the workstation of the chosen teams only. Secrets travel as files
+(``$STATE/access/install/team-K/``), never as Ansible variables, and the
+secret-copying tasks are ``no_log``; ansible-runner's artifacts stay in
+``$STATE/access/ansible`` (0700).
+
+An install is recorded per team (container id, credential generation,
+``respond.py`` digest) in the range's metadata, so ``serve`` re-runs it only
+for a team whose workstation was re-created, whose credential was rotated, or
+when ``respond`` changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rangectl import paths
+from rangectl.access.credentials import install_dir, load_credentials
+from rangectl.errors import RangeError, UsageError
+from rangectl.plan import Plan
+from rangectl.scenario.model import Scenario
+from rangectl.state import RangeState
+
+WS_API_PORT = 8780  # the API, on 127.0.0.1 inside each workstation
+WS_SSH_PORT = 8722  # the team's sshd, on 127.0.0.1 inside each workstation
+PLAYBOOK = "workstation-respond.yml"
+
+
+def respond_script() -> Path:
+    return Path(__file__).resolve().parent.parent / "data" / "respond.py"
+
+
+def playbook_path() -> Path:
+    p = paths.playbooks_dir() / PLAYBOOK
+    if not p.is_file():  # RANGECTL_ROOT pointing at a project without it: use the one shipped here
+        p = Path(__file__).resolve().parent.parent.parent / "playbooks" / PLAYBOOK
+    return p
+
+
+def workstation_node(scenario: Scenario, node: str | None = None) -> str:
+    """The node trainees work on: ``node`` when given, else the first blue node with the workstation image."""
+    if node is not None:
+        if node not in scenario.nodes:
+            raise UsageError(f"scenario '{scenario.name}' has no node '{node}'")
+        return node
+    blue = scenario.nodes_with_role("blue")
+    if not blue:
+        raise UsageError(
+            f"scenario '{scenario.name}' has no blue node for trainees to work on", fix="pass --node"
+        )
+    for n in blue:
+        if scenario.nodes[n].image == "workstation":
+            return n
+    return blue[0]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def marker(state: RangeState, team: int) -> dict:
+    return state.get(f"access_installed_t{team}") or {}
+
+
+@dataclass
+class InstallResult:
+    ok: bool
+    teams: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def install_access(
+    state: RangeState,
+    teams: Iterable[int] | None = None,
+    node: str | None = None,
+    *,
+    force: bool = False,
+    kill_sessions: bool = False,
+    note: Callable[[str, str, str], None] | None = None,
+) -> InstallResult:
+    """Install (or refresh) trainee access in the workstations of ``teams`` (default: all with credentials).
+
+    Skips teams whose recorded install matches the running container, the
+    credential generation and ``respond.py``, unless ``force``.
+    """
+    from rangectl.backend.provision import provision
+    from rangectl.ranges import backend
+
+    scenario = state.scenario()
+    ws = workstation_node(scenario, node)
+    creds = load_credentials(state)
+    wanted = sorted(creds) if teams is None else sorted(set(teams))
+    missing = [t for t in wanted if t not in creds]
+    if missing:
+        raise UsageError(
+            f"team {missing[0]} of range '{state.name}' has no credentials", fix="run `rangectl up` again"
+        )
+    be = backend()
+    digest = _digest(respond_script())
+    todo: list[int] = []
+    ids: dict[int, str] = {}
+    res = InstallResult(ok=True)
+    for t in wanted:
+        c = be.find(state.name, ws, t)
+        if c["State"] != "running":
+            raise RangeError(
+                f"team {t}'s workstation '{ws}' is not running ({c['State']})", fix="run `rangectl up` again"
+            )
+        ids[t] = c["Id"]
+        want = {"container": c["Id"], "generation": creds[t].generation, "respond": digest, "node": ws}
+        if not force and marker(state, t) == want:
+            res.skipped.append(t)
+        else:
+            todo.append(t)
+    if not todo:
+        return res
+    full = state.plan()
+    plan = Plan(full.scenario, full.scenario_hash, [full.team(t) for t in todo])
+    nodes = {}
+    for name, spec in scenario.nodes.items():
+        if name == ws:
+            nodes[name] = spec.model_copy(
+                update={
+                    "provision": [str(playbook_path())],
+                    "vars": {
+                        **spec.vars,
+                        "respond_install_dir": str(install_dir(state)),
+                        "respond_script": str(respond_script()),
+                        "respond_ssh_port": WS_SSH_PORT,
+                        "respond_kill_sessions": bool(kill_sessions),
+                    },
+                }
+            )
+        else:
+            nodes[name] = spec.model_copy(update={"provision": []})
+    sc = scenario.model_copy(update={"nodes": nodes})
+    work = state.dir / "access" / "ansible"
+    work.mkdir(parents=True, exist_ok=True)
+    os.chmod(work.parent, 0o700)
+    pr = provision(state.name, sc, plan, state.source_path, note=note, workdir=work)
+    res.seconds = pr.seconds
+    res.ok = pr.ok
+    res.failures = pr.failures
+    if pr.ok:
+        creds = load_credentials(state)
+        for t in todo:
+            state.update(
+                **{
+                    f"access_installed_t{t}": {
+                        "container": ids[t],
+                        "generation": creds[t].generation,
+                        "respond": digest,
+                        "node": ws,
+                    }
+                }
+            )
+        res.teams = todo
+    return res
+
+
+# A quick repair the serve process runs through `docker exec` when a team's sshd is not answering.
+SSHD_RESTART = (
+    "set -e; [ -f /etc/rangectl/sshd_config ] || exit 3; [ -x /usr/sbin/sshd ] || exit 4; "
+    "pid=$(cat /run/rangectl-sshd.pid 2>/dev/null || true); "
+    'if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then exit 0; fi; '
+    "mkdir -p /run/sshd; /usr/sbin/sshd -f /etc/rangectl/sshd_config -E /var/log/rangectl-sshd.log"
+)

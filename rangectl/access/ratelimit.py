@@ -1,0 +1,59 @@
+"""Per-(team, objective) submission rate limit: a token bucket.
+
+A bucket holds up to ``burst`` tokens and gains ``per_minute / 60`` tokens a
+second. Each submission takes one; with none left the submission is refused
+and the caller learns how long until the next token (``Retry-After``).
+Thread-safe; memory is bounded by teams x objectives.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    per_minute: float = 6.0
+    burst: int = 3
+
+    @property
+    def enabled(self) -> bool:
+        return self.per_minute > 0
+
+    def describe(self) -> str:
+        if not self.enabled:
+            return "off"
+        return f"{self.per_minute:g}/min per objective, bursts of {self.burst}"
+
+
+class RateLimiter:
+    def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self.clock = clock
+        self._buckets: dict[tuple[int, str], tuple[float, float]] = {}  # key -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def take(self, team: int, objective: str) -> float:
+        """Take a token: 0.0 when allowed, else the seconds to wait before the next try (> 0)."""
+        if not self.limit.enabled:
+            return 0.0
+        rate = self.limit.per_minute / 60.0
+        cap = float(max(1, self.limit.burst))
+        now = self.clock()
+        key = (team, objective)
+        with self._lock:
+            tokens, at = self._buckets.get(key, (cap, now))
+            tokens = min(cap, tokens + (now - at) * rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / rate
+
+    @staticmethod
+    def retry_after_header(wait: float) -> str:
+        return str(max(1, math.ceil(wait)))

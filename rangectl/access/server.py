@@ -1,0 +1,268 @@
+"""``rangectl serve``: the team API on a host address, inside each workstation, and SSH forwarders.
+
+One asyncio loop runs uvicorn (the API on ``--bind`` and on a private Unix
+socket in the range's state folder) and the :class:`~rangectl.access.gateway.Gateway`
+(in-workstation listeners piped to that Unix socket, per-team SSH ports).
+The process stops on SIGINT/SIGTERM, on ``stop`` (tests), or by itself when
+the range is taken down (its state folder disappears).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rangectl.access import credentials as creds
+from rangectl.access.api import create_app
+from rangectl.access.ratelimit import RateLimit
+from rangectl.access.service import Settings, TeamService
+from rangectl.errors import UsageError
+from rangectl.state import RangeState
+
+log = logging.getLogger("rangectl.access.server")
+
+SWITCH_INTERVAL = 0.001
+
+
+@dataclass
+class ServeOptions:
+    bind: str = creds.DEFAULT_API  # host:port for the API on the host ("" or None: no host listener)
+    ssh_bind: str | None = creds.DEFAULT_SSH_HOST  # None: no SSH forwarders
+    ssh_base: int = creds.DEFAULT_SSH_BASE
+    workstations: bool = True  # in-workstation API listeners and SSH (needs Docker and root)
+    node: str | None = None  # the workstation node (default: first blue workstation)
+    install: bool = True  # install respond/credentials/sshd where missing or stale
+    hide_board: bool = False
+    rate: RateLimit = field(default_factory=RateLimit)
+    max_body: int = 64 * 1024
+    access_log: bool = False
+    watch_seconds: float = 5.0
+
+
+def parse_bind(text: str, default_port: int = 8780) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, str(default_port)
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        p = int(port)
+    except ValueError:
+        raise UsageError(f"'{text}' is not ADDR:PORT") from None
+    if not 0 <= p < 65536:
+        raise UsageError(f"port {p} is out of range")
+    return host, p
+
+
+def api_socket_path(state: RangeState) -> Path:
+    return state.dir / "access" / "api.sock"
+
+
+def _unix_listener(path: Path) -> socket.socket:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        s.bind(str(path))
+    finally:
+        os.umask(old)
+    s.listen(128)
+    s.setblocking(False)
+    return s
+
+
+def _tcp_listener(host: str, port: int) -> socket.socket:
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((host, port))
+    except OSError as exc:
+        s.close()
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror}", fix="pick another --bind"
+        ) from None
+    s.listen(1024)
+    s.setblocking(False)
+    return s
+
+
+class Served:
+    """A running serve: what tests and the CLI look at."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.api_address: tuple[str, int] | None = None
+        self.gateway = None
+        self.install = None
+
+
+def serve(
+    state: RangeState,
+    opts: ServeOptions,
+    served: Served | None = None,
+    note: Callable[[str], None] | None = None,
+) -> None:
+    """Run until stopped. ``served.ready`` is set once every listener is open."""
+    served = served or Served()
+    note = note or (lambda text: None)
+    # The event loop is the busiest thread; the scoring and refusal threads make many short SQLite
+    # calls, each giving up the GIL and waiting to get it back. With the default 5 ms switch interval
+    # those waits add up to 100+ ms tails under load; 1 ms keeps p99 low (bench/serve.py).
+    if sys.getswitchinterval() > SWITCH_INTERVAL:
+        sys.setswitchinterval(SWITCH_INTERVAL)
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:  # plain asyncio works too, just slower
+        factory = None
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(_main(state, opts, served, note))
+    except BaseException as exc:
+        served.error = exc
+        served.ready.set()
+        raise
+
+
+async def _main(state: RangeState, opts: ServeOptions, served: Served, note: Callable[[str], None]) -> None:
+    import uvicorn
+
+    loop = asyncio.get_running_loop()
+    teams = sorted(creds.load_credentials(state))
+    if not teams:
+        raise UsageError(
+            f"range '{state.name}' has no team credentials", fix="run `rangectl up` again (it makes them)"
+        )
+    settings = Settings(hide_board=opts.hide_board, rate=opts.rate, max_body=opts.max_body)
+    service = TeamService(state, settings)
+    app = create_app(service)
+    sockets: list[socket.socket] = []
+    if opts.bind:
+        host, port = parse_bind(opts.bind)
+        tcp = _tcp_listener(host, port)
+        sockets.append(tcp)
+        served.api_address = tcp.getsockname()[:2]
+    unix_path = api_socket_path(state)
+    sockets.append(_unix_listener(unix_path))
+    ep = creds.endpoints(state)
+    if served.api_address:
+        ep.api = f"{served.api_address[0]}:{served.api_address[1]}"
+    if opts.ssh_bind:
+        ep.ssh_host, ep.ssh_base = opts.ssh_bind, opts.ssh_base
+    creds.set_endpoints(state, ep)
+
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        access_log=opts.access_log,
+        log_level="warning",
+        timeout_keep_alive=15,
+        limit_concurrency=1024,
+        server_header=False,
+        date_header=False,
+    )
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # signals are ours (below)
+    gateway = None
+    if opts.workstations:
+        gateway = await _start_gateway(state, opts, teams, unix_path, note, served)
+        served.gateway = gateway
+    srv_task = asyncio.create_task(server.serve(sockets=sockets))
+    for _ in range(200):
+        if server.started or srv_task.done():
+            break
+        await asyncio.sleep(0.02)
+    if srv_task.done():
+        srv_task.result()
+    served.ready.set()
+    where = f"http://{ep.api}" if opts.bind else "(no host listener)"
+    note(f"team API for range '{state.name}' ({len(teams)} team(s)) on {where}")
+    stop_signal = asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        for sig in (2, 15):
+            loop.add_signal_handler(sig, stop_signal.set)
+    try:
+        while not (served.stop.is_set() or stop_signal.is_set() or srv_task.done()):
+            if not state.db_path.exists():
+                note(f"range '{state.name}' is gone (rangectl down): stopping")
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        server.should_exit = True
+        if gateway is not None:
+            await gateway.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(srv_task, 10)
+        with contextlib.suppress(FileNotFoundError):
+            unix_path.unlink()
+
+
+async def _start_gateway(state, opts: ServeOptions, teams: list[int], unix_path: Path, note, served: Served):
+    from rangectl.access.gateway import Gateway
+    from rangectl.access.install import install_access, workstation_node
+    from rangectl.ranges import backend
+
+    loop = asyncio.get_running_loop()
+    be = backend()
+    ws = workstation_node(state.scenario(), opts.node)
+    if opts.install:
+        note("installing respond, credentials and sshd in the workstations (where missing or stale)")
+        res = await loop.run_in_executor(None, lambda: install_access(state, teams, ws))
+        served.install = res
+        if not res.ok:
+            f = res.failures[0] if res.failures else {"host": "-", "task": "-", "message": "failed"}
+            note(f"install failed on {f['host']} at '{f['task']}': {f['message']}")
+        elif res.teams:
+            note(f"installed for team(s) {', '.join(map(str, res.teams))}")
+
+    def resolve(team: int) -> tuple[str, int]:
+        c = be.find(state.name, ws, team)
+        return c["Id"], be.running_pid(state.name, ws, team)
+
+    def exec_in(container: str, argv: list[str]) -> int:
+        ex = be.api.exec_create(container, argv)
+        be.api.exec_start(ex["Id"])
+        code = be.api.exec_inspect(ex["Id"]).get("ExitCode")
+        return 1 if code is None else int(code)
+
+    gw = Gateway(
+        teams,
+        str(unix_path),
+        resolve,
+        exec_in,
+        ssh_bind=opts.ssh_bind,
+        ssh_base=opts.ssh_base,
+        watch_seconds=opts.watch_seconds,
+        on_event=lambda kind, team, text: note(f"team {team}: {text}"),
+    )
+    await gw.start()
+    return gw
+
+
+def serve_in_thread(
+    state: RangeState, opts: ServeOptions, note: Callable[[str], None] | None = None
+) -> tuple[threading.Thread, Served]:
+    """Start ``serve`` in a thread (tests); wait on ``served.ready``; set ``served.stop`` to end it."""
+    served = Served()
+
+    def run() -> None:
+        with contextlib.suppress(BaseException):
+            serve(state, opts, served, note)
+
+    t = threading.Thread(target=run, name=f"rangectl-serve-{state.name}", daemon=True)
+    t.start()
+    return t, served

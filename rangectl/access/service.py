@@ -1,0 +1,645 @@
+"""What the team API does, as plain functions over a range: the bridge to the scoring actions.
+
+Every write goes through :mod:`rangectl.scoring.actions` (the functions the
+trainer's CLI calls) with ``actor="team-K"``; the only event written here is
+``submission.refused`` for an attempt the rate limiter turned away. It has
+the fields of a refused ``submission`` (objective, answer, drill_t,
+correct=false, attempt=null, refused="rate limited: ...") but its own kind,
+so the scoring path (which re-reads a team's ``submission`` events on every
+answer) never grows with a team's flood; the scoring engine ignores it.
+Drill-rule refusals (not started, solved, attempts used up) are recorded by
+``actions.submit`` itself as ``submission`` with ``refused``.
+
+Everything a team reads is built field by field from the scenario and the
+team's own events; nothing is passed through wholesale, so answers, check
+definitions, report answer keys, addresses (any team's), inject ground truth
+and reference solutions never reach a response. Objectives a team may see are
+the *open* ones, with the scoring engine's rule: no ``after``, or its inject
+has started for that team. A closed or unknown objective is the same 404.
+
+Errors are :class:`ApiError` (HTTP status + one line); messages are written
+here, not copied from lower layers, except refusal reasons about the drill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rangectl.access.credentials import TokenVerifier
+from rangectl.access.ratelimit import RateLimit, RateLimiter
+from rangectl.drill.store import Event
+from rangectl.errors import NotFound, RangeError, UsageError
+from rangectl.plan import Plan
+from rangectl.scenario.model import Objective, localize
+from rangectl.scoring import actions
+from rangectl.scoring.engine import Board, DrillClock, TeamBoard, compute_board
+from rangectl.state import RangeState
+
+TEAM_KINDS = ("inject.start", "submission", "hint", "report", "check", "availability", "score")
+RATE_LIMITED = "rate limited"
+REFUSED_KIND = "submission.refused"  # a rate-limited attempt: recorded, never scored
+# exact kinds, not "drill.*": an equality match uses the store's (kind, seq) index, a LIKE scans every event
+DRILL_KINDS = ("drill.start", "drill.pause", "drill.resume", "drill.stop", "drill.finish")
+CONTEXT_SECONDS = 1.0  # a changed scenario or policy file is picked up within this
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, detail: str, headers: dict[str, str] | None = None, body: dict | None = None
+    ):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+        self.body = body
+
+
+@dataclass
+class Settings:
+    hide_board: bool = False
+    rate: RateLimit = field(default_factory=RateLimit)
+    max_body: int = 64 * 1024
+    board_cache_seconds: float = 1.0
+
+
+def actor(team: int) -> str:
+    return f"team-{team}"
+
+
+def _clean(msg: str, path: Path | None = None) -> str:
+    """A lower layer's one-line message, without the temp file's path (reports go through one)."""
+    if path is not None:
+        msg = msg.replace(str(path), "report")
+    return " ".join(msg.split())[:500]
+
+
+class Reader:
+    """Read-only SQLite connections, one per thread, for the team views.
+
+    Reads never take the event store's lock (WAL readers do not wait for the
+    writer), so a slow scoring transaction does not hold up every GET.
+    """
+
+    def __init__(self, db_path):
+        self.uri = f"file:{db_path}?mode=ro"
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(self.uri, uri=True, timeout=30, isolation_level=None)
+            c.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = c
+        return c
+
+    def events(
+        self, kinds: tuple[str, ...] | str | None = None, team: int | None = None, after: int = 0
+    ) -> list[Event]:
+        where, args = ["seq > ?"], [int(after)]
+        if kinds is not None:
+            ks = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+            where.append(f"kind IN ({', '.join('?' * len(ks))})")  # exact kinds only: uses the index
+            args.extend(ks)
+        if team is not None:
+            where.append("team = ?")
+            args.append(int(team))
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT seq, ts, kind, team, actor, data, prev_hash, hash FROM events WHERE "
+                + " AND ".join(where)
+                + " ORDER BY seq",
+                args,
+            )
+            .fetchall()
+        )
+        return [Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7]) for r in rows]
+
+    def last_seq(self) -> int:
+        row = self._conn().execute("SELECT MAX(seq) FROM events").fetchone()
+        return int(row[0] or 0)
+
+
+class TeamService:
+    """One range's team-facing operations. Thread-safe; one instance per ``serve`` process."""
+
+    def __init__(self, state: RangeState, settings: Settings | None = None):
+        self.state = state
+        self.settings = settings or Settings()
+        self.verifier = TokenVerifier(state)
+        self.limiter = RateLimiter(self.settings.rate)
+        self.reader = Reader(state.db_path)
+        self.refusals = RefusalWriter(self)
+        # scored submissions run one at a time on their own thread: they serialise on the store's
+        # write lock anyway, and a pool of threads would only fight over it (and starve)
+        self.scoring_pool = ThreadPoolExecutor(1, thread_name_prefix="rangectl-scoring")
+        self._board: tuple[float, int, Board] | None = None
+        self._ctx: tuple[float, actions.Context] | None = None
+        self._ctx_refreshing = threading.Event()
+        self._opened_cache: dict[int, set[str]] = {}
+        self._board_lock = threading.Lock()
+
+    # -- context ------------------------------------------------------------------------------
+    def ctx(self, fresh: bool = False) -> actions.Context:
+        """The scoring context (scenario, plan, policy, store).
+
+        Re-checked every CONTEXT_SECONDS in a background thread (a re-check can
+        mean re-reading the scenario file: tens of ms that must not stall the
+        event loop); meanwhile the previous context serves.
+        """
+        hit = self._ctx
+        if hit is None or fresh:
+            ctx = actions.context(self.state)
+            self._ctx = (time.monotonic(), ctx)
+            return ctx
+        if time.monotonic() - hit[0] >= CONTEXT_SECONDS and not self._ctx_refreshing.is_set():
+            self._ctx_refreshing.set()
+            threading.Thread(target=self._refresh_ctx, name="rangectl-ctx", daemon=True).start()
+        return hit[1]
+
+    def _refresh_ctx(self) -> None:
+        try:
+            self._ctx = (time.monotonic(), actions.context(self.state))
+        except Exception:  # noqa: BLE001 - keep the last good context; the next call tries again
+            self._ctx = (time.monotonic(), self._ctx[1]) if self._ctx else None
+        finally:
+            self._ctx_refreshing.clear()
+
+    def team_for(self, token: str | None) -> int | None:
+        return self.verifier.team_for(token)
+
+    # -- what a team may see ----------------------------------------------------------------
+    def _team_events(self, ctx: actions.Context, team: int) -> tuple[list[Any], list[Any]]:
+        control = self.reader.events(DRILL_KINDS)
+        mine = self.reader.events(TEAM_KINDS, team=team)
+        return control, mine
+
+    def _team_board(self, ctx: actions.Context, team: int, control: list[Any], mine: list[Any]) -> TeamBoard:
+        plan = Plan(ctx.plan.scenario, ctx.plan.scenario_hash, [ctx.team_plan(team)])
+        events = sorted([*control, *mine], key=lambda e: e.seq)
+        return compute_board(ctx.scenario, plan, ctx.policy, events).team(team)
+
+    @staticmethod
+    def _opened(mine: list[Any]) -> set[str]:
+        return {e.data.get("inject") for e in mine if e.kind == "inject.start"}
+
+    @staticmethod
+    def _is_open(obj: Objective, opened: set[str]) -> bool:
+        return obj.after is None or obj.after in opened
+
+    def _open_objective(self, ctx: actions.Context, team: int, objective_id: str) -> Objective:
+        try:
+            obj = ctx.scenario.objective(objective_id)
+        except KeyError:
+            raise ApiError(404, "no such objective") from None
+        # objectives only ever open, so a cached "open" is final; anything else is read afresh
+        opened = self._opened_cache.get(team)
+        if opened is None or not self._is_open(obj, opened):
+            opened = {e.data.get("inject") for e in self.reader.events("inject.start", team=team)}
+            self._opened_cache[team] = opened
+        if not self._is_open(obj, opened):
+            raise ApiError(404, "no such objective")
+        return obj
+
+    def _objective_view(
+        self,
+        ctx: actions.Context,
+        obj: Objective,
+        lang: str,
+        tb: TeamBoard,
+        hints_taken: dict[str, int],
+        clock: DrillClock,
+    ) -> dict[str, Any]:
+        res = tb.detail.get(obj.id)
+        taken = hints_taken.get(obj.id, 0)
+        max_attempts = ctx.policy.max_attempts
+        view: dict[str, Any] = {
+            "id": obj.id,
+            "title": localize(obj.title, lang) or obj.id,
+            "prompt": localize(obj.prompt, lang),
+            "category": obj.category,
+            "kind": obj.kind,
+            "points": obj.points,
+            "solved": bool(res and res.solved),
+            "earned": round(res.points, 2) if res else 0.0,
+            "hints": [
+                {
+                    "index": i,
+                    "cost": h.cost,
+                    "taken": i < taken,
+                    **({"text": localize(h.text, lang)} if i < taken else {}),
+                }
+                for i, h in enumerate(obj.hints)
+            ],
+            "hints_available": max(0, len(obj.hints) - taken),
+        }
+        if obj.kind == "answer":
+            used = res.attempts if res else 0
+            view["attempts"] = used
+            view["max_attempts"] = max_attempts
+            view["attempts_left"] = None if max_attempts is None else max(0, max_attempts - used)
+        if obj.report is not None:
+            opened_t = res.opened_t if res and res.opened_t is not None else 0.0
+            view["report"] = {
+                "deadline_seconds": obj.report.deadline,
+                "due_drill_t": round(opened_t + obj.report.deadline, 2),
+                "filed": bool(res and res.solved),
+                "fields": [
+                    {"name": f.name, "prompt": localize(f.prompt, lang), "required": f.required}
+                    for f in obj.report.fields
+                ],
+            }
+        return view
+
+    def objectives(self, team: int, lang: str) -> dict[str, Any]:
+        ctx = self.ctx()
+        control, mine = self._team_events(ctx, team)
+        opened = self._opened(mine)
+        tb = self._team_board(ctx, team, control, mine)
+        clock = DrillClock.from_events(control)
+        taken = _hints_taken(mine)
+        items = [
+            self._objective_view(ctx, o, lang, tb, taken, clock)
+            for o in ctx.scenario.objectives
+            if self._is_open(o, opened)
+        ]
+        return {"team": team, "drill": _drill(clock), "objectives": items}
+
+    def objective(self, team: int, objective_id: str, lang: str) -> dict[str, Any]:
+        ctx = self.ctx()
+        obj = self._open_objective(ctx, team, objective_id)
+        control, mine = self._team_events(ctx, team)
+        tb = self._team_board(ctx, team, control, mine)
+        return self._objective_view(ctx, obj, lang, tb, _hints_taken(mine), DrillClock.from_events(control))
+
+    def briefing(self, team: int, lang: str) -> dict[str, Any]:
+        ctx = self.ctx()
+        sc = ctx.scenario
+        clock = DrillClock.from_events(self.reader.events(DRILL_KINDS))
+        return {
+            "team": team,
+            "range": self.state.name,
+            "scenario": sc.name,
+            "title": localize(sc.title, lang),
+            "briefing": localize(sc.briefing, lang),
+            "level": sc.level,
+            "duration_seconds": sc.duration,
+            "drill": _drill(clock),
+            "lang": lang,
+        }
+
+    def messages(self, team: int, lang: str, after: int = 0) -> dict[str, Any]:
+        ctx = self.ctx()
+        out = []
+        for ev in self.reader.events("message", after=after):
+            if ev.team not in (None, team):
+                continue
+            d = ev.data
+            title = d.get("title")
+            inj_id = d.get("inject")
+            if isinstance(inj_id, str):
+                try:
+                    inj = ctx.scenario.inject(inj_id)
+                    title = localize(inj.title, lang) if inj.title else title
+                except KeyError:
+                    pass
+            text = d.get("text")
+            out.append(
+                {
+                    "seq": ev.seq,
+                    "drill_t": round(float(d.get("drill_t") or 0.0), 2),
+                    "title": str(title or inj_id or ""),
+                    "text": localize(text if isinstance(text, str | dict) else str(text or ""), lang),
+                }
+            )
+        return {"team": team, "messages": out, "last_seq": out[-1]["seq"] if out else after}
+
+    # -- actions ----------------------------------------------------------------------------------
+    def precheck(self, team: int, objective_id: str) -> tuple[str, float]:
+        """Open answer objective? Then take a rate-limit token: (objective id, seconds to wait; 0 = go)."""
+        ctx = self.ctx()
+        obj = self._open_objective(ctx, team, objective_id)
+        if obj.answer is None:
+            how = "a check the drill runs" if obj.check else "a report"
+            raise ApiError(409, f"objective '{obj.id}' is scored by {how}; there is nothing to submit")
+        return obj.id, self.limiter.take(team, obj.id)
+
+    @staticmethod
+    def refused_result(
+        team: int, objective_id: str, wait: float, seq: int
+    ) -> tuple[int, dict, dict[str, str]]:
+        retry = RateLimiter.retry_after_header(wait)
+        reason = _rate_reason(wait)
+        body = {
+            "team": team,
+            "objective": objective_id,
+            "accepted": False,
+            "correct": False,
+            "refused": reason,
+            "retry_after": int(retry),
+            "seq": seq,
+            "message": f"refused: {reason}",
+        }
+        return 429, body, {"Retry-After": retry}
+
+    def scored(self, team: int, objective_id: str, answer: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """The scoring module's ``submit``, as the trainer's CLI calls it (with actor team-K)."""
+        try:
+            res = actions.submit(self.state, team, objective_id, answer, actor=actor(team))
+        except NotFound:
+            raise ApiError(404, "no such objective") from None
+        except UsageError as exc:
+            raise ApiError(422, _clean(exc.message)) from None
+        except RangeError as exc:
+            raise ApiError(409, _clean(exc.message)) from None
+        body = {
+            "team": team,
+            "objective": res.objective,
+            "accepted": res.accepted,
+            "correct": res.correct,
+            "attempt": res.attempt,
+            "attempts_left": res.attempts_left,
+            "refused": res.refused,
+            "points": round(res.points, 2),
+            "drill_t": round(res.drill_t, 2),
+            "seq": res.seq,
+            "message": res.message,
+        }
+        return (200 if res.accepted else 409), body, {}
+
+    def submit(self, team: int, objective_id: str, answer: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Submit an answer (synchronous form; the API's async route uses precheck/refusals/scored)."""
+        oid, wait = self.precheck(team, objective_id)
+        if wait > 0:
+            ev = self._record_refused(self.ctx(), team, oid, answer, _rate_reason(wait))
+            return self.refused_result(team, oid, wait, ev.seq)
+        return self.scored(team, oid, answer)
+
+    def _record_refused(self, ctx: actions.Context, team: int, objective_id: str, answer: str, reason: str):
+        with ctx.store.transaction() as tx:
+            now = time.time()
+            clock = DrillClock.from_events(tx.events(kind=DRILL_KINDS))
+            return tx.append(
+                REFUSED_KIND,
+                _refused_data(objective_id, answer, reason, clock, now),
+                team=team,
+                actor=actor(team),
+                ts=now,
+            )
+
+    def hint(self, team: int, objective_id: str, lang: str) -> dict[str, Any]:
+        ctx = self.ctx()
+        obj = self._open_objective(ctx, team, objective_id)
+        if not obj.hints:
+            raise ApiError(409, f"objective '{obj.id}' has no hints")
+        try:
+            h = actions.take_hint_info(self.state, team, obj.id, lang=lang, actor=actor(team))
+        except NotFound:
+            raise ApiError(404, "no such objective") from None
+        except RangeError as exc:
+            raise ApiError(409, _clean(exc.message)) from None
+        return {
+            "team": team,
+            "objective": h.objective,
+            "index": h.index,
+            "total": h.total,
+            "cost": h.cost,
+            "text": h.text,
+            "drill_t": round(h.drill_t, 2),
+            "seq": h.seq,
+        }
+
+    def report(self, team: int, objective_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """File a report from a JSON body: checked here, then handed to the same function as the CLI's."""
+        ctx = self.ctx()
+        obj = self._open_objective(ctx, team, objective_id)
+        if obj.report is None:
+            raise ApiError(409, f"objective '{obj.id}' is not a report objective")
+        known = {f.name: f for f in obj.report.fields}
+        unknown = [k for k in fields if k not in known]
+        if unknown:
+            raise ApiError(422, f"unknown report field '{unknown[0]}' (fields: {', '.join(known)})")
+        missing = [
+            n
+            for n, f in known.items()
+            if f.required and (fields.get(n) is None or str(fields.get(n)).strip() == "")
+        ]
+        if missing:
+            raise ApiError(
+                422, f"required report field(s) missing: {', '.join(missing)}; report not accepted"
+            )
+        with tempfile.TemporaryDirectory(prefix="rangectl-report-") as tmp:
+            path = Path(tmp) / "report-via-api.json"
+            path.write_text(json.dumps({"objective": obj.id, "fields": fields}, ensure_ascii=False))
+            try:
+                res = actions.report_incident(self.state, team, path, actor=actor(team))
+            except NotFound:
+                raise ApiError(404, "no such objective") from None
+            except UsageError as exc:
+                raise ApiError(422, _clean(exc.message, path)) from None
+            except RangeError as exc:
+                msg = _clean(exc.message, path)
+                raise ApiError(409 if msg.startswith("report not accepted") else 422, msg) from None
+        return {
+            "team": team,
+            "objective": res.objective,
+            "accepted": True,
+            "on_time": res.on_time,
+            "drill_t": round(res.drill_t, 2),
+            "deadline_t": round(res.deadline_t, 2),
+            "seq": res.seq,
+            "message": res.message,
+        }
+
+    # -- scores -------------------------------------------------------------------------------------
+    def score(self, team: int) -> dict[str, Any]:
+        ctx = self.ctx()
+        control, mine = self._team_events(ctx, team)
+        opened = self._opened(mine)
+        tb = self._team_board(ctx, team, control, mine)
+        visible = [o for o in ctx.scenario.objectives if self._is_open(o, opened)]
+        cats = {o.category for o in visible}
+        if ctx.scenario.availability:
+            cats.add("availability")
+        cats |= {
+            k
+            for k, v in tb.categories.items()
+            if k not in {o.category for o in ctx.scenario.objectives} and v
+        }
+        board = self.board_cached(ctx) if not self.settings.hide_board else None
+        return {
+            "team": team,
+            "total": round(tb.total, 2),
+            "rank": board.team(team).rank if board is not None else None,
+            "teams": len(ctx.plan.teams) if board is not None else None,
+            "categories": {k: round(v, 2) for k, v in tb.categories.items() if k in cats},
+            "solved": tb.solved,
+            "attempts": tb.attempts,
+            "hints": tb.hints,
+            "availability": {"up": tb.availability_up, "total": tb.availability_total},
+            "adjustments": round(tb.adjustments, 2),
+            "objectives": [
+                {
+                    "id": o.id,
+                    "category": o.category,
+                    "solved": tb.detail[o.id].solved,
+                    "points": round(tb.detail[o.id].points, 2),
+                    "max_points": round(tb.detail[o.id].max_points, 2),
+                    "attempts": tb.detail[o.id].attempts,
+                    "hints": tb.detail[o.id].hints,
+                }
+                for o in visible
+            ],
+        }
+
+    def board_cached(self, ctx: actions.Context | None = None) -> Board:
+        ctx = ctx or self.ctx()
+        now = time.monotonic()
+        with self._board_lock:
+            if self._board is not None and now - self._board[0] < self.settings.board_cache_seconds:
+                return self._board[2]
+            last = self.reader.last_seq()
+            if self._board is not None and self._board[1] == last:
+                self._board = (now, last, self._board[2])
+                return self._board[2]
+            # only the kinds scores come from: not the refused-attempt floods, messages or ground truth
+            b = compute_board(
+                ctx.scenario, ctx.plan, ctx.policy, self.reader.events(DRILL_KINDS + TEAM_KINDS)
+            )
+            self._board = (now, last, b)
+            return b
+
+    def board(self) -> dict[str, Any]:
+        if self.settings.hide_board:
+            raise ApiError(403, "the trainer has hidden the scoreboard")
+        b = self.board_cached()
+        return {
+            "scenario": b.scenario,
+            "status": b.status,
+            "drill_t": round(b.drill_t, 2),
+            "teams": [
+                {"team": t.team, "rank": t.rank, "total": round(t.total, 2), "solved": t.solved}
+                for t in b.ranked()
+            ],
+        }
+
+
+def _hints_taken(mine: list[Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in mine:
+        if e.kind == "hint":
+            oid = e.data.get("objective")
+            if isinstance(oid, str):
+                out[oid] = out.get(oid, 0) + 1
+    return out
+
+
+def _drill(clock: DrillClock) -> dict[str, Any]:
+    return {"status": clock.status, "drill_t": round(clock.drill_t(time.time()), 2)}
+
+
+def _rate_reason(wait: float) -> str:
+    return f"{RATE_LIMITED}: try again in {RateLimiter.retry_after_header(wait)} s"
+
+
+def _refused_data(
+    objective_id: str, answer: str, reason: str, clock: DrillClock, now: float
+) -> dict[str, Any]:
+    return {
+        "objective": objective_id,
+        "answer": answer,
+        "drill_t": clock.drill_t(now),
+        "correct": False,
+        "attempt": None,
+        "refused": reason,
+    }
+
+
+class RefusalWriter:
+    """Records rate-limited attempts for the event loop: one thread appends them in batches.
+
+    A flood of refused attempts then costs one store transaction per batch
+    (not one per request) and ties up no request thread; each request still
+    waits until its own event is committed and answers with its seq.
+    """
+
+    MAX_BATCH = 256
+
+    def __init__(self, service: TeamService):
+        self.service = service
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _ensure(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._run, name="rangectl-refusals", daemon=True)
+                    self._thread.start()
+
+    async def record(self, team: int, objective_id: str, answer: str, wait: float) -> int:
+        """Record a rate-limited attempt; returns its seq once committed."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._q.put(((team, objective_id, answer, _rate_reason(wait)), loop, fut))
+        self._ensure()
+        return await fut
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._q.get()]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    batch.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                seqs = self._write([item for item, _, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+                for _, loop, fut in batch:
+                    loop.call_soon_threadsafe(_settle, fut, None, exc)
+                continue
+            for (_, loop, fut), seq in zip(batch, seqs, strict=True):
+                loop.call_soon_threadsafe(_settle, fut, seq, None)
+
+    def _write(self, items: list[tuple[int, str, str, str]]) -> list[int]:
+        for attempt in (1, 2):
+            ctx = self.service.ctx(fresh=attempt == 2)
+            try:
+                with ctx.store.transaction() as tx:
+                    now = time.time()
+                    clock = DrillClock.from_events(tx.events(kind=DRILL_KINDS))
+                    return [
+                        tx.append(
+                            REFUSED_KIND,
+                            _refused_data(oid, ans, reason, clock, now),
+                            team=team,
+                            actor=actor(team),
+                            ts=now,
+                        ).seq
+                        for team, oid, ans, reason in items
+                    ]
+            except sqlite3.ProgrammingError:  # the scoring module replaced (closed) its store: once more
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def _settle(fut: asyncio.Future, value: Any, exc: BaseException | None) -> None:
+    if fut.done():  # the client went away
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(value)

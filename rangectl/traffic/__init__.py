@@ -1,0 +1,39 @@
+"""Attack traffic from inside the range: generators, capture replay, and their ground-truth records.
+
+Entry points: :func:`run_traffic` (any generator by kind), :func:`replay_pcap`
+(a capture), :func:`validate_params` (pure, for the scenario validator) and
+:func:`describe` (for ``rangectl traffic list``). See docs/traffic.md.
+"""
+
+from __future__ import annotations
+
+from rangectl.traffic.base import (
+    TrafficContext,
+    TrafficError,
+    TrafficParamsError,
+    TrafficRefused,
+    TrafficResult,
+)
+from rangectl.traffic.generators import GENERATORS, describe, parse_params, run_traffic, validate_params
+
+
+def replay_pcap(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy wrapper
+    """See :func:`rangectl.traffic.pcap.replay_pcap`."""
+    from rangectl.traffic.pcap import replay_pcap as _replay
+
+    return _replay(*args, **kwargs)
+
+
+__all__ = [
+    "GENERATORS",
+    "TrafficContext",
+    "TrafficError",
+    "TrafficParamsError",
+    "TrafficRefused",
+    "TrafficResult",
+    "describe",
+    "parse_params",
+    "replay_pcap",
+    "run_traffic",
+    "validate_params",
+]

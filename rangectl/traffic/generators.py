@@ -1,0 +1,298 @@
+"""The traffic generators: registry, parameter validation, descriptions, and the one entry point.
+
+``validate_params(kind, params)`` is pure (the scenario validator calls it);
+``run_traffic(kind, params, ctx)`` validates, applies the safety rule and runs
+the generator inside ``ctx.netns_path``; it returns a :class:`TrafficResult`.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from rangectl.traffic.base import TrafficContext, TrafficError, TrafficParamsError, TrafficResult
+from rangectl.traffic.params import (
+    BeaconParams,
+    BruteforceParams,
+    DnsExfilParams,
+    HttpParams,
+    Params,
+    PcapParams,
+    PhishingParams,
+    PortscanParams,
+    SynfloodParams,
+)
+
+# Keys of the scenario's traffic mapping that are not generator parameters.
+RESERVED = ("kind", "from", "target")
+
+
+def _portscan(p: Any, ctx: TrafficContext) -> TrafficResult:
+    if p.method == "syn":
+        from rangectl.traffic.packet import run_portscan_syn
+
+        return run_portscan_syn(p, ctx)
+    from rangectl.traffic.session import run_portscan_connect
+
+    return run_portscan_connect(p, ctx)
+
+
+def _lazy(module: str, name: str) -> Callable[[Any, TrafficContext], TrafficResult]:
+    def run(p: Any, ctx: TrafficContext) -> TrafficResult:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(p, ctx)
+
+    run.__name__ = name
+    return run
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    name: str
+    summary: str
+    level: str  # packet | session | replay
+    params: type[Params]
+    run: Callable[[Any, TrafficContext], TrafficResult]
+    needs_target: bool = True
+
+
+GENERATORS: dict[str, GeneratorSpec] = {
+    s.name: s
+    for s in [
+        GeneratorSpec(
+            "portscan",
+            "TCP port scan: half-open SYN probes (raw frames) or full connects, over a port list",
+            "packet",
+            PortscanParams,
+            _portscan,
+        ),
+        GeneratorSpec(
+            "synflood",
+            "TCP SYN flood at a bounded rate and count, optionally from forged in-range sources",
+            "packet",
+            SynfloodParams,
+            _lazy("rangectl.traffic.packet", "run_synflood"),
+        ),
+        GeneratorSpec(
+            "http",
+            "Web attacks over real TCP connections: SQL injection, path traversal, web-shell upload",
+            "session",
+            HttpParams,
+            _lazy("rangectl.traffic.session", "run_http"),
+        ),
+        GeneratorSpec(
+            "bruteforce",
+            "Password guessing against an HTTP login form (or SSH connection attempts)",
+            "session",
+            BruteforceParams,
+            _lazy("rangectl.traffic.session", "run_bruteforce"),
+        ),
+        GeneratorSpec(
+            "dns-exfil",
+            "Data base32-encoded into <chunk>.<seq>.<domain> queries to a resolver over UDP",
+            "session",
+            DnsExfilParams,
+            _lazy("rangectl.traffic.session", "run_dns_exfil"),
+        ),
+        GeneratorSpec(
+            "beacon",
+            "Periodic C2 check-ins over HTTP or UDP, with jitter",
+            "session",
+            BeaconParams,
+            _lazy("rangectl.traffic.session", "run_beacon"),
+        ),
+        GeneratorSpec(
+            "phishing",
+            "A lure e-mail with a link, delivered over SMTP to a mail node",
+            "session",
+            PhishingParams,
+            _lazy("rangectl.traffic.session", "run_phishing"),
+        ),
+        GeneratorSpec(
+            "pcap",
+            "Replay a capture with addresses mapped onto this team's nodes",
+            "replay",
+            PcapParams,
+            _lazy("rangectl.traffic.pcap", "run_pcap"),
+            needs_target=False,
+        ),
+    ]
+}
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _message(kind: str, err: dict[str, Any], model: type[BaseModel]) -> str:
+    typ = err.get("type", "")
+    if typ == "extra_forbidden":
+        known = ", ".join(model.model_fields)
+        return f"unknown parameter '{err['loc'][-1]}' for {kind} (known: {known})"
+    if typ == "missing":
+        return f"missing required parameter '{err['loc'][-1]}' for {kind}"
+    if typ == "string_pattern_mismatch":
+        field = next((p for p in reversed(err.get("loc", ())) if isinstance(p, str)), "")
+        what = _PATTERN_HELP.get(field, "in the expected format")
+        return f"{err.get('input')!r} is not {what}"
+    msg = str(err.get("msg", "invalid"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    return msg
+
+
+def _problems(kind: str, model: type[BaseModel], exc: ValidationError) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        # union members add their type name to the location; keep the field path only
+        loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS)))
+        item = (_path(loc), _message(kind, err, model))
+        if item not in seen:
+            seen.add(item)
+            out.append(item)
+    return out
+
+
+_PATTERN_HELP = {
+    "domain": "a lower-case domain name like exfil.range.test",
+    "sender": "an e-mail address like helpdesk@range.test",
+    "to": "an e-mail address like staff@range.test",
+    "path": "a path starting with /",
+    "lookup_path": "a path starting with /",
+    "upload_path": "a path starting with /",
+    "shell_name": "a plain file name (letters, digits, . _ -)",
+    "beacon_id": "an id of letters, digits, _ and - (at most 64)",
+    "ssh_client_id": "an SSH identification string like SSH-2.0-libssh_0.9.6",
+}
+
+_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "function-after", "function-before"}
+
+
+def _split(params: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (params or {}).items() if k not in RESERVED}
+
+
+def validate_params(kind: str, params: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Problems with a traffic inject's parameters, as (field path, message); [] when fine.
+
+    ``params`` is the inject's mapping without ``kind``/``from``/``target``
+    (they are ignored if present). An unknown kind is reported at path ``kind``.
+    """
+    spec = GENERATORS.get(kind)
+    if spec is None:
+        return [("kind", f"unknown traffic kind '{kind}' (known: {', '.join(GENERATORS)})")]
+    if params is not None and not isinstance(params, dict):
+        return [("", f"{kind} parameters must be a mapping")]
+    try:
+        spec.params.model_validate(_split(params))
+    except ValidationError as exc:
+        return _problems(kind, spec.params, exc)
+    return []
+
+
+def parse_params(kind: str, params: dict[str, Any] | None) -> Params:
+    """The validated parameter model, or :class:`TrafficParamsError` listing every problem."""
+    spec = GENERATORS.get(kind)
+    if spec is None:
+        raise TrafficParamsError(kind, [("kind", f"unknown traffic kind '{kind}' (known: {', '.join(GENERATORS)})")])
+    try:
+        return spec.params.model_validate(_split(params))
+    except ValidationError as exc:
+        raise TrafficParamsError(kind, _problems(kind, spec.params, exc)) from None
+
+
+def run_traffic(kind: str, params: dict[str, Any] | Params | None, ctx: TrafficContext) -> TrafficResult:
+    """Validate ``params``, refuse destinations outside ``ctx.allowed_subnets``, run, return the record."""
+    spec = GENERATORS.get(kind)
+    if spec is None:
+        raise TrafficError(f"unknown traffic kind '{kind}' (known: {', '.join(GENERATORS)})")
+    model = params if isinstance(params, spec.params) else parse_params(kind, params)  # type: ignore[arg-type]
+    if spec.needs_target and ctx.dst_ip is None:
+        raise TrafficError(f"a {kind} run needs a target address")
+    return spec.run(model, ctx)
+
+
+# --- descriptions ------------------------------------------------------------------------
+
+
+def _type_name(ann: Any) -> str:
+    origin = typing.get_origin(ann)
+    args = typing.get_args(ann)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin is typing.Literal:
+        return " | ".join(repr(a) if not isinstance(a, str) else a for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin in (list, tuple, set):
+        return f"list[{_type_name(args[0])}]" if args else "list"
+    if origin is dict:
+        return f"map[{_type_name(args[0])} -> {_type_name(args[1])}]" if args else "map"
+    if ann is type(None):
+        return "null"
+    if isinstance(ann, type):
+        if issubclass(ann, BaseModel):
+            return "request"
+        return {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(ann.__name__, ann.__name__)
+    return str(ann)
+
+
+def _constraints(info: Any) -> str:
+    parts = []
+    for m in info.metadata:
+        for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"), ("min_length", "min len"), ("max_length", "max len")):
+            v = getattr(m, attr, None)
+            if v is not None:
+                parts.append(f"{sym} {v:g}" if isinstance(v, float) else f"{sym} {v}")
+    return ", ".join(parts)
+
+
+def _default(info: Any) -> Any:
+    if info.is_required():
+        return None
+    if info.default_factory is not None:
+        return info.default_factory()
+    return info.default
+
+
+def describe() -> list[dict[str, Any]]:
+    """Every generator with its parameters (name, type, default, limits, description), for ``traffic list``."""
+    out = []
+    for spec in GENERATORS.values():
+        params = []
+        for name, info in spec.params.model_fields.items():
+            params.append(
+                {
+                    "name": name,
+                    "type": _type_name(info.annotation),
+                    "required": info.is_required(),
+                    "default": _default(info),
+                    "limits": _constraints(info),
+                    "description": info.description or "",
+                }
+            )
+        out.append(
+            {
+                "kind": spec.name,
+                "summary": spec.summary,
+                "level": spec.level,
+                "needs_target": spec.needs_target,
+                "params": params,
+            }
+        )
+    return out
