@@ -74,9 +74,10 @@ def solution_path(scenario_file: Path) -> Path:
 
 
 def load_solution(scenario_file: Path) -> Solution:
+    from ruamel.yaml import YAML
+
     from rangectl.errors import ScenarioError
     from rangectl.scenario.loader import _plain, locate
-    from ruamel.yaml import YAML
 
     path = solution_path(scenario_file)
     if not path.is_file():

@@ -124,7 +124,7 @@ class DockerBackend:
                     if n.subnet.overlaps(sub):
                         raise RangeError(
                             f"team {t.team} network '{n.name}' ({n.subnet}) clashes with Docker network '{other}' ({sub})",
-                            fix=f"remove that network, `rangectl down` the range that owns it, or change the scenario's subnet",
+                            fix="remove that network, `rangectl down` the range that owns it, or change the scenario's subnet",
                         )
 
     def check_names_free(self, range_name: str, plan: Plan) -> None:
@@ -367,7 +367,7 @@ class DockerBackend:
         c = self.find(range_name, node, team)
         if c["State"] != "running":
             raise RangeError(
-                f"node '{node}' of team {team} is not running ({c['State']})", fix=f"run `rangectl up` again to restart it"
+                f"node '{node}' of team {team} is not running ({c['State']})", fix="run `rangectl up` again to restart it"
             )
         return self.pid(c["Id"])
 

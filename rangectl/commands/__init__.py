@@ -19,12 +19,17 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("rangectl.commands.images", "app", "images", "group"),
     ("rangectl.commands.doctor", "doctor", "doctor", "command"),
     ("rangectl.commands.traffic", "app", "traffic", "group"),
+    ("rangectl.commands.traffic", "inject", "inject", "command"),
+    ("rangectl.commands.traffic", "replay", "replay", "command"),
     ("rangectl.commands.scoring", "submit", "submit", "command"),
     ("rangectl.commands.scoring", "hint", "hint", "command"),
     ("rangectl.commands.scoring", "report_incident", "report-incident", "command"),
     ("rangectl.commands.scoring", "board", "board", "command"),
     ("rangectl.commands.scoring", "verify", "verify", "command"),
     ("rangectl.commands.scoring", "report", "report", "command"),
+    ("rangectl.commands.access", "serve", "serve", "command"),
+    ("rangectl.commands.access", "teams", "teams", "command"),
+    ("rangectl.commands.selftest", "selftest", "selftest", "command"),
 ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -19,14 +19,14 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-class ValidateFormat(str, Enum):
+class ValidateFormat(StrEnum):
     text = "text"
     json = "json"
     junit = "junit"
     github = "github"
 
 
-class GraphFormat(str, Enum):
+class GraphFormat(StrEnum):
     text = "text"
     mermaid = "mermaid"
     dot = "dot"

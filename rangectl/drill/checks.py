@@ -17,7 +17,6 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from typing import Any
 
 from rangectl.plan import TeamPlan
@@ -62,7 +61,7 @@ def tcp_connect(ip: str, port: int, timeout: float) -> tuple[bool, str]:
         return True, f"tcp {ip}:{port} open"
     except ConnectionRefusedError:
         return False, f"tcp {ip}:{port} refused"
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return False, f"tcp {ip}:{port} timed out"
     except OSError as exc:
         return False, f"tcp {ip}:{port} {exc.strerror or exc}"
@@ -81,7 +80,7 @@ def udp_probe(ip: str, port: int, timeout: float, payload: bytes = b"rangectl-pr
         return True, f"udp {ip}:{port} answered"
     except ConnectionRefusedError:
         return False, f"udp {ip}:{port} port unreachable"
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return False, f"udp {ip}:{port} no answer"
     except OSError as exc:
         return False, f"udp {ip}:{port} {exc.strerror or exc}"
@@ -117,7 +116,7 @@ def icmp_ping(ip: str, timeout: float) -> tuple[bool, str]:
             if addr[0] == ip and typ == 0 and rid == ident and rseq == seq:
                 return True, f"icmp {ip} echo reply"
         return False, f"icmp {ip} no reply"
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return False, f"icmp {ip} no reply"
     except OSError as exc:
         return False, f"icmp {ip} {exc.strerror or exc}"
@@ -149,7 +148,7 @@ def http_get(ip: str, port: int, path: str, timeout: float) -> tuple[int | None,
         parts = line.split()
         status = int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
         return status, body[:65536].decode(errors="replace"), f"http {ip}:{port}{path} -> {status}"
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return None, "", f"http {ip}:{port}{path} timed out"
     except OSError as exc:
         return None, "", f"http {ip}:{port}{path} {exc.strerror or exc}"
@@ -186,7 +185,7 @@ def dns_query(server: str, name: str, qtype: str, timeout: float) -> tuple[str |
                 val = " ".join(v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in val)
             answers.append(str(val).rstrip("."))
         return rcode, answers, f"dns {name} {qtype} @{server}: {rcode} {answers}"
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return None, [], f"dns {name} @{server}: no answer"
     except OSError as exc:
         return None, [], f"dns {name} @{server}: {exc.strerror or exc}"

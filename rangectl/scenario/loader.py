@@ -103,7 +103,7 @@ def _count(node: Any, budget: list[int], seen_depth: int = 0) -> None:
         if depth > 64:
             raise RecursionError
         if isinstance(cur, dict):
-            for k, v in cur.items():
+            for _k, v in cur.items():
                 stack.append((v, depth + 1))
                 budget[0] -= 1
         elif isinstance(cur, list):

@@ -92,7 +92,7 @@ def test_full_run_at_high_time_scale_runs_each_inject_once_per_team_in_order(tmp
         assert order.index("recon") < order.index("exploit")
     # injects fire no earlier than due
     starts = {(e.data["inject"], e.team): e.data for e in events if e.kind == "inject.start"}
-    for (i, _k), d in starts.items():
+    for (_i, _k), d in starts.items():
         assert d["drill_t"] >= d["due_t"] - 1e-6
     assert any(e.kind == "drill.finish" for e in events)
     checks = [e for e in events if e.kind == "check"]
