@@ -45,7 +45,9 @@ def up(
     provision: bool = True,
     note: Note | None = None,
     ansible_note: Callable[[str, str, str], None] | None = None,
+    keep_on_failure: bool = False,
 ) -> UpReport:
+    """Bring a range up (or reconcile it). A range this call creates is rolled back on failure."""
     note = note or (lambda phase, item: None)
     t0 = time.monotonic()
     scenario = load_scenario(scenario_file)
@@ -53,7 +55,8 @@ def up(
     p = plan(scenario, teams)
     be = backend()
     st = RangeState(range_name)
-    if st.exists():
+    fresh_range = not st.exists()
+    if not fresh_range:
         meta = st.meta()
         if meta.get("scenario_hash") not in (None, p.scenario_hash):
             raise UsageError(
@@ -79,8 +82,35 @@ def up(
                 "status": "creating",
             },
         )
+    try:
+        return _bring_up(st, be, scenario, p, provision, note, ansible_note, t0)
+    except BaseException:
+        # A range this call started is removed again on any failure or Ctrl-C, so
+        # nothing leaks; a reconciling up leaves the existing range as it was.
+        if fresh_range and not keep_on_failure:
+            note("rollback", range_name)
+            try:
+                down(range_name)
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+        raise
+
+
+def _bring_up(
+    st: RangeState,
+    be: DockerBackend,
+    scenario: Scenario,
+    p: Plan,
+    provision: bool,
+    note: Note,
+    ansible_note: Callable[[str, str, str], None] | None,
+    t0: float,
+) -> UpReport:
+    from rangectl.access.credentials import ensure_credentials
     from rangectl.backend.images import ensure_images
 
+    range_name = st.name
+    ensure_credentials(st, len(p.teams))
     needed = sorted({n.image for n in scenario.nodes.values()})
     t_img = time.monotonic()
     images = ensure_images(be.client, needed, on_progress=lambda *a: note("image", " ".join(str(x) for x in a)))

@@ -38,6 +38,9 @@ def up(
     teams: int = typer.Option(1, "--teams", "-t", min=1, max=64, help="Teams, each with its own isolated copy."),
     name: str | None = typer.Option(None, "--name", "-n", help="Range name (default: the scenario's name)."),
     no_provision: bool = typer.Option(False, "--no-provision", help="Skip the Ansible playbooks."),
+    keep_on_failure: bool = typer.Option(
+        False, "--keep-on-failure", help="Keep a new range's containers when up fails or is interrupted (to debug)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Bring a range up on the local Docker engine (or reconcile an existing one).
@@ -49,6 +52,7 @@ def up(
 
     sc = load_scenario(scenario)
     range_name = name or sc.name
+    existed = ranges.RangeState(ranges.check_range_name(range_name)).exists()
     with _progress() as prog:
         n_nodes = len(sc.nodes) * teams
         n_nets = len(sc.networks) * teams
@@ -73,18 +77,21 @@ def up(
                 prog.update(t_ans, advance=1, item=f"{host}: {task}"[-60:])
 
         try:
-            rep = ranges.up(scenario, teams, name, not no_provision, note, ansible_note)
+            rep = ranges.up(scenario, teams, name, not no_provision, note, ansible_note, keep_on_failure)
         except KeyboardInterrupt:
             prog.stop()
-            err.print(
-                f"[yellow]interrupted:[/yellow] range '{range_name}' is partly built; "
-                f"`rangectl down {range_name}` removes everything it made",
-                highlight=False,
-            )
+            if existed or keep_on_failure:
+                what = f"range '{range_name}' is partly built; `rangectl down {range_name}` removes it"
+            else:
+                what = f"range '{range_name}' was rolled back: nothing it made is left"
+            err.print(f"[yellow]interrupted:[/yellow] {what}", highlight=False)
             raise typer.Exit(130) from None
         except RangeError as exc:
             prog.stop()
-            exc.message += f" — `rangectl down {range_name}` removes anything already made"
+            if existed or keep_on_failure:
+                exc.message += f" — `rangectl down {range_name}` removes the range"
+            else:
+                exc.message += " — the new range was rolled back (--keep-on-failure keeps it to debug)"
             raise
         prog.update(t_img, total=1, completed=1, item="ready")
         prog.update(t_ans, total=1, completed=1, item="done" if rep.provision else "skipped")

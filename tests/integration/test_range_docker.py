@@ -152,6 +152,7 @@ def test_up_refuses_a_clashing_subnet_without_touching_state(docker_engine, buil
     import docker
 
     scen = _variant(tmp_path, "10.231.3.", "10.231.20.")
+    scen.write_text(scen.read_text().replace("198.18.10.", "198.18.20."))
     ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.231.20.0/24")])
     clash = docker_engine.api.create_network("pytest-clash", driver="bridge", internal=True, ipam=ipam)
     try:
@@ -166,7 +167,7 @@ def test_up_refuses_a_clashing_subnet_without_touching_state(docker_engine, buil
         docker_engine.api.remove_network(clash["Id"])
 
 
-def test_interrupted_up_is_cleaned_by_down(docker_engine, built_images, tmp_path):
+def test_interrupted_up_rolls_back_everything(docker_engine, built_images, tmp_path):
     rng = "pytest-interrupt"
     scen = _variant(tmp_path, "198.18.10.", "198.18.40.").read_text().replace("10.231.3.", "10.231.40.")
     (tmp_path / "mini-variant.yaml").write_text(scen)
@@ -186,9 +187,13 @@ def test_interrupted_up_is_cleaned_by_down(docker_engine, built_images, tmp_path
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
         assert proc.returncode in (130, 0), err
-        if proc.returncode == 130:
-            assert f"rangectl down {rng}" in err
         assert "Traceback" not in err
+        if proc.returncode == 130:
+            # a new range interrupted half-way is rolled back by up itself
+            assert "rolled back" in err
+            cs, ns = leftovers(docker_engine, rng)
+            assert not cs and not ns
+            assert rng not in run_cli("ls").stdout
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -196,6 +201,25 @@ def test_interrupted_up_is_cleaned_by_down(docker_engine, built_images, tmp_path
     assert p.returncode == 0, p.stderr
     cs, ns = leftovers(docker_engine, rng)
     assert not cs and not ns
+
+
+def test_failed_provisioning_rolls_back_a_new_range(docker_engine, built_images, tmp_path):
+    rng = "pytest-provfail"
+    scen = _variant(tmp_path, "10.231.3.", "10.231.70.")
+    (tmp_path / "playbooks" / "broken.yml").write_text(
+        "- hosts: \"{{ rangectl_hosts | default('all') }}\"\n  gather_facts: false\n"
+        "  tasks:\n    - name: fail on purpose\n      ansible.builtin.command: /bin/false\n"
+    )
+    scen.write_text(
+        scen.read_text().replace("198.18.10.", "198.18.70.").replace("playbooks/stamp.yml]", "playbooks/broken.yml]", 1)
+    )
+    p = run_cli("up", str(scen), "--name", rng)
+    assert p.returncode == 1
+    assert "provisioning failed on" in p.stderr and "fail on purpose" in p.stderr
+    assert "rolled back" in p.stderr and "Traceback" not in p.stderr
+    cs, ns = leftovers(docker_engine, rng)
+    assert not cs and not ns
+    assert rng not in run_cli("ls").stdout
 
 
 def test_down_removes_exactly_its_range(docker_engine, built_images, tmp_path):
