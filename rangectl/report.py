@@ -59,6 +59,7 @@ class ReportData:
     times: list[float]  # drill time of each event (same order)
     verify: VerifyResult
     generated: float = field(default_factory=time.time)
+    lang: str = "en"
 
     @property
     def end_t(self) -> float:
@@ -80,25 +81,31 @@ def event_times(events: list[Event]) -> list[float]:
     return out
 
 
-def collect(state: Any) -> ReportData:
+def collect(state: Any, lang: str = "en") -> ReportData:
     """Read a range's record and score it (``state``: a RangeState)."""
     from rangectl.scoring.actions import context
 
     ctx = context(state)
     events = ctx.store.events()
-    return build(state.name, ctx.scenario, ctx.plan, ctx.policy, events, ctx.store.verify())
+    return build(state.name, ctx.scenario, ctx.plan, ctx.policy, events, ctx.store.verify(), lang)
 
 
 def build(
-    range_name: str, scenario: Scenario, plan: Plan, policy: Policy, events: list[Event], verify: VerifyResult
+    range_name: str,
+    scenario: Scenario,
+    plan: Plan,
+    policy: Policy,
+    events: list[Event],
+    verify: VerifyResult,
+    lang: str = "en",
 ) -> ReportData:
     b = compute_board(scenario, plan, policy, events)
-    return ReportData(range_name, scenario, plan, policy, b, events, event_times(events), verify)
+    return ReportData(range_name, scenario, plan, policy, b, events, event_times(events), verify, lang=lang)
 
 
-def write_report(state: Any, out_dir: Path | str) -> list[Path]:
+def write_report(state: Any, out_dir: Path | str, lang: str = "en") -> list[Path]:
     """Write report.md, report.html and timeline-team-K.svg into ``out_dir``; return the paths."""
-    data = collect(state)
+    data = collect(state, lang)
     return write_files(data, out_dir)
 
 
@@ -144,7 +151,7 @@ def _facts(d: ReportData) -> list[tuple[str, str]]:
     )
     return [
         ("Range", d.range),
-        ("Scenario", f"{d.scenario.name}: {localize(d.scenario.title)}"),
+        ("Scenario", f"{d.scenario.name}: {localize(d.scenario.title, d.lang)}"),
         ("Teams", str(len(d.plan.teams))),
         ("Scoring policy", d.policy.name),
         ("Drill", f"{b.status}, drill time {_dt(b.drill_t)}"),
@@ -248,7 +255,7 @@ def _tt_rows(d: ReportData, t: TeamBoard) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def summarize(ev: Event) -> str:
+def summarize(ev: Event, lang: str = "en") -> str:
     """One line about an event, for the timeline."""
     d = ev.data
     k = ev.kind
@@ -272,7 +279,7 @@ def summarize(ev: Event) -> str:
             parts.append(f"error: {d.get('error')}")
         return ", ".join(str(p) for p in parts)
     if k == "message":
-        return f"message: {d.get('title') or d.get('inject')}"
+        return f"message: {localize(d.get('title'), lang) or d.get('inject')}"
     if k == "submission":
         head = f"{d.get('objective')}: answer '{d.get('answer')}'"
         if d.get("refused"):
@@ -326,7 +333,7 @@ def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def render_markdown(d: ReportData) -> str:
-    lines = [f"# After-action report: {_md_cell(localize(d.scenario.title))}", ""]
+    lines = [f"# After-action report: {_md_cell(localize(d.scenario.title, d.lang))}", ""]
     lines += [f"- **{k}**: {_md_cell(v)}" for k, v in _facts(d)]
     lines += ["", "## Scoreboard", ""]
     lines += _md_table(*_score_rows(d))
@@ -357,7 +364,7 @@ def render_markdown(d: ReportData) -> str:
     lines += _md_table(
         ["seq", "drill time", "team", "kind", "actor", "what"],
         [
-            [str(e.seq), _dt(t), "-" if e.team is None else str(e.team), e.kind, e.actor, summarize(e)]
+            [str(e.seq), _dt(t), "-" if e.team is None else str(e.team), e.kind, e.actor, summarize(e, d.lang)]
             for e, t in rows
         ],
     )
@@ -405,10 +412,10 @@ def _html_table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
 
 
 def render_html(d: ReportData) -> str:
-    title = f"After-action report: {localize(d.scenario.title)}"
+    title = f"After-action report: {localize(d.scenario.title, d.lang)}"
     parts = [
         "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
+        f'<html lang="{d.lang}"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
@@ -449,7 +456,7 @@ def render_html(d: ReportData) -> str:
         _html_table(
             ["seq", "drill time", "team", "kind", "actor", "what"],
             [
-                [str(e.seq), _dt(t), "-" if e.team is None else str(e.team), e.kind, e.actor, summarize(e)]
+                [str(e.seq), _dt(t), "-" if e.team is None else str(e.team), e.kind, e.actor, summarize(e, d.lang)]
                 for e, t in rows
             ],
             cls="timeline",

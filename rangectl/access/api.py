@@ -373,6 +373,9 @@ ObjectiveId = Annotated[str, Path(description="objective id", max_length=63)]
 
 
 def create_app(service: TeamService) -> FastAPI:
+    from rangectl.i18n import pick_lang
+
+    default_lang = pick_lang()  # $RANGECTL_LANG (serve --lang sets it), else en
     app = FastAPI(
         title="rangectl team API",
         version=__version__,
@@ -424,21 +427,21 @@ def create_app(service: TeamService) -> FastAPI:
         return {"team": request.state.team, "range": service.state.name, "scenario": ctx.scenario.name}
 
     @r.get("/teams/{team}/briefing", response_model=Briefing, tags=["team"])
-    def briefing(team: Team, lang: LangQuery = "en") -> dict[str, Any]:
+    def briefing(team: Team, lang: LangQuery = default_lang) -> dict[str, Any]:
         """The scenario's title and briefing, and the drill clock."""
         return service.briefing(team, lang)
 
     @r.get("/teams/{team}/messages", response_model=Messages, tags=["team"])
     def messages(
         team: Team,
-        lang: LangQuery = "en",
+        lang: LangQuery = default_lang,
         after: Annotated[int, Query(ge=0, le=2**62, description="only messages after this seq")] = 0,
     ) -> dict[str, Any]:
         """Messages (narrative injects) sent to the team, oldest first."""
         return service.messages(team, lang, after)
 
     @r.get("/teams/{team}/objectives", response_model=Objectives, tags=["objectives"])
-    def objectives(team: Team, lang: LangQuery = "en") -> dict[str, Any]:
+    def objectives(team: Team, lang: LangQuery = default_lang) -> dict[str, Any]:
         """The open objectives: prompt, points, hints (and their cost), attempts, report fields."""
         return service.objectives(team, lang)
 
@@ -448,7 +451,7 @@ def create_app(service: TeamService) -> FastAPI:
         tags=["objectives"],
         responses={404: {"model": Error}},
     )
-    def objective(team: Team, objective_id: ObjectiveId, lang: LangQuery = "en") -> dict[str, Any]:
+    def objective(team: Team, objective_id: ObjectiveId, lang: LangQuery = default_lang) -> dict[str, Any]:
         """One open objective."""
         return service.objective(team, objective_id, lang)
 
@@ -489,7 +492,7 @@ def create_app(service: TeamService) -> FastAPI:
         tags=["objectives"],
         responses={404: {"model": Error}, 409: {"model": Error}},
     )
-    def hint(team: Team, objective_id: ObjectiveId, lang: LangQuery = "en") -> dict[str, Any]:
+    def hint(team: Team, objective_id: ObjectiveId, lang: LangQuery = default_lang) -> dict[str, Any]:
         """Take the objective's next hint (its cost comes off the objective's award)."""
         return service.hint(team, objective_id, lang)
 

@@ -371,6 +371,20 @@ class DockerBackend:
             )
         return self.pid(c["Id"])
 
+    def exec(
+        self, range_name: str, node: str, team: int, argv: list[str], timeout: float | None = None
+    ) -> tuple[int, str]:
+        """Run ``argv`` in a running node and return (exit code, stdout+stderr)."""
+        c = self.find(range_name, node, team)
+        if c["State"] != "running":
+            raise RangeError(f"node '{node}' of team {team} is not running ({c['State']})")
+        if timeout is not None:
+            argv = ["timeout", str(max(1, int(timeout))), *argv]
+        res = self.api.exec_create(c["Id"], argv, stdout=True, stderr=True)
+        out = self.api.exec_start(res["Id"])
+        code = self.api.exec_inspect(res["Id"]).get("ExitCode")
+        return (code if code is not None else 1), out.decode(errors="replace")
+
     def ranges(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for c in self.containers(None):

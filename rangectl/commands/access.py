@@ -59,6 +59,9 @@ def serve(
         False, "--no-install", help="Do not install respond/credentials/sshd in workstations."
     ),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request (method, path, status)."),
+    lang: str = typer.Option(
+        None, "--lang", help="Default language of texts for teams: en, vi [$RANGECTL_LANG or en]."
+    ),
 ) -> None:
     """Serve the team API (OpenAPI at /api/v1/openapi.json) until Ctrl-C.
 
@@ -67,10 +70,14 @@ def serve(
     workstation. Teams authenticate with their token (`rangectl teams RANGE
     --show-credentials`). Stops by itself when the range is taken down.
     """
+    import os
+
     from rangectl.access.ratelimit import RateLimit
     from rangectl.access.server import ServeOptions, parse_bind
     from rangectl.access.server import serve as run
+    from rangectl.i18n import ENV, pick_lang
 
+    os.environ[ENV] = pick_lang(lang)
     st = RangeState.open(range_name)
     ssh = (
         None if ssh_bind.strip().lower() in ("", "off", "none", "no") or no_workstations else ssh_bind.strip()

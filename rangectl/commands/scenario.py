@@ -99,7 +99,9 @@ def _esc(s: str) -> str:
 
 def plan_cmd(
     scenario: Path = typer.Argument(..., help="The scenario file."),
-    teams: int = typer.Option(1, "--teams", "-t", min=1, help="Number of teams, each with its own copy of the range."),
+    teams: int = typer.Option(
+        1, "--teams", "-t", min=1, max=64, help="Number of teams, each with its own copy of the range."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:
     """Show the concrete deployment: per team, each network's subnet and each node's addresses."""

@@ -55,12 +55,13 @@ def hint(
     range_name: str = RANGE,
     objective: str = typer.Argument(..., metavar="OBJECTIVE", help="Objective id."),
     team: int = _team_opt(),
-    lang: str = typer.Option("en", "--lang", help="Language of the hint text (en, vi)."),
+    lang: str = typer.Option(None, "--lang", help="Language of the hint text: en, vi [$RANGECTL_LANG or en]."),
 ) -> None:
     """Give a team the next hint of an objective (its cost comes off that objective's award)."""
+    from rangectl.i18n import pick_lang
     from rangectl.scoring.actions import take_hint_info
 
-    h = take_hint_info(RangeState.open(range_name), team, objective, lang=lang)
+    h = take_hint_info(RangeState.open(range_name), team, objective, lang=pick_lang(lang))
     cost = f", costs {h.cost} points" if h.cost else ", free"
     console.print(f"[bold]hint {h.index + 1} of {h.total}[/bold] for '{h.objective}' (team {h.team}{cost}):")
     console.print(h.text, markup=False)
@@ -229,11 +230,13 @@ def report(
     out: Path = typer.Option(
         None, "--out", "-o", help="Folder for report.md, report.html and timeline SVGs [./RANGE-report]."
     ),
+    lang: str = typer.Option(None, "--lang", help="Language of scenario texts: en, vi [$RANGECTL_LANG or en]."),
 ) -> None:
     """Write the after-action report: Markdown, self-contained HTML and a timeline SVG per team."""
+    from rangectl.i18n import pick_lang
     from rangectl.report import write_report
 
     out = out or Path(f"{range_name}-report")
-    files = write_report(RangeState.open(range_name), out)
+    files = write_report(RangeState.open(range_name), out, lang=pick_lang(lang))
     for f in files:
         console.print(f"wrote {f}")

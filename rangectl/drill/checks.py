@@ -259,8 +259,7 @@ def _run_check(scenario: Scenario, check: Check, v: Vantage, timeout: float) -> 
             return CheckResult(False, detail)
         if spec.expect is None:
             return CheckResult(True, detail)
-        want = expected_value(spec.expect, v.team)
-        return CheckResult(any(a.lower() == want.lower() for a in answers), detail)
+        return CheckResult(any(dns_answer_matches(spec.expect, a, v.team) for a in answers), detail)
     if kind == "file":
         code, out = v.exec_in(spec.node, ["cat", spec.path], timeout)
         if code != 0:
@@ -276,12 +275,15 @@ def _run_check(scenario: Scenario, check: Check, v: Vantage, timeout: float) -> 
     raise AssertionError(kind)
 
 
-def expected_value(expect: str | Answer, team: TeamPlan) -> str:
+def dns_answer_matches(expect: str | Answer, answer: str, team: TeamPlan) -> bool:
+    """One DNS answer against the check's ``expect``: a literal (case-folded, trailing dot
+    ignored) or an answer spec (``ip_of``, ``value``, ``one_of``, ``regex``) as scoring reads it."""
+    from rangectl.scoring.engine import check_answer
+
+    answer = answer.rstrip(".")
     if isinstance(expect, str):
-        return expect
-    if expect.ip_of is not None:
-        return str(team.ip_of(expect.ip_of))
-    return str(expect.value)
+        return answer.lower() == expect.rstrip(".").lower()
+    return check_answer(expect, answer, team)
 
 
 def availability_probe(scenario: Scenario, av: Availability, v: Vantage) -> CheckResult:

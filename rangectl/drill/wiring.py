@@ -9,7 +9,7 @@ from rangectl.drill.checks import Vantage, availability_probe, run_check
 from rangectl.drill.runner import DrillRunner
 from rangectl.drill.store import EventStore
 from rangectl.plan import Plan
-from rangectl.scenario.model import Inject, Scenario, localize
+from rangectl.scenario.model import Inject, Scenario
 from rangectl.state import RangeState
 
 
@@ -28,11 +28,7 @@ class RangeProbes:
             return f"/proc/{self.backend.running_pid(rng, node, team)}/ns/net"
 
         def exec_in(node: str, argv: list[str], timeout: float) -> tuple[int, str]:
-            c = self.backend.find(rng, node, team)
-            res = self.backend.api.exec_create(c["Id"], ["timeout", str(max(1, int(timeout))), *argv])
-            out = self.backend.api.exec_start(res["Id"])
-            code = self.backend.api.exec_inspect(res["Id"]).get("ExitCode")
-            return (code if code is not None else 1), out.decode(errors="replace")
+            return self.backend.exec(rng, node, team, argv, timeout=timeout)
 
         return Vantage(self.plan.team(team), netns_of, exec_in)
 
@@ -52,7 +48,7 @@ def build_runner(state: RangeState, backend: DockerBackend, on_tick=None) -> Dri
 
     def run_inject(team: int, inj: Inject, drill_t: float) -> dict[str, Any]:
         if inj.message is not None:
-            title = localize(inj.title) if inj.title else inj.id
+            title = inj.title if inj.title else inj.id  # every language: readers pick theirs
             store.append(
                 "message",
                 {"inject": inj.id, "title": title, "text": message_text(inj), "drill_t": drill_t},

@@ -166,6 +166,45 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+MAX_FLOW_DEPTH = 64
+
+
+def _flow_depth_exceeded(text: str) -> int | None:
+    """Line where flow-collection nesting passes MAX_FLOW_DEPTH, else None.
+
+    A cheap scan before the YAML parser, which takes seconds on a megabyte of
+    ``[[[[``. Brackets inside quotes and comments are skipped.
+    """
+    if text.count("[") + text.count("{") <= MAX_FLOW_DEPTH:
+        return None
+    depth = 0
+    quote = ""
+    line = 1
+    comment = False
+    for ch in text:
+        if ch == "\n":
+            line += 1
+            comment = False
+            continue
+        if comment:
+            continue
+        if quote:
+            if ch == quote:
+                quote = ""
+            continue
+        if ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_FLOW_DEPTH:
+                return line
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return None
+
+
 def load_file(path: Path | str) -> Loaded:
     path = Path(path)
     loaded = Loaded(path=path)
@@ -196,6 +235,10 @@ def load_file(path: Path | str) -> Loaded:
         return fail("not UTF-8 text", line=line)
     if not text.strip():
         return fail("empty file; a scenario starts with 'rangectl: 1'")
+
+    deep = _flow_depth_exceeded(text)
+    if deep is not None:
+        return fail(f"document is nested too deeply (more than {MAX_FLOW_DEPTH} levels of [ ] or {{ }})", deep)
 
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False

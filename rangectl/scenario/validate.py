@@ -69,7 +69,21 @@ def check_meaning(loaded: Loaded) -> list[Problem]:
 
     node_names = set(sc.nodes)
 
-    # networks: no overlap
+    # networks: not in reserved space, no overlap, room for the engine's bridge address
+    from rangectl.plan import RESERVED
+
+    for name, net in sc.networks.items():
+        clash = next((r for r in RESERVED if net.subnet.overlaps(r)), None)
+        if clash is not None:
+            bad(("networks", name, "subnet"), f"{net.subnet} overlaps reserved address space {clash}")
+        size = net.subnet.num_addresses - (0 if net.subnet.prefixlen >= 31 else 2)
+        on_it = sum(1 for node in sc.nodes.values() if name in node.interfaces)
+        if on_it >= size:
+            bad(
+                ("networks", name, "subnet"),
+                f"{net.subnet} has {size} host address(es) and {on_it} node(s): the engine's bridge needs one more; "
+                "use a larger subnet",
+            )
     nets = list(sc.networks.items())
     for i, (a, na) in enumerate(nets):
         for b, nb in nets[i + 1 :]:

@@ -344,11 +344,13 @@ def test_full_subnet_is_a_clear_error():
         for i in range(1, 7)
     }
     sc = scenario({"lan": "10.9.0.0/29"}, nodes)
-    assert meaning_problems(sc) == []  # the file itself is valid ...
+    # the validator says so with the field ...
+    assert [p.path for p in meaning_problems(sc)] == ["networks.lan.subnet"]
+    assert "the engine's bridge needs one more" in meaning_problems(sc)[0].message
     with pytest.raises(
         ScenarioError, match=r"subnet 10\.9\.0\.0/29 has no free address for the engine's bridge"
     ):
-        plan(sc, 1)  # ... but leaves no address for the engine
+        plan(sc, 1)  # ... and the planner refuses it too
 
 
 def test_team_counts():

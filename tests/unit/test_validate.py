@@ -404,8 +404,9 @@ def test_point_to_point_subnet_uses_both_addresses(project):
         "  dmz:\n    subnet: 10.10.1.0/24\n  p2p:\n    subnet: 10.10.9.0/31\n",
     )
     text = sub(text, "      dmz: 10.10.1.1\n", "      dmz: 10.10.1.1\n      p2p: 10.10.9.0\n")
+    assert check(project, text) == []  # .0 of a /31 is a host address, and .1 is left for the bridge
     text = sub(text, "      dmz: 10.10.1.50\n", "      dmz: 10.10.1.50\n      p2p: 10.10.9.1\n")
-    assert check(project, text) == []
+    expect(check(project, text), "networks.p2p.subnet", line_of(text, "10.10.9.0/31"), "bridge needs one more")
 
 
 def test_overlapping_subnets(project):
@@ -1510,7 +1511,7 @@ def test_cli_plan_table_and_errors(capsys, files):
     assert code == 1 and "already used" in err
     assert cli(capsys, "plan", DISTRICT, "--teams", "0")[0] == 2
     code, _, err = cli(capsys, "plan", DISTRICT, "--teams", "65")
-    assert code == 1 and "at most 64" in err
+    assert code == 2 and "64" in err
 
 
 # version and help -------------------------------------------------------------------------------
@@ -1573,3 +1574,36 @@ def test_console_script_exit_codes(files):
     assert bad.returncode == 1 and json.loads(bad.stdout)["valid"] is False
     usage = run_cli("validate", env=env, timeout=60)
     assert usage.returncode == 2 and "Missing argument" in usage.stderr
+
+
+# --- address space the engine needs -----------------------------------------------------------
+
+
+def test_subnet_in_reserved_space(project):
+    text = sub(sub(BASE, "10.10.1.0/24", "169.254.7.0/24"), "10.10.1.", "169.254.7.")
+    text = text.replace("10.10.1.", "169.254.7.")
+    expect(check(project, text), "networks.dmz.subnet", line_of(text, "169.254.7.0/24"), "reserved address space")
+
+
+def test_subnet_without_room_for_the_bridge(project):
+    # gw .1 and portal .2 fill a /30's two host addresses: none left for the engine's bridge
+    text = BASE.replace("10.10.1.0/24", "10.10.1.0/30").replace("10.10.1.10", "10.10.1.2")
+    text = text.replace("    gateway: 10.10.1.1\n    interfaces:\n      dmz: 10.10.1.50", "    gateway: 198.51.100.1\n    interfaces:\n      wan: 198.51.100.50")
+    expect(check(project, text), "networks.dmz.subnet", line_of(text, "10.10.1.0/30"), "the engine's bridge needs one more")
+
+
+def test_flow_nesting_is_refused_fast(tmp_path):
+    import time
+
+    f = tmp_path / "deep.yaml"
+    f.write_text("a: " + "[" * 300_000 + "]" * 300_000 + "\n")
+    t0 = time.monotonic()
+    p = _only(f)
+    assert time.monotonic() - t0 < 2.0
+    assert "nested too deeply" in p.message and p.line == 1
+
+
+def test_plan_teams_above_the_limit_is_a_usage_error():
+    p = run_cli("plan", str(EXAMPLES[0]), "--teams", "65")
+    assert p.returncode == 2
+    assert "Traceback" not in p.stderr

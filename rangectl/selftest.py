@@ -1,0 +1,306 @@
+"""Self-test of a scenario: bring it up for two teams, run the drill fast, play the reference
+solution for team 1 and nothing for team 2, and check that everything a trainer relies on holds.
+
+Assertions (each one a named result, so a CI report says exactly what broke):
+
+- ``range-up``: the range comes up and is provisioned;
+- ``injects-ran``: every inject ran for every team without error;
+- ``traffic-seen``: every traffic inject's packets were seen on its target, for every team;
+- ``solution-steps``: every step of the reference solution was accepted (answers right,
+  commands exited as expected, reports accepted);
+- ``team1-objectives``: team 1 earned every objective;
+- ``team1-score``: team 1's total is at least the scenario's ``expected_score``;
+- ``team2-idle``: team 2, which did nothing, earned no objective (only availability);
+- ``verify``: the event record's hash chain verifies;
+- ``range-down``: everything the self-test made is gone afterwards.
+
+The range is always torn down, on failure and on Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+from rangectl.errors import RangeError
+
+TEAMS = 2
+TARGET_WALL_SECONDS = 150.0  # default time scale: the whole drill in about this long
+
+
+@dataclass
+class Assertion:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class SelftestResult:
+    scenario: str
+    file: str
+    range: str
+    time_scale: float = 1.0
+    seconds: float = 0.0
+    assertions: list[Assertion] = field(default_factory=list)
+    scores: dict[int, float] = field(default_factory=dict)
+    expected_score: int | None = None
+    report_dir: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.assertions) and all(a.ok for a in self.assertions)
+
+    def add(self, name: str, ok: bool, detail: str = "") -> None:
+        self.assertions.append(Assertion(name, bool(ok), detail))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "file": self.file,
+            "range": self.range,
+            "ok": self.ok,
+            "time_scale": self.time_scale,
+            "seconds": round(self.seconds, 1),
+            "scores": self.scores,
+            "expected_score": self.expected_score,
+            "report_dir": self.report_dir,
+            "error": self.error,
+            "assertions": [{"name": a.name, "ok": a.ok, "detail": a.detail} for a in self.assertions],
+        }
+
+
+def auto_time_scale(drill_seconds: float) -> float:
+    """A time scale that runs the drill in about TARGET_WALL_SECONDS (never slower than real time)."""
+    return max(1.0, round(drill_seconds / TARGET_WALL_SECONDS, 1))
+
+
+def traffic_seen(truth: dict[str, Any]) -> int:
+    """Packets of an inject's traffic seen on its target, from its ground-truth record."""
+    for key in ("seen_on_target", "packets_seen", "target_packets"):
+        v = truth.get(key)
+        if isinstance(v, dict):
+            v = v.get("packets")
+        if isinstance(v, int | float):
+            return int(v)
+    return 0
+
+
+def _actions(state: Any, backend: Any, lang: str) -> dict[str, Callable[..., Any]]:
+    from rangectl.scoring import actions
+
+    def submit(team: int, objective: str, answer: str) -> dict[str, Any]:
+        r = actions.submit(state, team, objective, answer, actor="selftest")
+        return {"ok": r.accepted, "message": r.message}
+
+    def hint(team: int, objective: str) -> dict[str, Any]:
+        actions.take_hint(state, team, objective, lang=lang, actor="selftest")
+        return {"ok": True}
+
+    def exec_(team: int, node: str, cmd: str) -> tuple[int, str]:
+        return backend.exec(state.name, node, team, ["sh", "-c", cmd])
+
+    def report(team: int, objective: str, fields: dict[str, str]) -> dict[str, Any]:
+        from ruamel.yaml import YAML
+
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, encoding="utf-8") as fh:
+            YAML(typ="safe").dump({"objective": objective, "fields": fields}, fh)
+            path = fh.name
+        try:
+            r = actions.report_incident(state, team, path, actor="selftest")
+        finally:
+            Path(path).unlink(missing_ok=True)
+        return {"ok": r.on_time, "message": r.message}
+
+    return {"submit": submit, "hint": hint, "exec": exec_, "report": report}
+
+
+def _step_ok(step: dict[str, Any]) -> bool:
+    if step["step"] == "exec":
+        return bool(step["ok"])
+    res = step.get("result")
+    return not isinstance(res, dict) or bool(res.get("ok", True))
+
+
+def _step_label(step: dict[str, Any]) -> str:
+    if step["step"] == "exec":
+        return f"exec on {step['node']} exited {step['exit']}: {step['output'].strip()[-120:]}"
+    res = step.get("result") or {}
+    return f"{step['step']} {step.get('objective', '')}: {res.get('message', '')}".strip()
+
+
+def run_selftest(
+    scenario_file: Path,
+    *,
+    time_scale: float | None = None,
+    name: str | None = None,
+    report_dir: Path | None = None,
+    lang: str = "en",
+    note: Callable[[str], None] | None = None,
+    on_tick: Callable[[Any], None] | None = None,
+    on_drill: Callable[[Any], None] | None = None,
+    stop: threading.Event | None = None,
+) -> SelftestResult:
+    """Run the self-test of one scenario. Never leaves a range behind."""
+    from rangectl import ranges
+    from rangectl.drill.runner import end_time
+    from rangectl.drill.store import EventStore
+    from rangectl.drill.wiring import build_runner
+    from rangectl.scenario.validate import load_scenario
+    from rangectl.solution import SolutionPlayer, load_solution
+
+    note = note or (lambda msg: None)
+    t0 = time.monotonic()
+    scenario = load_scenario(scenario_file)
+    solution = load_solution(Path(scenario_file))
+    if solution.solution != scenario.name:
+        raise RangeError(
+            f"{scenario_file}: the solution file is for '{solution.solution}', not '{scenario.name}'"
+        )
+    drill_s = end_time(scenario)
+    scale = time_scale or auto_time_scale(drill_s)
+    rng = name or f"selftest-{scenario.name}"[:40]
+    res = SelftestResult(scenario.name, str(scenario_file), rng, scale, expected_score=scenario.expected_score)
+    state = None
+    try:
+        note(f"up: {rng} ({TEAMS} teams)")
+        rep = ranges.up(Path(scenario_file), teams=TEAMS, name=rng, provision=True)
+        res.add("range-up", True, f"{len(rep.up.created_containers)} containers in {rep.timings.get('total', 0):.1f}s")
+        state = ranges.RangeState.open(rng)
+        be = ranges.backend()
+        plan = state.plan()
+        runner = build_runner(state, be, on_tick=on_tick)
+        player = SolutionPlayer(solution, plan.team(1), _actions(state, be, lang))
+        note(f"drill: {drill_s:.0f}s of drill time at x{scale:g}")
+        runner.start(scale)
+        if on_drill:
+            on_drill(state)
+        halt = stop or threading.Event()
+        thread = threading.Thread(target=runner.run, args=(halt,), name="selftest-drill", daemon=True)
+        thread.start()
+        try:
+            while thread.is_alive():
+                player.play_due(runner.clock.drill_t())
+                thread.join(0.1)
+        except BaseException:
+            halt.set()
+            thread.join(30)
+            raise
+        if halt.is_set():
+            raise RangeError("self-test stopped before the drill finished")
+        # steps due after the timeline ended (late reports) still count as the solution's
+        if not player.finished:
+            player.play_due(float("inf"))
+        _assess(res, state, scenario, plan, player, EventStore(state.db_path))
+        if report_dir is not None:
+            from rangectl.report import write_report
+
+            write_report(state, report_dir, lang=lang)
+            res.report_dir = str(report_dir)
+    except RangeError as exc:
+        res.error = exc.message if hasattr(exc, "message") else str(exc)
+    finally:
+        note(f"down: {rng}")
+        try:
+            ranges.down(rng)
+            from rangectl.backend.engine import client
+
+            left = [c for c in client().containers.list(all=True, filters={"label": f"io.rangectl.range={rng}"})]
+            res.add("range-down", not left, f"{len(left)} container(s) left" if left else "nothing left")
+        except Exception as exc:  # noqa: BLE001 - reported as a failed assertion
+            res.add("range-down", False, f"down failed: {exc}")
+        res.seconds = time.monotonic() - t0
+    return res
+
+
+def _assess(res: SelftestResult, state: Any, scenario: Any, plan: Any, player: Any, store: Any) -> None:
+    from rangectl.scoring.actions import board
+
+    events = list(store.events())
+    teams = [t.team for t in plan.teams]
+    done = {(e.data.get("inject"), e.team): e.data for e in events if e.kind == "inject.done"}
+    missing = [f"{i.id}/team {k}" for i in scenario.injects for k in teams if (i.id, k) not in done]
+    failed = [
+        f"{i}/team {k}: {d.get('error', d.get('status'))}" for (i, k), d in done.items() if d.get("status") != "ok"
+    ]
+    res.add(
+        "injects-ran",
+        not missing and not failed,
+        "; ".join(missing[:3] + failed[:3]) or f"{len(done)} inject runs, all ok",
+    )
+    unseen = []
+    counted = 0
+    for inj in scenario.injects:
+        if inj.traffic is None:
+            continue
+        for k in teams:
+            d = done.get((inj.id, k)) or {}
+            n = traffic_seen(d)
+            counted += n
+            if n <= 0:
+                unseen.append(f"{inj.id}/team {k}")
+    res.add(
+        "traffic-seen",
+        not unseen,
+        f"not seen on target: {', '.join(unseen[:4])}" if unseen else f"{counted} packets seen on targets",
+    )
+    bad_steps = [s for s in player.done if not _step_ok(s)]
+    res.add(
+        "solution-steps",
+        player.finished and not bad_steps,
+        _step_label(bad_steps[0]) if bad_steps else f"{len(player.done)} steps, all accepted",
+    )
+    b = board(state)
+    by_team = {t.team: t for t in b.teams}
+    res.scores = {k: round(by_team[k].total, 1) for k in teams}
+    t1, t2 = by_team[1], by_team[2]
+    unsolved = [oid for oid, r in t1.detail.items() if not r.solved]
+    res.add(
+        "team1-objectives",
+        not unsolved,
+        f"not earned: {', '.join(unsolved)}" if unsolved else f"all {len(t1.detail)} objectives earned",
+    )
+    exp = scenario.expected_score
+    res.add(
+        "team1-score",
+        exp is None or t1.total >= exp,
+        f"{t1.total:.1f} (expected at least {exp})" if exp is not None else f"{t1.total:.1f} (no expected_score set)",
+    )
+    free = [oid for oid, r in t2.detail.items() if r.solved]
+    res.add(
+        "team2-idle",
+        not free,
+        f"earned without doing anything: {', '.join(free)}" if free else f"{t2.total:.1f} (availability only)",
+    )
+    v = store.verify()
+    res.add("verify", v.ok, f"{v.count} events, chain intact" if v.ok else f"broken at seq {v.first_bad_seq}: {v.reason}")
+
+
+def junit(results: list[SelftestResult]) -> str:
+    """JUnit XML: one testsuite per scenario, one testcase per assertion."""
+    out = ['<?xml version="1.0" encoding="UTF-8"?>', "<testsuites>"]
+    for r in results:
+        cases = list(r.assertions)
+        if r.error:
+            cases.insert(0, Assertion("selftest", False, r.error))
+        fails = sum(not a.ok for a in cases)
+        out.append(
+            f"  <testsuite name={quoteattr('selftest.' + r.scenario)} tests=\"{len(cases)}\" "
+            f"failures=\"{fails}\" time=\"{r.seconds:.1f}\">"
+        )
+        for a in cases:
+            head = f"    <testcase classname={quoteattr('selftest.' + r.scenario)} name={quoteattr(a.name)}"
+            if a.ok:
+                out.append(f"{head}><system-out>{escape(a.detail)}</system-out></testcase>")
+            else:
+                out.append(f"{head}><failure message={quoteattr(a.detail[:500])}>{escape(a.detail)}</failure></testcase>")
+        out.append("  </testsuite>")
+    out.append("</testsuites>")
+    return "\n".join(out) + "\n"
