@@ -325,16 +325,19 @@ class DockerBackend:
 
     def _configure(self, cid: str, node: NodePlan) -> None:
         """Default route through the scenario gateway, set from the host in the node's netns."""
+        # Internal networks give a container no default route, so there is nothing to
+        # delete: one nsenter per node that has a scenario gateway, none for the rest.
+        if node.gateway is None:
+            return
         pid = self.pid(cid)
-        cmds = [["ip", "route", "del", "default"]]
-        if node.gateway is not None:
-            cmds.append(["ip", "route", "replace", "default", "via", str(node.gateway)])
-        for i, cmd in enumerate(cmds):
-            r = subprocess.run(
-                ["nsenter", f"--net=/proc/{pid}/ns/net", "--", *cmd], capture_output=True, text=True, check=False
-            )
-            if i > 0 and r.returncode != 0:
-                raise RangeError(f"cannot set the default route of {node.name}: {r.stderr.strip()}")
+        r = subprocess.run(
+            ["nsenter", f"--net=/proc/{pid}/ns/net", "--", "ip", "route", "replace", "default", "via", str(node.gateway)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if r.returncode != 0:
+            raise RangeError(f"cannot set the default route of {node.name}: {r.stderr.strip()}")
 
     def pid(self, cid: str) -> int:
         for _ in range(50):
