@@ -325,18 +325,17 @@ class DockerBackend:
 
     def _configure(self, cid: str, node: NodePlan) -> None:
         """Default route through the scenario gateway, set from the host in the node's netns."""
-        # Internal networks give a container no default route, so there is nothing to
-        # delete: one nsenter per node that has a scenario gateway, none for the rest.
-        if node.gateway is None:
-            return
+        # Docker points the default route at the (address-less) bridge even on internal
+        # networks: replace it with the scenario gateway, or delete it. One nsenter per node.
         pid = self.pid(cid)
+        if node.gateway is not None:
+            cmd = ["ip", "route", "replace", "default", "via", str(node.gateway)]
+        else:
+            cmd = ["ip", "route", "del", "default"]
         r = subprocess.run(
-            ["nsenter", f"--net=/proc/{pid}/ns/net", "--", "ip", "route", "replace", "default", "via", str(node.gateway)],
-            capture_output=True,
-            text=True,
-            check=False,
+            ["nsenter", f"--net=/proc/{pid}/ns/net", "--", *cmd], capture_output=True, text=True, check=False
         )
-        if r.returncode != 0:
+        if r.returncode != 0 and node.gateway is not None:
             raise RangeError(f"cannot set the default route of {node.name}: {r.stderr.strip()}")
 
     def pid(self, cid: str) -> int:
