@@ -50,6 +50,9 @@ class SelftestResult:
     seconds: float = 0.0
     assertions: list[Assertion] = field(default_factory=list)
     scores: dict[int, float] = field(default_factory=dict)
+    # per team: objective -> {points, max_points, solved, minutes}; and availability rounds up
+    objectives: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    availability_up: dict[int, int] = field(default_factory=dict)
     expected_score: int | None = None
     report_dir: str | None = None
     error: str | None = None
@@ -70,6 +73,8 @@ class SelftestResult:
             "time_scale": self.time_scale,
             "seconds": round(self.seconds, 1),
             "scores": self.scores,
+            "objectives": self.objectives,
+            "availability_up": self.availability_up,
             "expected_score": self.expected_score,
             "report_dir": self.report_dir,
             "error": self.error,
@@ -260,6 +265,14 @@ def _assess(res: SelftestResult, state: Any, scenario: Any, plan: Any, player: A
     b = board(state)
     by_team = {t.team: t for t in b.teams}
     res.scores = {k: round(by_team[k].total, 1) for k in teams}
+    res.objectives = {
+        k: {
+            oid: {"points": r.points, "max_points": r.max_points, "solved": r.solved, "minutes": r.minutes}
+            for oid, r in by_team[k].detail.items()
+        }
+        for k in teams
+    }
+    res.availability_up = {k: by_team[k].availability_up for k in teams}
     t1, t2 = by_team[1], by_team[2]
     unsolved = [oid for oid, r in t1.detail.items() if not r.solved]
     res.add(
