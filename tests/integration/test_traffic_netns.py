@@ -42,6 +42,8 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
+# Explicit MACs: a bare Ether() makes Scapy ARP for the destination on the host network.
+SRC_MAC, DST_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
 ATT, TGT, RTR_A, RTR_B, FAR = "198.51.100.10", "198.51.100.20", "198.51.100.1", "203.0.113.1", "203.0.113.30"
 ALLOWED = ["198.51.100.0/24", "203.0.113.0/24"]
 
@@ -514,7 +516,7 @@ def test_replay_timing(lab, tmp_path):
     pkts = []
     t = 1_700_000_000.0
     for i in range(200):
-        p = Ether() / IP(src="192.0.2.10", dst="192.0.2.20") / UDP(sport=1000, dport=9) / i.to_bytes(4, "big")
+        p = Ether(src=SRC_MAC, dst=DST_MAC) / IP(src="192.0.2.10", dst="192.0.2.20") / UDP(sport=1000, dport=9) / i.to_bytes(4, "big")
         t += 0.0005 if i % 2 else 0.002
         p.time = t
         pkts.append(p)
@@ -537,8 +539,8 @@ def test_out_of_range_is_refused_before_anything_is_sent(lab, tmp_path):
     from scapy.utils import wrpcap
 
     f = tmp_path / "leak.pcap"
-    wrpcap(str(f), [Ether() / IP(src="198.51.100.10", dst="198.51.100.20") / UDP(dport=9),
-                    Ether() / IP(src="198.51.100.10", dst="192.0.2.99") / UDP(dport=9)])  # fmt: skip
+    wrpcap(str(f), [Ether(src=SRC_MAC, dst=DST_MAC) / IP(src="198.51.100.10", dst="198.51.100.20") / UDP(dport=9),
+                    Ether(src=SRC_MAC, dst=DST_MAC) / IP(src="198.51.100.10", dst="192.0.2.99") / UDP(dport=9)])  # fmt: skip
     with lab.capture("att", "", iface="eth0") as cap:  # everything leaving att, ARP included
         for kind in ("portscan", "synflood", "http", "bruteforce", "dns-exfil", "beacon", "phishing"):
             with pytest.raises(TrafficRefused, match="192.0.2.1: outside"):

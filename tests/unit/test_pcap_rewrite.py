@@ -36,6 +36,8 @@ from rangectl.traffic.pcap import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+# Explicit MACs: a bare Ether() makes Scapy ARP for the destination on the host network.
+SRC_MAC, DST_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
 A, B = "198.51.100.10", "198.51.100.20"
 NA, NB = "10.60.1.66", "10.60.2.20"
 MAP = {ipaddress.IPv4Address(A).packed: ipaddress.IPv4Address(NA).packed,
@@ -232,8 +234,8 @@ def test_not_ipv4():
 
 def test_ipv4_from_link_types():
     ip = bytes(IP(src=A, dst=B) / UDP())
-    assert ipv4_from_link(1, bytes(Ether() / IP(src=A, dst=B) / UDP())) == ip
-    assert ipv4_from_link(1, bytes(Ether() / Dot1Q(vlan=5) / Dot1Q(vlan=6) / IP(src=A, dst=B) / UDP())) == ip
+    assert ipv4_from_link(1, bytes(Ether(src=SRC_MAC, dst=DST_MAC) / IP(src=A, dst=B) / UDP())) == ip
+    assert ipv4_from_link(1, bytes(Ether(src=SRC_MAC, dst=DST_MAC) / Dot1Q(vlan=5) / Dot1Q(vlan=6) / IP(src=A, dst=B) / UDP())) == ip
     assert ipv4_from_link(1, bytes(Ether(type=0x0806) / (b"\0" * 28))) is None
     sll = struct.pack("!HHH8sH", 0, 1, 6, b"\0" * 8, 0x0800) + ip
     assert ipv4_from_link(113, sll) == ip
@@ -314,7 +316,7 @@ def _block(btype: int, body: bytes) -> bytes:
 
 def test_read_pcapng_tsresol_two_interfaces_and_simple_packets(tmp_path):
     ip = bytes(IP(src=A, dst=B) / UDP(dport=9) / b"z")
-    eth = bytes(Ether() / IP(src=A, dst=B) / UDP(dport=9) / b"z")
+    eth = bytes(Ether(src=SRC_MAC, dst=DST_MAC) / IP(src=A, dst=B) / UDP(dport=9) / b"z")
     shb = _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
     opt_ns = struct.pack("<HHB", 9, 1, 9) + b"\0\0\0" + struct.pack("<HH", 0, 0)
     idb0 = _block(1, struct.pack("<HHI", 1, 0, 0) + opt_ns)  # Ethernet, nanoseconds
@@ -377,11 +379,11 @@ def test_prepare_maps_frames_and_skips():
 
     pkts = _cap(
         [
-            Ether() / IP(src=A, dst=B) / TCP(flags="S"),
-            Ether() / IP(src=B, dst=A) / TCP(flags="SA"),  # to the sender: skipped
+            Ether(src=SRC_MAC, dst=DST_MAC) / IP(src=A, dst=B) / TCP(flags="S"),
+            Ether(src=SRC_MAC, dst=DST_MAC) / IP(src=B, dst=A) / TCP(flags="SA"),  # to the sender: skipped
             Ether(type=0x86DD) / (b"\x60" + b"\0" * 39),  # IPv6: skipped
-            Ether() / IP(src=A, dst=B) / TCP(flags="A") / (b"x" * 2000),  # bigger than the MTU
-            Ether() / IP(src=A, dst=B) / TCP(flags="PA") / b"GET /",
+            Ether(src=SRC_MAC, dst=DST_MAC) / IP(src=A, dst=B) / TCP(flags="A") / (b"x" * 2000),  # bigger than the MTU
+            Ether(src=SRC_MAC, dst=DST_MAC) / IP(src=A, dst=B) / TCP(flags="PA") / b"GET /",
         ]
     )
     prep = prepare_replay(
@@ -402,7 +404,7 @@ def test_prepare_refuses_outside_before_resolving_anything():
     def hop(d):
         raise AssertionError("no next hop may be resolved for a refused replay")
 
-    pkts = _cap([Ether() / IP(src=A, dst=B) / UDP(), Ether() / IP(src=A, dst="192.0.2.55") / UDP()])
+    pkts = _cap([Ether(src=SRC_MAC, dst=DST_MAC) / IP(src=A, dst=B) / UDP(), Ether(src=SRC_MAC, dst=DST_MAC) / IP(src=A, dst="192.0.2.55") / UDP()])
     with pytest.raises(TrafficRefused) as ei:
         prepare_replay(pkts, address_map={A: NA, B: NB}, src_mac="02:00:00:00:00:aa", hop_mac=hop, allowed=ALLOWED)
     msg = str(ei.value)
@@ -410,13 +412,13 @@ def test_prepare_refuses_outside_before_resolving_anything():
 
 
 def test_prepare_refuses_forged_source_outside():
-    pkts = _cap([Ether() / IP(src="192.0.2.1", dst=B) / UDP()])
+    pkts = _cap([Ether(src=SRC_MAC, dst=DST_MAC) / IP(src="192.0.2.1", dst=B) / UDP()])
     with pytest.raises(TrafficRefused, match="source 192.0.2.1"):
         prepare_replay(pkts, address_map={B: NB}, src_mac=b"\0" * 6, hop_mac=lambda d: b"\0" * 6, allowed=ALLOWED)
 
 
 def test_prepare_drop_outside():
-    pkts = _cap([Ether() / IP(src=A, dst=B) / UDP(), Ether() / IP(src=A, dst="192.0.2.55") / UDP()])
+    pkts = _cap([Ether(src=SRC_MAC, dst=DST_MAC) / IP(src=A, dst=B) / UDP(), Ether(src=SRC_MAC, dst=DST_MAC) / IP(src=A, dst="192.0.2.55") / UDP()])
     prep = prepare_replay(
         pkts, address_map={A: NA, B: NB}, src_mac=b"\0" * 6, hop_mac=lambda d: b"\1" * 6, allowed=ALLOWED,
         drop_outside=True,

@@ -29,6 +29,8 @@ from rangectl.traffic.base import Budget, check_address, refusal
 from rangectl.traffic.params import parse_ports
 
 ROOT = Path(__file__).resolve().parents[2]
+# Explicit MACs: a bare Ether() makes Scapy ARP for the destination on the host network.
+SRC_MAC, DST_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
 KINDS = ["portscan", "synflood", "http", "bruteforce", "dns-exfil", "beacon", "phishing", "pcap"]
 
 
@@ -224,7 +226,7 @@ def test_pcap_refuses_outside_before_entering(tmp_path):
     from scapy.utils import wrpcap
 
     cap = tmp_path / "c.pcap"
-    wrpcap(str(cap), [Ether() / IP(src="10.60.1.5", dst="192.0.2.9") / UDP(dport=53)])
+    wrpcap(str(cap), [Ether(src=SRC_MAC, dst=DST_MAC) / IP(src="10.60.1.5", dst="192.0.2.9") / UDP(dport=53)])
     ctx = TrafficContext("/nonexistent/ns/net", ["10.60.1.0/24"])
     with pytest.raises(TrafficRefused, match="192.0.2.9"):
         run_traffic("pcap", {"file": str(cap)}, ctx)
