@@ -103,7 +103,7 @@ def _actions(state: Any, backend: Any, lang: str) -> dict[str, Callable[..., Any
 
     def submit(team: int, objective: str, answer: str) -> dict[str, Any]:
         r = actions.submit(state, team, objective, answer, actor="selftest")
-        return {"ok": r.accepted, "message": r.message}
+        return {"ok": r.correct, "message": r.message}
 
     def hint(team: int, objective: str) -> dict[str, Any]:
         actions.take_hint(state, team, objective, lang=lang, actor="selftest")
