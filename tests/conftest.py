@@ -68,3 +68,8 @@ def run_cli(*args: str, check: bool = False, timeout: int = 600, **kw) -> subpro
     if check and proc.returncode != 0:
         raise AssertionError(f"rangectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def scenario_files() -> list[Path]:
+    """The shipped scenario files (not their reference solutions)."""
+    return sorted(p for p in (ROOT / "scenarios").glob("*.yaml") if not p.name.endswith(".solution.yaml"))

@@ -766,6 +766,10 @@ def test_openapi_fuzz(tmp_path, method, path):
         assert_clean(response.text, forbidden)
         if response.status_code in (400, 401, 403, 404, 405, 413, 415, 422):
             assert count(st_) == before, (case.formatted_path, response.status_code, response.text)
+        if response.status_code == 413:
+            # an oversized body is refused before it is parsed; schemathesis's negative-data
+            # check does not list 413 among the rejections it expects
+            return
         case.validate_response(response)
 
     run()

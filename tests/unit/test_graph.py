@@ -7,7 +7,7 @@ import pytest
 from rangectl.graph import render, to_dot, to_mermaid, to_text, topology
 from rangectl.scenario.model import Scenario
 from rangectl.scenario.validate import load_scenario
-from tests.conftest import ROOT
+from tests.conftest import ROOT, scenario_files
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_render_unknown_format(small):
         render(small, "png")
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", scenario_files(), ids=lambda p: p.name)
 def test_examples_draw(path):
     sc = load_scenario(path)
     for fmt in ("text", "mermaid", "dot"):

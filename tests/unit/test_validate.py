@@ -23,9 +23,9 @@ from rangectl.scenario import loader
 from rangectl.scenario.loader import Problem, load_file
 from rangectl.scenario.model import Scenario
 from rangectl.scenario.validate import expand_paths, load_scenario, validate_file
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, scenario_files
 
-EXAMPLES = sorted((ROOT / "scenarios").glob("*.yaml"))
+EXAMPLES = scenario_files()
 
 BASE = """\
 rangectl: 1
