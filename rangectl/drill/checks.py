@@ -234,7 +234,7 @@ def _run_check(scenario: Scenario, check: Check, v: Vantage, timeout: float) -> 
         if ok:
             return CheckResult(False, f"not blocked: {detail}")
         # A block, not an outage: the service must still answer someone else.
-        ctrl = control_vantage(scenario, {spec.from_, spec.to})
+        ctrl = None if spec.outage_ok else (spec.control or control_vantage(scenario, {spec.from_, spec.to}))
         if ctrl is not None:
             cok, cdetail = _flow(v, ctrl, spec.to, spec.proto, spec.port, timeout)
             if not cok:

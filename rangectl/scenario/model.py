@@ -191,6 +191,12 @@ class FlowCheck(Strict):
     to: Name
     port: int | None = Field(None, ge=1, le=65535)
     proto: Literal["tcp", "udp", "icmp"] = "tcp"
+    control: Name | None = Field(
+        None,
+        description="blocked: the node that must still reach `to`, so a block is not an outage "
+        "(default: the first blue node)",
+    )
+    outage_ok: bool = Field(False, description="blocked: pass even when `to` is unreachable for everyone")
 
     @model_validator(mode="after")
     def _port_for_l4(self) -> FlowCheck:

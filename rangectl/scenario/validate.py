@@ -179,7 +179,9 @@ def check_meaning(loaded: Loaded) -> list[Problem]:
             kind = obj.check.kind
             spec = obj.check.spec
             cloc = loc + ("check", kind)
-            for attr, key in (("from_", "from"), ("to", "to"), ("server", "server"), ("node", "node")):
+            for attr, key in (
+                ("from_", "from"), ("to", "to"), ("server", "server"), ("node", "node"), ("control", "control")
+            ):
                 ref = getattr(spec, attr, None)
                 if ref is not None and ref not in node_names:
                     bad(cloc + (key,), f"unknown node '{ref}'")
@@ -189,6 +191,10 @@ def check_meaning(loaded: Loaded) -> list[Problem]:
                 src, dst = getattr(spec, "from_", None), getattr(spec, "to", None)
                 if src and dst and src == dst:
                     bad(cloc + ("to",), "a check from a node to itself tests nothing")
+            if kind != "blocked" and (getattr(spec, "control", None) or getattr(spec, "outage_ok", False)):
+                bad(cloc, "`control` and `outage_ok` belong to `blocked` checks")
+            if kind == "blocked" and spec.control in (spec.from_, spec.to):
+                bad(cloc + ("control",), "the control node must be neither `from` nor `to`")
     if sc.objectives and not sc.nodes_with_role("blue"):
         bad(("objectives",), "objectives need at least one node with role 'blue' for the responders")
 

@@ -1607,3 +1607,12 @@ def test_plan_teams_above_the_limit_is_a_usage_error():
     p = run_cli("plan", str(EXAMPLES[0]), "--teams", "65")
     assert p.returncode == 2
     assert "Traceback" not in p.stderr
+
+
+def test_blocked_control_node_must_exist_and_differ(project):
+    text = sub(BASE, "        port: 80\n", "        port: 80\n        control: nosuch\n", 1)
+    expect(check(project, text), "objectives[1].check.blocked.control", line_of(text, "control: nosuch"), "unknown node 'nosuch'")
+    text = sub(BASE, "        port: 80\n", "        port: 80\n        control: portal\n", 1)
+    expect(check(project, text), "objectives[1].check.blocked.control", line_of(text, "control: portal"), "neither")
+    text = sub(BASE, "        port: 80\n", "        port: 80\n        control: gw\n        outage_ok: false\n", 1)
+    assert check(project, text) == []
