@@ -18,8 +18,10 @@ Pipeline, all before the clock starts:
 
 Then every frame goes out of ONE raw AF_PACKET socket (PACKET_QDISC_BYPASS when
 the kernel allows it): timed replays sleep until shortly before each
-packet's absolute due time on the monotonic clock and busy-wait the rest;
-top-speed replays push pre-built sendmmsg(2) batches.
+packet's due time on the monotonic clock and busy-wait the rest (a packet
+held up by more than 15 us moves the rest of the schedule with it, so the
+capture's gaps are kept rather than squeezed to catch up); top-speed replays
+push pre-built sendmmsg(2) batches.
 """
 
 from __future__ import annotations
@@ -348,7 +350,17 @@ def build_schedule(
 
 # --- sending ----------------------------------------------------------------------------------
 
-SPIN_SECONDS = 0.0012  # stop sleeping this long before a due time and busy-wait the rest
+# Timed replays sleep until a margin before each due time and busy-wait the rest; the margin
+# follows the wake-up overshoot measured while replaying, between these bounds. (On a 2-CPU VM,
+# floors of 30 us and 150 us let wake-up jitter into the timing; 1.2 ms did not. tcpreplay's
+# default timer spins all the time.)
+SPIN_START = 0.0012
+SPIN_MIN = 0.0012
+SPIN_MAX = 0.003
+# A packet later than this moves the rest of the schedule by its lateness: a hiccup then costs
+# one wrong gap instead of two (the late one and a squeezed catch-up), and the replay ends that
+# much later (details: schedule_slip_ms). Smaller lateness is not carried over.
+SLIP_AFTER = 0.000015
 BATCH = 256
 
 
@@ -359,6 +371,8 @@ class SendStats:
     stopped: str = "done"
     seconds: float = 0.0
     lateness: list[float] = field(default_factory=list)
+    slip: float = 0.0  # seconds the schedule was moved back by hiccups (timed replays)
+    slips: int = 0
 
 
 def send_frames(
@@ -378,7 +392,6 @@ def send_frames(
     if n == 0 or total == 0:
         return st
     mono = time.monotonic
-    sleep = time.sleep
     lengths = [len(f) for f in frames]
     if not schedule.timed:
         if batch is None:
@@ -403,11 +416,32 @@ def send_frames(
             st.stopped = "count"
         return st
     set_timer_slack(1)
+    return _send_timed(sock, frames, schedule, total, end, stop, st, lengths)
+
+
+def _send_timed(
+    sock: PacketSocket,
+    frames: Sequence[bytes],
+    schedule: Schedule,
+    total: int,
+    end: float,
+    stop: Callable[[], bool] | None,
+    st: SendStats,
+    lengths: list[int],
+) -> SendStats:
+    mono = time.monotonic
+    sleep = time.sleep
+    n = len(frames)
     offsets = schedule.offsets
     period = schedule.period
     send = sock.send
-    late = st.lateness
+    late = [0.0] * total  # preallocated: no list growth (and its copies) inside the timed loop
     nbytes = 0
+    # Sleep until `margin` before each due time, then busy-wait the rest. The margin grows with
+    # the wake-up overshoot this thread actually sees (up at once, down slowly), so a machine
+    # whose sleeps come back late does not make every packet late.
+    margin = SPIN_START
+    worst = 0.0
     t0 = mono() + 0.002
     i = 0
     check_every = 64
@@ -418,20 +452,33 @@ def send_frames(
             st.stopped = "duration"
             break
         now = mono()
-        if due - now > SPIN_SECONDS:
+        if due - now > margin:
             if stop is not None and stop():
                 st.stopped = "stopped"
                 break
-            sleep(due - now - SPIN_SECONDS)
+            wake = due - margin
+            sleep(wake - now)
+            over = mono() - wake
+            worst = over if over > worst else worst * 0.995 + over * 0.005
+            margin = min(SPIN_MAX, max(SPIN_MIN, 2.0 * worst + 0.0001))
         while mono() < due:
             pass
-        late.append(mono() - due)
+        lag = mono() - due
+        late[i] = lag
+        if lag > SLIP_AFTER:
+            # a hiccup (preempted, a late wake-up): move the rest of the schedule instead of
+            # bunching the next packets to catch up, so the capture's gaps stay as they were
+            t0 += lag
+            st.slip += lag
+            st.slips += 1
         send(frames[j])
         nbytes += lengths[j]
         i += 1
         if not i % check_every and stop is not None and stop():
             st.stopped = "stopped"
             break
+    del late[i:]
+    st.lateness = late
     st.sent = i
     st.bytes = nbytes
     st.seconds = mono() - t0
@@ -542,6 +589,8 @@ def replay_pcap(
             "schedule_seconds": round(sched.seconds, 6),
             "send_seconds": round(st.seconds, 6),
             "pps_achieved": round(st.sent / st.seconds, 1) if st.seconds > 0 else None,
+            "schedule_slip_ms": round(st.slip * 1000, 3),
+            "schedule_slips": st.slips,
             "qdisc_bypass": bypass,
             "send_retries": retries,
         }

@@ -34,6 +34,7 @@ import pytest
 from rangectl import netns
 from rangectl.traffic import TrafficContext, TrafficRefused, replay_pcap, run_traffic
 from rangectl.traffic.pcap import read_capture
+from rangectl.traffic.sniff import ArrivalCounter
 
 pytestmark = [
     pytest.mark.netns,
@@ -498,13 +499,18 @@ def test_replay_counts_match_target(lab):
 
 def test_replay_topspeed(lab):
     cap_file = ROOT / "scenarios" / "pcaps" / "synflood.pcap"
+    counter = ArrivalCounter(lab.path("tgt"), [ATT], [TGT]).start()  # counted by the kernel: exact at any rate
     with lab.capture("tgt", f"tcp and src host {ATT} and dst port 80") as cap:
         r = replay_pcap(
             cap_file, lab.ctx(), address_map={"198.51.100.10": ATT, "198.51.100.20": TGT}, topspeed=True, loop=5
         )
+    seen = counter.stop()
     assert r.packets_sent == 5 * 400 and r.stopped == "done"
+    # every replayed frame arrived (plus att's kernel RSTs to tgt's SYN-ACKs: at most one per SYN)
+    assert r.packets_sent <= seen.packets <= r.packets_sent + 5 * 200
+    # tcpdump, in user space, may drop some of a top-speed burst on a busy machine; what it kept is right
     replayed = [f for f in cap.ip(ATT, TGT, 6) if tcp_flags(f) == 0x02]
-    assert len(replayed) == 5 * 200
+    assert 0 < len(replayed) <= 5 * 200 and all(dport(f) == 80 for f in replayed)
     assert r.details["pps_achieved"] > 2000
 
 

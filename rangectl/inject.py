@@ -1,0 +1,347 @@
+"""Run a scenario's traffic inject (or an ad hoc replay) for one team of a running range.
+
+The drill runner calls :func:`run_traffic_inject` on schedule and records the
+dict it returns as the ``inject.done`` event; ``rangectl inject`` and
+``rangectl replay`` call the same code now and record the result themselves
+(:func:`record`). Nothing here writes to the store on its own.
+
+One run:
+
+1. find the red node's container for the team (it must be running) and its
+   network namespace (``/proc/PID/ns/net``);
+2. build a :class:`~rangectl.traffic.TrafficContext`: the team's own subnets
+   are the only allowed destinations, the target is the team's copy of the
+   target node, node names resolve to the team's addresses;
+3. check what would be sent before anything is (a capture is read and
+   rewritten once as a dry run, so an address outside the range refuses the
+   whole replay);
+4. start an arrival counter in each receiving node's namespace
+   (:class:`~rangectl.traffic.sniff.ArrivalCounter`: frames from the sender's
+   addresses to the node's, counted by the kernel), run the generator, wait a
+   moment for frames in flight, stop the counters;
+5. return the ground truth (see :func:`ground_truth`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rangectl.errors import NotFound, RangeError, UsageError
+from rangectl.netns import netns_path_of_pid
+from rangectl.plan import NodePlan, Plan, TeamPlan
+from rangectl.traffic.base import TrafficContext, TrafficError, TrafficResult, refusal
+from rangectl.traffic.generators import GENERATORS, parse_params, run_traffic
+from rangectl.traffic.sniff import MAX_MATCHES, ArrivalCounter
+
+IPv4 = ipaddress.IPv4Address
+
+#: seconds the arrival counters keep counting after the generator returned (frames in flight, FINs)
+GRACE = 0.3
+
+#: event kinds the CLI records (the runner records ``inject.done`` from the same dict)
+INJECT_EVENT = "inject.done"
+REPLAY_EVENT = "traffic.replay"
+
+
+@dataclass
+class Watch:
+    """One receiving node whose arrivals are counted."""
+
+    node: str
+    addresses: list[IPv4]
+    counter: ArrivalCounter | None = None
+    error: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+def team_plan(plan: Plan, team: int, range_name: str) -> TeamPlan:
+    try:
+        return plan.team(team)
+    except KeyError:
+        n = len(plan.teams)
+        raise NotFound(f"range '{range_name}' has no team {team} (it has team{'s 1..' if n > 1 else ' '}{n})") from None
+
+
+def node_plan(tp: TeamPlan, name: str, range_name: str) -> NodePlan:
+    try:
+        return tp.node(name)
+    except KeyError:
+        known = ", ".join(n.name for n in tp.nodes)
+        raise NotFound(f"range '{range_name}' has no node '{name}' (nodes: {known})") from None
+
+
+def node_netns(backend: Any, range_name: str, node: str, team: int, what: str) -> str:
+    """The running node's namespace path, or a one-line error naming the node, the team and why."""
+    try:
+        pid = backend.running_pid(range_name, node, team)
+    except RangeError as exc:
+        raise type(exc)(f"cannot {what}: {exc.message}", fix=exc.fix) from None
+    path = netns_path_of_pid(pid)
+    if not os.path.exists(path):
+        raise RangeError(f"cannot {what}: node '{node}' of team {team} has no network namespace (pid {pid} gone)")
+    return path
+
+
+def addresses_by_node(tp: TeamPlan) -> dict[IPv4, str]:
+    return {ip: n.name for n in tp.nodes for ip in n.interfaces.values()}
+
+
+def _resolver(tp: TeamPlan):
+    def resolve(name: str) -> str:
+        return str(tp.ip_of(name))  # KeyError -> "unknown node" in TrafficContext.resolve_node
+
+    return resolve
+
+
+def _pcap_dry_run(model: Any, ctx: TrafficContext, own: list[IPv4]) -> tuple[Path, dict[str, str], list[str], list[str]]:
+    """Read and rewrite the capture once without sending: raises TrafficRefused for outside addresses.
+
+    Returns the capture path, the resolved map, and the destinations and sources the replay will use.
+    """
+    from rangectl.traffic.pcap import prepare_replay, read_capture, resolve_capture
+
+    path = resolve_capture(model.file, ctx)
+    amap = {k: str(ctx.resolve_node(v)) for k, v in model.map.items()}
+    prep = prepare_replay(
+        read_capture(path, limit=model.max_packets), address_map=amap, src_mac=b"\0" * 6,
+        hop_mac=lambda _d: b"\0" * 6, allowed=ctx.allowed_subnets, own_addresses=own, mtu=1 << 20,
+        drop_outside=model.drop_outside,
+    )  # fmt: skip
+    if not prep.frames:
+        raise TrafficError(f"{path}: nothing to replay from this node ({dict(prep.skipped) or 'no IPv4 packet'})")
+    return path, amap, list(prep.destinations), list(prep.sources)
+
+
+def run_job(
+    state: Any,
+    plan: Plan,
+    backend: Any,
+    team: int,
+    *,
+    kind: str,
+    params: Mapping[str, Any],
+    src_node: str,
+    target_node: str | None,
+    inject_id: str | None,
+    scenario_file: Path | None = None,
+    stop: threading.Event | None = None,
+    deadline: float | None = None,
+    grace: float = GRACE,
+) -> dict[str, Any]:
+    """Run generator ``kind`` from ``src_node`` of ``team`` (at ``target_node``); return the ground truth."""
+    rng = state.name
+    what = f"run {kind} for team {team}" + (f" (inject '{inject_id}')" if inject_id else "")
+    if kind not in GENERATORS:
+        raise UsageError(f"cannot {what}: unknown traffic kind '{kind}' (known: {', '.join(GENERATORS)})")
+    spec = GENERATORS[kind]
+    model = parse_params(kind, dict(params))
+    tp = team_plan(plan, team, rng)
+    src = node_plan(tp, src_node, rng)
+    src_addrs = list(src.interfaces.values())
+    allowed = tp.subnets()
+    dst: IPv4 | None = None
+    if target_node is not None:
+        dst = node_plan(tp, target_node, rng).primary_ip
+    elif spec.needs_target:
+        raise UsageError(f"cannot {what}: a {kind} run needs a target node")
+    if dst is not None:
+        why = refusal(dst, allowed)
+        if why:
+            raise TrafficError(f"cannot {what}: {why}")
+
+    netns = node_netns(backend, rng, src_node, team, f"{what}: the red node cannot send")
+    ctx = TrafficContext(
+        netns, allowed, dst_ip=dst, resolve=_resolver(tp), scenario_file=scenario_file, stop=stop,
+        deadline=deadline, label=f"{rng}/team{team}/{inject_id or kind}",
+    )  # fmt: skip
+
+    # what to watch: the target, or (pcap) every node the capture's packets go to
+    by_addr = addresses_by_node(tp)
+    watches: list[Watch] = []
+    sources: list[Any] = list(src_addrs)
+    extra: dict[str, Any] = {}
+    if kind == "pcap":
+        path, amap, dests, srcs = _pcap_dry_run(model, ctx, src_addrs)
+        extra = {"file": str(path), "map": amap}
+        nodes: dict[str, list[IPv4]] = {}
+        for d in dests:
+            n = by_addr.get(IPv4(d))
+            if n is not None and n != src_node:
+                nodes.setdefault(n, []).append(IPv4(d))
+        watches = [Watch(n, a) for n, a in nodes.items()]
+        sources = [IPv4(s) for s in srcs] if len(srcs) <= MAX_MATCHES else list(allowed)
+    else:
+        assert dst is not None and target_node is not None
+        tnode = tp.node(target_node)
+        watches = [Watch(target_node, list(tnode.interfaces.values()))]
+        spoof = getattr(model, "spoof", None)
+        if spoof:
+            sources.append(ipaddress.IPv4Network(spoof))
+
+    result: TrafficResult | None = None
+    try:
+        for w in watches:
+            try:
+                wns = node_netns(backend, rng, w.node, team, f"count arrivals at '{w.node}'")
+                w.counter = ArrivalCounter(wns, sources, w.addresses).start()
+            except (RangeError, OSError, ValueError) as exc:
+                # a stopped target (a blue team may have taken it down) does not stop the attack
+                w.error = str(exc)
+        result = run_traffic(kind, model, ctx)
+    finally:
+        waited = False
+        for w in watches:
+            if w.counter is None:
+                continue
+            if result is None:
+                w.counter.close()
+                continue
+            try:
+                w.result = w.counter.stop(0.0 if waited else grace).as_dict()
+                waited = True
+            except OSError as exc:
+                w.error = f"arrival counter failed: {exc}"
+                w.counter.close()
+    assert result is not None
+    return ground_truth(
+        rng, team, inject_id, kind, src_node, target_node, result, watches, extra
+    )
+
+
+def ground_truth(
+    range_name: str,
+    team: int,
+    inject_id: str | None,
+    kind: str,
+    src_node: str,
+    target_node: str | None,
+    r: TrafficResult,
+    watches: list[Watch],
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON-able record of one run (what the store keeps and scoring/reports read).
+
+    ``packets``/``bytes`` are what left the red node (see ``counted``);
+    ``seen_on_target`` is what arrived at the target node(s) from the red
+    node's addresses (None when no receiving node could be watched);
+    ``seen`` has it per node.
+    """
+    seen: dict[str, Any] = {}
+    total: int | None = None
+    for w in watches:
+        if w.error is not None or not w.result:
+            seen[w.node] = {"packets": None, "error": w.error or "not counted"}
+            continue
+        seen[w.node] = {**w.result, "addresses": [str(a) for a in w.addresses]}
+        total = (total or 0) + int(w.result["packets"])
+    dst_nodes = [w.node for w in watches]
+    return {
+        "inject": inject_id,
+        "team": team,
+        "range": range_name,
+        "kind": kind,
+        "src_node": src_node,
+        "src_ip": r.src_ip,
+        "src_iface": r.src_iface,
+        "dst_node": target_node if target_node is not None else (",".join(dst_nodes) or None),
+        "dst_nodes": dst_nodes if target_node is None else [target_node],
+        "dst_ip": r.dst_ip,
+        "started": r.started.isoformat(),
+        "ended": r.ended.isoformat(),
+        "seconds": round(r.seconds, 6),
+        "packets": r.packets_sent,
+        "bytes": r.bytes_sent,
+        "counted": r.counted,
+        "stopped": r.stopped,
+        "seen_on_target": total,
+        "seen": seen,
+        "details": {**dict(extra or {}), **r.details},
+    }
+
+
+def run_traffic_inject(
+    state: Any,
+    scenario: Any,
+    plan: Plan,
+    backend: Any,
+    team: int,
+    inj: Any,
+    *,
+    stop: threading.Event | None = None,
+    deadline: float | None = None,
+) -> dict[str, Any]:
+    """Run traffic inject ``inj`` for ``team`` now; return its ground truth (the caller records it)."""
+    tr = getattr(inj, "traffic", None)
+    if tr is None:
+        raise UsageError(f"inject '{inj.id}' is a message, not traffic")
+    src_file = getattr(state, "source_path", None)
+    return run_job(
+        state, plan, backend, team, kind=tr.kind, params=tr.params, src_node=tr.from_, target_node=tr.target,
+        inject_id=inj.id, scenario_file=src_file, stop=stop, deadline=deadline,
+    )  # fmt: skip
+
+
+def run_replay(
+    state: Any,
+    plan: Plan,
+    backend: Any,
+    team: int,
+    src_node: str,
+    file: str | Path,
+    address_map: Mapping[str, str] | None = None,
+    **timing: Any,
+) -> dict[str, Any]:
+    """Replay ``file`` from ``src_node`` of ``team`` with ``address_map`` (capture address -> node or address).
+
+    ``timing``: any of the ``pcap`` generator's ``speed``, ``pps``, ``topspeed``,
+    ``loop``, ``max_packets``, ``duration``, ``drop_outside``.
+    """
+    p = Path(file)
+    if not p.is_file():
+        raise UsageError(f"capture {file} not found")
+    params: dict[str, Any] = {"file": str(p.resolve()), "map": dict(address_map or {})}
+    params.update({k: v for k, v in timing.items() if v is not None})
+    return run_job(
+        state, plan, backend, team, kind="pcap", params=params, src_node=src_node, target_node=None,
+        inject_id=None,
+    )  # fmt: skip
+
+
+def parse_map(items: list[str] | None) -> dict[str, str]:
+    """``["10.0.0.5=portal", ...]`` -> ``{"10.0.0.5": "portal"}``; UsageError naming a bad item."""
+    out: dict[str, str] = {}
+    for it in items or []:
+        addr, sep, node = it.partition("=")
+        addr, node = addr.strip(), node.strip()
+        if not sep or not addr or not node:
+            raise UsageError(f"--map '{it}' is not ADDR=NODE (e.g. 198.51.100.10=scanner)")
+        try:
+            IPv4(addr)
+        except ValueError:
+            raise UsageError(f"--map '{it}': '{addr}' is not an IPv4 address of the capture") from None
+        if addr in out and out[addr] != node:
+            raise UsageError(f"--map gives {addr} twice ({out[addr]}, {node})")
+        out[addr] = node
+    return out
+
+
+def record(db_path: Path | str, team: int, truth: Mapping[str, Any], *, kind: str = INJECT_EVENT) -> Any:
+    """Append a CLI run's ground truth to the range's store, shaped like the runner's ``inject.done``.
+
+    Data: ``inject``, ``status`` ("ok"), ``drill_t`` (the drill clock now, 0
+    before a drill), ``manual: true`` (run by hand, not by the runner), then
+    the ground truth. Actor ``trainer``. Returns the appended event.
+    """
+    from rangectl.drill.runner import clock_from_events
+    from rangectl.drill.store import EventStore
+
+    with EventStore(db_path) as store:
+        clock = clock_from_events(store.events(kind="drill.*"))
+        data = {"inject": truth.get("inject"), "status": "ok", "drill_t": clock.drill_t(), "manual": True, **truth}
+        return store.append(kind, data, team=team, actor="trainer")
