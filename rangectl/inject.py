@@ -118,6 +118,24 @@ def _pcap_dry_run(model: Any, ctx: TrafficContext, own: list[IPv4]) -> tuple[Pat
     return path, amap, list(prep.destinations), list(prep.sources)
 
 
+def team_network(plan: Plan, tp: Any, net: str) -> str:
+    """A scenario network range (e.g. a synflood's ``spoof``) moved into ``tp``'s copy of the range.
+
+    Team 1 keeps the scenario's addresses; team K's copy of a scenario subnet sits elsewhere
+    (see docs/planning.md), so a range inside scenario network N moves by the same offset into
+    team K's N. A range outside every scenario network is returned as is (the safety rule
+    refuses it later, naming it).
+    """
+    want = ipaddress.IPv4Network(str(net), strict=False)
+    first = plan.teams[0]
+    for orig in first.networks:
+        if want.subnet_of(orig.subnet):
+            mine = next(n for n in tp.networks if n.name == orig.name)
+            offset = int(want.network_address) - int(orig.subnet.network_address)
+            return str(ipaddress.IPv4Network((int(mine.subnet.network_address) + offset, want.prefixlen)))
+    return str(want)
+
+
 def run_job(
     state: Any,
     plan: Plan,
@@ -140,8 +158,11 @@ def run_job(
     if kind not in GENERATORS:
         raise UsageError(f"cannot {what}: unknown traffic kind '{kind}' (known: {', '.join(GENERATORS)})")
     spec = GENERATORS[kind]
-    model = parse_params(kind, dict(params))
     tp = team_plan(plan, team, rng)
+    params = dict(params)
+    if params.get("spoof"):
+        params["spoof"] = team_network(plan, tp, params["spoof"])
+    model = parse_params(kind, params)
     src = node_plan(tp, src_node, rng)
     src_addrs = list(src.interfaces.values())
     allowed = tp.subnets()

@@ -266,7 +266,8 @@ def summarize(ev: Event, lang: str = "en") -> str:
     if k == "inject.start":
         return f"inject {d.get('inject')} starts" + (" (resumed)" if d.get("resumed") else "")
     if k == "inject.done":
-        parts = [f"inject {d.get('inject')} done ({d.get('status', 'ok')})"]
+        what = f"inject {d['inject']}" if d.get("inject") else "replay"
+        parts = [f"{what} done ({d.get('status', 'ok')})" + (" by hand" if d.get("manual") else "")]
         if d.get("packets") is not None:
             parts.append(f"{d.get('packets')} packets")
         if d.get("bytes") is not None:

@@ -230,7 +230,11 @@ def _assess(res: SelftestResult, state: Any, scenario: Any, plan: Any, player: A
 
     events = list(store.events())
     teams = [t.team for t in plan.teams]
-    done = {(e.data.get("inject"), e.team): e.data for e in events if e.kind == "inject.done"}
+    done = {
+        (e.data.get("inject"), e.team): e.data
+        for e in events
+        if e.kind == "inject.done" and not e.data.get("manual")
+    }
     missing = [f"{i.id}/team {k}" for i in scenario.injects for k in teams if (i.id, k) not in done]
     failed = [
         f"{i}/team {k}: {d.get('error', d.get('status'))}" for (i, k), d in done.items() if d.get("status") != "ok"

@@ -128,7 +128,8 @@ def progress_from_events(events: list[Any]) -> Progress:
             key = (d["inject"], ev.team)
             p.started.setdefault(key, ev.seq)
             p.fired_at.setdefault(key, float(d.get("drill_t", 0.0)))
-        elif ev.kind == "inject.done":
+        elif ev.kind == "inject.done" and not d.get("manual"):
+            # a trainer's `rangectl inject` (manual) is extra: the timeline's run still happens
             p.done.setdefault((d["inject"], ev.team), d)
         elif ev.kind == "check":
             key = (d["objective"], ev.team)

@@ -190,3 +190,17 @@ def test_kill_and_restart_carries_on_from_the_record(tmp_path):
     rounds = [(e.team, e.data["index"], e.data["round"]) for e in events if e.kind == "availability"]
     assert len(rounds) == len(set(rounds)), "an availability round was recorded twice"
     assert store.verify().ok
+
+
+def test_a_manual_inject_does_not_replace_the_timeline_run():
+    from types import SimpleNamespace as E
+
+    from rangectl.drill.runner import progress_from_events
+
+    evs = [
+        E(kind="inject.done", team=1, seq=1, data={"inject": "recon", "status": "ok", "manual": True}),
+        E(kind="inject.start", team=2, seq=2, data={"inject": "recon", "drill_t": 10.0}),
+        E(kind="inject.done", team=2, seq=3, data={"inject": "recon", "status": "ok"}),
+    ]
+    p = progress_from_events(evs)
+    assert ("recon", 1) not in p.done and ("recon", 2) in p.done

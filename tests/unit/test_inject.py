@@ -186,3 +186,20 @@ def test_traffic_list_command():
     assert pcap["needs_target"] is False and next(p for p in pcap["params"] if p["name"] == "file")["required"]
     r = CliRunner().invoke(app, ["traffic", "list", "beacon"], env={"COLUMNS": "200"})
     assert r.exit_code == 0 and "jitter" in r.output and "<= 0.9" in r.output
+
+
+def test_spoof_ranges_move_with_the_team():
+    from rangectl.inject import team_network
+    from rangectl.plan import plan
+    from rangectl.scenario.validate import load_scenario
+    from tests.conftest import FIXTURES
+
+    p = plan(load_scenario(FIXTURES / "mini-range.yaml"), 3)
+    wan1 = p.team(1).networks[0].subnet
+    assert team_network(p, p.team(1), "198.18.10.128/25") == "198.18.10.128/25"
+    for k in (2, 3):
+        moved = team_network(p, p.team(k), "198.18.10.128/25")
+        wan_k = next(n.subnet for n in p.team(k).networks if n.name == "wan")
+        assert moved.endswith("/25") and ipaddress.IPv4Network(moved).subnet_of(wan_k) and wan_k != wan1
+        assert int(ipaddress.IPv4Network(moved).network_address) - int(wan_k.network_address) == 128
+    assert team_network(p, p.team(2), "192.0.2.0/24") == "192.0.2.0/24"  # outside: refused later
