@@ -253,15 +253,18 @@ def _select(
     after_seq: int,
     limit: int | None,
 ) -> list[Event]:
-    where = ["seq > ?"]
-    args: list[Any] = [int(after_seq)]
+    # `seq > 0` would steer SQLite to a rowid scan instead of the kind/team indexes
+    where = ["seq > ?"] if after_seq > 0 else ["1"]
+    args: list[Any] = [int(after_seq)] if after_seq > 0 else []
     if kind is not None:
         kinds = [kind] if isinstance(kind, str) else list(kind)
         parts = []
         for k in kinds:
             if k.endswith(".*"):
-                parts.append("kind LIKE ? ESCAPE '\\'")
-                args.append(k[:-1].replace("%", r"\%").replace("_", r"\_") + "%")
+                # a prefix as a range on the (kind, seq) index; LIKE would scan the table
+                prefix = k[:-1]
+                parts.append("(kind >= ? AND kind < ?)")
+                args.extend([prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)])
             else:
                 parts.append("kind = ?")
                 args.append(k)
