@@ -57,7 +57,7 @@ def selftest(
 
         raise UsageError(f"--format: '{fmt}' is not one of text, junit, json")
     lang = pick_lang(lang)
-    show_live = console.is_terminal if live is None else live
+    show_live = console.is_terminal and live is not False  # a log (no terminal) gets plain lines
     results = []
     for path in scenarios:
         current: dict[str, Any] = {}
