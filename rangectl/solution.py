@@ -74,15 +74,13 @@ def solution_path(scenario_file: Path) -> Path:
 
 
 def load_solution(scenario_file: Path) -> Solution:
-    from ruamel.yaml import YAML
-
     from rangectl.errors import ScenarioError
-    from rangectl.scenario.loader import _plain, locate
+    from rangectl.scenario.loader import _plain, locate, read_small_yaml
 
     path = solution_path(scenario_file)
     if not path.is_file():
         raise ScenarioError(f"{path}: no reference solution for this scenario")
-    data = YAML(typ="rt").load(path.read_text())
+    data = read_small_yaml(path, 1_000_000, "a solution file", ScenarioError)
     try:
         return Solution.model_validate(_plain(data))
     except Exception as exc:  # pydantic ValidationError: report the first, with its line

@@ -169,6 +169,42 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 MAX_FLOW_DEPTH = 64
 
 
+def read_small_yaml(path: Path, max_bytes: int, what: str, error: type[Exception]) -> Any:
+    """Read a small YAML file (a policy, a report, a solution) keeping line marks.
+
+    Raises ``error("FILE:LINE:COL: message")`` for an unreadable, oversized,
+    non-UTF-8 or malformed file; returns the round-trip data (None when empty).
+    """
+    name = str(path)
+
+    def fail(msg: str, line: int = 1, col: int = 1) -> Exception:
+        return error(f"{name}:{line}:{col}: {msg}")
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read: {exc.strerror or exc}") from None
+    if len(raw) > max_bytes:
+        raise fail(f"{what} may be at most {max_bytes:,} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise fail("not UTF-8 text") from None
+    deep = _flow_depth_exceeded(text)
+    if deep is not None:
+        raise fail("document is nested too deeply", deep)
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        msg = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
+        raise fail(f"invalid YAML: {msg}", (mark.line + 1) if mark else 1, (mark.column + 1) if mark else 1) from None
+    except (YAMLError, ValueError, TypeError, RecursionError) as exc:
+        raise fail(f"invalid YAML: {' '.join(str(exc).split())[:200]}") from None
+
+
 def _flow_depth_exceeded(text: str) -> int | None:
     """Line where flow-collection nesting passes MAX_FLOW_DEPTH, else None.
 

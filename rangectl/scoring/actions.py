@@ -22,14 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from rangectl.drill.store import Event, EventStore, Transaction
 from rangectl.errors import NotFound, RangeError, UsageError
 from rangectl.plan import Plan, TeamPlan
-from rangectl.scenario.loader import locate
+from rangectl.scenario.loader import locate, read_small_yaml
 from rangectl.scenario.model import Objective, Scenario, localize
 from rangectl.scoring.engine import (
     Board,
@@ -385,24 +383,7 @@ def parse_report(path: Path | str, scenario: Scenario) -> ParsedReport:
 
     if not path.is_file():
         raise UsageError(f"{name}: report file not found")
-    raw = path.read_bytes()
-    if len(raw) > MAX_REPORT_BYTES:
-        raise fail(f"a report file may be at most {MAX_REPORT_BYTES:,} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise fail("not UTF-8 text") from None
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    try:
-        data = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        msg = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
-        line, col = ((mark.line + 1), (mark.column + 1)) if mark else (1, 1)
-        raise RangeError(f"{name}:{line}:{col}: invalid YAML: {msg}") from None
-    except (YAMLError, ValueError, TypeError, RecursionError) as exc:
-        raise RangeError(f"{name}:1:1: invalid YAML: {' '.join(str(exc).split())[:200]}") from None
+    data = read_small_yaml(path, MAX_REPORT_BYTES, "a report file", RangeError)
     if not isinstance(data, CommentedMap):
         raise fail("a report is a mapping with 'objective:' and 'fields:'")
     for k in data:

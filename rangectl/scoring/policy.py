@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from rangectl.errors import ScenarioError
-from rangectl.scenario.loader import dotted, locate
+from rangectl.scenario.loader import dotted, locate, read_small_yaml
 
 MAX_BYTES = 100_000
 
@@ -93,28 +91,7 @@ def parse_policy(path: Path) -> Policy:
         where = f"{name}:{line}:{col}"
         return ScenarioError(f"{where}: {field}: {msg}" if field else f"{where}: {msg}")
 
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise fail(f"cannot read: {exc.strerror or exc}") from None
-    if len(raw) > MAX_BYTES:
-        raise fail(f"a policy file may be at most {MAX_BYTES:,} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise fail("not UTF-8 text") from None
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    try:
-        data = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        msg = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
-        raise fail(
-            f"invalid YAML: {msg}", (mark.line + 1) if mark else 1, (mark.column + 1) if mark else 1
-        ) from None
-    except (YAMLError, ValueError, TypeError, RecursionError) as exc:
-        raise fail(f"invalid YAML: {' '.join(str(exc).split())[:200]}") from None
+    data = read_small_yaml(path, MAX_BYTES, "a policy file", ScenarioError)
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -127,13 +127,9 @@ GENERATORS: dict[str, GeneratorSpec] = {
 
 
 def _path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
+    from rangectl.scenario.loader import dotted
+
+    return dotted(loc)
 
 
 def _message(kind: str, err: dict[str, Any], model: type[BaseModel]) -> str:
