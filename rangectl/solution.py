@@ -75,7 +75,7 @@ def solution_path(scenario_file: Path) -> Path:
 
 def load_solution(scenario_file: Path) -> Solution:
     from rangectl.errors import ScenarioError
-    from rangectl.scenario.loader import _plain, locate, read_small_yaml
+    from rangectl.scenario.loader import _plain, dotted, locate, read_small_yaml
 
     path = solution_path(scenario_file)
     if not path.is_file():
@@ -89,7 +89,7 @@ def load_solution(scenario_file: Path) -> Solution:
             loc = tuple(errs[0]["loc"])
             line, col = locate(data, loc)
             raise ScenarioError(
-                f"{path}:{line}:{col}: {'.'.join(str(x) for x in loc)}: {errs[0]['msg']}"
+                f"{path}:{line}:{col}: {dotted(loc)}: {str(errs[0]['msg']).removeprefix('Value error, ')}"
             ) from None
         raise ScenarioError(f"{path}: {exc}") from None
 
