@@ -73,25 +73,96 @@ def solution_path(scenario_file: Path) -> Path:
     return scenario_file.with_name(scenario_file.stem + ".solution.yaml")
 
 
+def _read(path: Path) -> tuple[Any, Solution]:
+    """Data and model of a solution file; ScenarioError (with ``.problem``) naming file, line and field."""
+    from pydantic import ValidationError
+
+    from rangectl.errors import ScenarioError
+    from rangectl.scenario.loader import Problem, _plain, dotted, locate, read_small_yaml
+
+    data = read_small_yaml(path, 1_000_000, "a solution file", ScenarioError)
+    try:
+        return data, Solution.model_validate(_plain(data))
+    except ValidationError as exc:  # report the first, with its line
+        err = exc.errors(include_url=False)[0]
+        loc = tuple(err["loc"])
+        line, col = locate(data, loc)
+        problem = Problem(str(path), line, col, dotted(loc), str(err["msg"]).removeprefix("Value error, "))
+        error = ScenarioError(str(problem))
+        error.problem = problem  # type: ignore[attr-defined]
+        raise error from None
+
+
 def load_solution(scenario_file: Path) -> Solution:
     from rangectl.errors import ScenarioError
-    from rangectl.scenario.loader import _plain, dotted, locate, read_small_yaml
 
     path = solution_path(scenario_file)
     if not path.is_file():
         raise ScenarioError(f"{path}: no reference solution for this scenario")
-    data = read_small_yaml(path, 1_000_000, "a solution file", ScenarioError)
+    return _read(path)[1]
+
+
+def solution_problems(scenario_file: Path, scenario: Any) -> list[Any]:
+    """Problems of the solution beside a (valid) scenario, if it has one: its shape, and every
+    objective, hint, node and ``{ip:NODE[:NETWORK]}`` it names. ``rangectl validate`` reports them."""
+    from rangectl.errors import ScenarioError
+    from rangectl.scenario.loader import Problem, dotted, locate
+
+    path = solution_path(Path(scenario_file))
+    if not path.is_file():
+        return []
     try:
-        return Solution.model_validate(_plain(data))
-    except Exception as exc:  # pydantic ValidationError: report the first, with its line
-        errs = getattr(exc, "errors", lambda: [])()
-        if errs:
-            loc = tuple(errs[0]["loc"])
-            line, col = locate(data, loc)
-            raise ScenarioError(
-                f"{path}:{line}:{col}: {dotted(loc)}: {str(errs[0]['msg']).removeprefix('Value error, ')}"
-            ) from None
-        raise ScenarioError(f"{path}: {exc}") from None
+        data, sol = _read(path)
+    except ScenarioError as exc:
+        return [exc.problem]  # type: ignore[attr-defined]
+    out: list[Problem] = []
+
+    def bad(loc: tuple, message: str) -> None:
+        line, col = locate(data, loc)
+        out.append(Problem(str(path), line, col, dotted(loc), message))
+
+    if sol.solution != scenario.name:
+        bad(("solution",), f"names scenario '{sol.solution}', but this is '{scenario.name}'")
+    objectives = {o.id: o for o in scenario.objectives}
+    for i, step in enumerate(sol.steps):
+        loc = ("steps", i)
+        texts: list[tuple[tuple, str]] = []
+        if step.submit is not None:
+            o = objectives.get(step.submit.objective)
+            if o is None:
+                bad(loc + ("submit", "objective"), f"unknown objective '{step.submit.objective}'")
+            elif o.answer is None:
+                bad(loc + ("submit", "objective"), f"objective '{o.id}' takes no answer (it is {o.kind}-scored)")
+            texts.append((loc + ("submit", "answer"), step.submit.answer))
+        if step.hint is not None:
+            o = objectives.get(step.hint)
+            if o is None:
+                bad(loc + ("hint",), f"unknown objective '{step.hint}'")
+            elif not o.hints:
+                bad(loc + ("hint",), f"objective '{o.id}' has no hints")
+        if step.exec is not None:
+            if step.exec.node not in scenario.nodes:
+                bad(loc + ("exec", "node"), f"unknown node '{step.exec.node}'")
+            texts.append((loc + ("exec", "run"), step.exec.run))
+        if step.report is not None:
+            o = objectives.get(step.report.objective)
+            if o is None or o.report is None:
+                what = "unknown objective" if o is None else "not a report objective:"
+                bad(loc + ("report", "objective"), f"{what} '{step.report.objective}'")
+            else:
+                known = {f.name for f in o.report.fields}
+                for name, value in step.report.fields.items():
+                    if name not in known:
+                        bad(loc + ("report", "fields", name), f"unknown field (fields: {', '.join(sorted(known))})")
+                    texts.append((loc + ("report", "fields", name), value))
+        for tloc, text in texts:
+            for m in _IP.finditer(text):
+                node, net = m.group(1), m.group(2)
+                if node not in scenario.nodes:
+                    bad(tloc, f"{m.group(0)}: unknown node '{node}'")
+                elif net and net not in scenario.nodes[node].interfaces:
+                    bad(tloc, f"{m.group(0)}: node '{node}' has no interface on '{net}'")
+    return out
 
 
 def fill(text: str, team: TeamPlan) -> str:

@@ -173,12 +173,15 @@ def read_small_yaml(path: Path, max_bytes: int, what: str, error: type[Exception
     """Read a small YAML file (a policy, a report, a solution) keeping line marks.
 
     Raises ``error("FILE:LINE:COL: message")`` for an unreadable, oversized,
-    non-UTF-8 or malformed file; returns the round-trip data (None when empty).
+    non-UTF-8 or malformed file (with ``.problem``, the same as a :class:`Problem`);
+    returns the round-trip data (None when empty).
     """
     name = str(path)
 
     def fail(msg: str, line: int = 1, col: int = 1) -> Exception:
-        return error(f"{name}:{line}:{col}: {msg}")
+        exc = error(f"{name}:{line}:{col}: {msg}")
+        exc.problem = Problem(name, line, col, "", msg)  # type: ignore[attr-defined]
+        return exc
 
     try:
         raw = path.read_bytes()

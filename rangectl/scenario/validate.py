@@ -271,6 +271,10 @@ def validate_file(path: Path | str) -> FileResult:
         except RecursionError:  # pragma: no cover - defensive
             result.problems.append(Problem(str(path), 1, 1, "", "scenario too deeply nested"))
         if not result.problems:
+            from rangectl.solution import solution_problems
+
+            result.problems.extend(solution_problems(path, loaded.scenario))
+        if not result.problems:
             result.scenario = loaded.scenario
     result.problems.sort(key=lambda p: (p.line, p.col, p.path))
     return result
