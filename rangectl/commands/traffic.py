@@ -166,17 +166,19 @@ def _finish(results: list[dict[str, Any]], failures: list[tuple[int, RangeError]
 
 def inject(
     range_name: str = RANGE,
-    inject_id: str = typer.Argument(..., metavar="INJECT_ID", help="A traffic inject of the range's scenario."),
+    inject_id: str = typer.Argument(..., metavar="INJECT_ID", help="An inject of the range's scenario (traffic or message)."),
     team: list[int] = typer.Option(None, "--team", "-t", min=1, help="Team to run it for (repeatable)."),
     all_teams: bool = typer.Option(False, "--all-teams", help="Run it for every team, one after another."),
     json_out: bool = typer.Option(False, "--json", help="Print the ground truth as JSON."),
 ) -> None:
-    """Run one traffic inject of the scenario now, from the team's red node; record and print its ground truth.
+    """Run one inject of the scenario now: traffic from the team's red node (ground truth recorded
+    and printed), or a message delivered to the team.
 
     With one team the team is implied; with several, give --team K (repeatable)
-    or --all-teams. Each run is recorded in the range's store as an
-    `inject.done` event (actor trainer, manual: true). Exit 1 when a run fails or
-    is refused, 4 for an unknown range, inject, node or team.
+    or --all-teams. A traffic run is recorded in the range's store as an
+    `inject.done` event, a message as a `message` event (actor trainer,
+    manual: true; the drill's own run of the inject still happens on time).
+    Exit 1 when a run fails or is refused, 4 for an unknown range, inject, node or team.
     """
     from rangectl.inject import record, run_traffic_inject, team_plan
 
@@ -185,10 +187,8 @@ def inject(
     state, scenario, plan, backend = _open(range_name)
     inj = next((i for i in scenario.injects if i.id == inject_id), None)
     if inj is None:
-        known = ", ".join(i.id for i in scenario.injects if i.traffic is not None) or "none"
-        raise NotFound(f"scenario '{scenario.name}' has no inject '{inject_id}' (traffic injects: {known})")
-    if inj.traffic is None:
-        raise UsageError(f"inject '{inject_id}' is a message, not traffic: nothing to send")
+        known = ", ".join(i.id for i in scenario.injects) or "none"
+        raise NotFound(f"scenario '{scenario.name}' has no inject '{inject_id}' (injects: {known})")
     n = len(plan.teams)
     if all_teams:
         teams = [t.team for t in plan.teams]
@@ -200,6 +200,9 @@ def inject(
         teams = [plan.teams[0].team]
     else:
         raise UsageError(f"range '{range_name}' has {n} teams: give --team K (repeatable) or --all-teams")
+    if inj.traffic is None:
+        _deliver_message(state, inj, teams, json_out)
+        return
 
     results: list[dict[str, Any]] = []
     failures: list[tuple[int, RangeError]] = []
@@ -216,6 +219,23 @@ def inject(
     tr = inj.traffic
     title = f"inject {inj.id} · {tr.kind} from {tr.from_}" + (f" at {tr.target}" if tr.target else "")
     _finish(results, failures, json_out, title)
+
+
+def _deliver_message(state: Any, inj: Any, teams: list[int], json_out: bool) -> None:
+    from rangectl.drill.runner import clock_from_events
+    from rangectl.drill.store import EventStore
+    from rangectl.drill.wiring import record_message
+
+    store = EventStore(state.db_path)
+    drill_t = clock_from_events(list(store.events(kind="drill.*"))).drill_t()
+    seqs = [record_message(store, inj, k, drill_t, actor="trainer", manual=True).seq for k in teams]
+    if json_out:
+        print(json.dumps({"inject": inj.id, "teams": teams, "event_seqs": seqs, "drill_t": drill_t}))
+        return
+    console.print(
+        f"message '{inj.id}' delivered to team(s) {', '.join(map(str, teams))} (events {', '.join(map(str, seqs))})",
+        highlight=False,
+    )
 
 
 # --- replay -------------------------------------------------------------------------------------

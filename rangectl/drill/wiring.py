@@ -40,6 +40,21 @@ def message_text(inj: Inject) -> dict[str, str]:
     return dict(msg or {})
 
 
+def record_message(
+    store: EventStore, inj: Inject, team: int, drill_t: float, actor: str = "runner", manual: bool = False
+):
+    """Deliver a message inject to one team: a `message` event with every language of its text."""
+    data = {
+        "inject": inj.id,
+        "title": inj.title if inj.title else inj.id,  # every language: readers pick theirs
+        "text": message_text(inj),
+        "drill_t": drill_t,
+    }
+    if manual:
+        data["manual"] = True
+    return store.append("message", data, team=team, actor=actor)
+
+
 def build_runner(state: RangeState, backend: DockerBackend, on_tick=None) -> DrillRunner:
     scenario: Scenario = state.scenario()
     plan = state.plan()
@@ -48,13 +63,7 @@ def build_runner(state: RangeState, backend: DockerBackend, on_tick=None) -> Dri
 
     def run_inject(team: int, inj: Inject, drill_t: float) -> dict[str, Any]:
         if inj.message is not None:
-            title = inj.title if inj.title else inj.id  # every language: readers pick theirs
-            store.append(
-                "message",
-                {"inject": inj.id, "title": title, "text": message_text(inj), "drill_t": drill_t},
-                team=team,
-                actor="runner",
-            )
+            record_message(store, inj, team, drill_t)
             return {"message": True}
         from rangectl.inject import run_traffic_inject
 

@@ -309,8 +309,15 @@ def test_unknown_team_inject_and_message_inject(rng):
     assert p.returncode == 4 and "no team 2" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     p = _cli("inject", RANGE, "nope")
     assert p.returncode == 4 and "no inject 'nope'" in p.stderr
-    p = _cli("inject", RANGE, "note")
-    assert p.returncode == 2 and "is a message" in p.stderr
+    before = len(_events())
+    p = _cli("inject", RANGE, "note", "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["inject"] == "note" and out["teams"] == [1]
+    new = _events()[before:]
+    assert [(e.kind, e.team, e.actor, e.data["manual"], e.data["text"]) for e in new] == [
+        ("message", 1, "trainer", True, {"en": "a narrative inject"})
+    ]
 
 
 def test_ground_truth_is_recorded(rng):
