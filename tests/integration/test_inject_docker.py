@@ -309,12 +309,19 @@ def test_unknown_team_inject_and_message_inject(rng):
     assert p.returncode == 4 and "no team 2" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     p = _cli("inject", RANGE, "nope")
     assert p.returncode == 4 and "no inject 'nope'" in p.stderr
-    before = len(_events())
+    from rangectl.drill.store import EventStore
+    from rangectl.state import RangeState
+
+    def messages() -> list:
+        with EventStore(RangeState.open(RANGE).db_path) as store:
+            return store.events("message")
+
+    before = len(messages())
     p = _cli("inject", RANGE, "note", "--json")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["inject"] == "note" and out["teams"] == [1]
-    new = _events()[before:]
+    new = messages()[before:]
     assert [(e.kind, e.team, e.actor, e.data["manual"], e.data["text"]) for e in new] == [
         ("message", 1, "trainer", True, {"en": "a narrative inject"})
     ]
