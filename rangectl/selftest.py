@@ -164,16 +164,11 @@ def run_selftest(
     note = note or (lambda msg: None)
     t0 = time.monotonic()
     scenario = load_scenario(scenario_file)
-    solution = load_solution(Path(scenario_file))
-    if solution.solution != scenario.name:
-        raise RangeError(
-            f"{scenario_file}: the solution file is for '{solution.solution}', not '{scenario.name}'"
-        )
+    solution = load_solution(Path(scenario_file), scenario)
     drill_s = end_time(scenario)
     scale = time_scale or auto_time_scale(drill_s)
     rng = name or f"selftest-{scenario.name}"[:40]
     res = SelftestResult(scenario.name, str(scenario_file), rng, scale, expected_score=scenario.expected_score)
-    state = None
     try:
         note(f"up: {rng} ({TEAMS} teams)")
         rep = ranges.up(Path(scenario_file), teams=TEAMS, name=rng, provision=True)
@@ -226,15 +221,12 @@ def run_selftest(
 
 
 def _assess(res: SelftestResult, state: Any, scenario: Any, plan: Any, player: Any, store: Any) -> None:
+    from rangectl.drill.runner import progress_from_events
     from rangectl.scoring.actions import board
 
     events = list(store.events())
     teams = [t.team for t in plan.teams]
-    done = {
-        (e.data.get("inject"), e.team): e.data
-        for e in events
-        if e.kind == "inject.done" and not e.data.get("manual")
-    }
+    done = progress_from_events(events).done  # the timeline's runs, as the runner reads them
     missing = [f"{i.id}/team {k}" for i in scenario.injects for k in teams if (i.id, k) not in done]
     failed = [
         f"{i}/team {k}: {d.get('error', d.get('status'))}" for (i, k), d in done.items() if d.get("status") != "ok"

@@ -93,20 +93,26 @@ def _read(path: Path) -> tuple[Any, Solution]:
         raise error from None
 
 
-def load_solution(scenario_file: Path) -> Solution:
+def load_solution(scenario_file: Path, scenario: Any) -> Solution:
+    """The reference solution beside a (valid) scenario, checked against it; ScenarioError with the
+    first problem (``FILE:LINE:COL: field: message``) otherwise."""
     from rangectl.errors import ScenarioError
 
-    path = solution_path(scenario_file)
+    path = solution_path(Path(scenario_file))
     if not path.is_file():
         raise ScenarioError(f"{path}: no reference solution for this scenario")
-    return _read(path)[1]
+    data, sol = _read(path)
+    problems = _reference_problems(path, data, sol, scenario)
+    if problems:
+        more = f" (+{len(problems) - 1} more; run rangectl validate)" if len(problems) > 1 else ""
+        raise ScenarioError(f"{problems[0]}{more}")
+    return sol
 
 
 def solution_problems(scenario_file: Path, scenario: Any) -> list[Any]:
     """Problems of the solution beside a (valid) scenario, if it has one: its shape, and every
     objective, hint, node and ``{ip:NODE[:NETWORK]}`` it names. ``rangectl validate`` reports them."""
     from rangectl.errors import ScenarioError
-    from rangectl.scenario.loader import Problem, dotted, locate
 
     path = solution_path(Path(scenario_file))
     if not path.is_file():
@@ -115,6 +121,12 @@ def solution_problems(scenario_file: Path, scenario: Any) -> list[Any]:
         data, sol = _read(path)
     except ScenarioError as exc:
         return [exc.problem]  # type: ignore[attr-defined]
+    return _reference_problems(path, data, sol, scenario)
+
+
+def _reference_problems(path: Path, data: Any, sol: Solution, scenario: Any) -> list[Any]:
+    from rangectl.scenario.loader import Problem, dotted, locate
+
     out: list[Problem] = []
 
     def bad(loc: tuple, message: str) -> None:

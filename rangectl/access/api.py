@@ -373,9 +373,7 @@ ObjectiveId = Annotated[str, Path(description="objective id", max_length=63)]
 
 
 def create_app(service: TeamService) -> FastAPI:
-    from rangectl.i18n import pick_lang
-
-    default_lang = pick_lang()  # $RANGECTL_LANG (serve --lang sets it), else en
+    default_lang = service.settings.lang  # `serve --lang`, else $RANGECTL_LANG, else en
     app = FastAPI(
         title="rangectl team API",
         version=__version__,

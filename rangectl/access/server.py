@@ -45,6 +45,7 @@ class ServeOptions:
     max_body: int = 64 * 1024
     access_log: bool = False
     watch_seconds: float = 5.0
+    lang: str = "en"  # default language of texts for teams
 
 
 def parse_bind(text: str, default_port: int = 8780) -> tuple[str, int]:
@@ -147,7 +148,7 @@ async def _main(state: RangeState, opts: ServeOptions, served: Served, note: Cal
         raise UsageError(
             f"range '{state.name}' has no team credentials", fix="run `rangectl up` again (it makes them)"
         )
-    settings = Settings(hide_board=opts.hide_board, rate=opts.rate, max_body=opts.max_body)
+    settings = Settings(hide_board=opts.hide_board, rate=opts.rate, max_body=opts.max_body, lang=opts.lang)
     service = TeamService(state, settings)
     app = create_app(service)
     sockets: list[socket.socket] = []
@@ -230,8 +231,8 @@ async def _start_gateway(state, opts: ServeOptions, teams: list[int], unix_path:
             note(f"installed for team(s) {', '.join(map(str, res.teams))}")
 
     def resolve(team: int) -> tuple[str, int]:
-        c = be.find(state.name, ws, team)
-        return c["Id"], be.running_pid(state.name, ws, team)
+        c = be.find_running(state.name, ws, team)
+        return c["Id"], be.pid(c["Id"])
 
     def exec_in(container: str, argv: list[str]) -> int:
         ex = be.api.exec_create(container, argv)

@@ -70,6 +70,7 @@ class Settings:
     rate: RateLimit = field(default_factory=RateLimit)
     max_body: int = 64 * 1024
     board_cache_seconds: float = 1.0
+    lang: str = "en"  # texts' language when a request does not ask for one
 
 
 def actor(team: int) -> str:

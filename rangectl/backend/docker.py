@@ -365,21 +365,23 @@ class DockerBackend:
             raise RangeNotFound(f"range '{range_name}' has no node '{node}' for team {team}", fix="see `rangectl status`")
         return found[0]
 
-    def running_pid(self, range_name: str, node: str, team: int = 1) -> int:
+    def find_running(self, range_name: str, node: str, team: int = 1) -> dict[str, Any]:
+        """The node's container, which must be running (RangeError naming its state otherwise)."""
         c = self.find(range_name, node, team)
         if c["State"] != "running":
             raise RangeError(
                 f"node '{node}' of team {team} is not running ({c['State']})", fix="run `rangectl up` again to restart it"
             )
-        return self.pid(c["Id"])
+        return c
+
+    def running_pid(self, range_name: str, node: str, team: int = 1) -> int:
+        return self.pid(self.find_running(range_name, node, team)["Id"])
 
     def exec(
         self, range_name: str, node: str, team: int, argv: list[str], timeout: float | None = None
     ) -> tuple[int, str]:
         """Run ``argv`` in a running node and return (exit code, stdout+stderr)."""
-        c = self.find(range_name, node, team)
-        if c["State"] != "running":
-            raise RangeError(f"node '{node}' of team {team} is not running ({c['State']})")
+        c = self.find_running(range_name, node, team)
         if timeout is not None:
             argv = ["timeout", str(max(1, int(timeout))), *argv]
         res = self.api.exec_create(c["Id"], argv, stdout=True, stderr=True)

@@ -70,14 +70,11 @@ def serve(
     workstation. Teams authenticate with their token (`rangectl teams RANGE
     --show-credentials`). Stops by itself when the range is taken down.
     """
-    import os
-
     from rangectl.access.ratelimit import RateLimit
     from rangectl.access.server import ServeOptions, parse_bind
     from rangectl.access.server import serve as run
-    from rangectl.i18n import ENV, pick_lang
+    from rangectl.i18n import pick_lang
 
-    os.environ[ENV] = pick_lang(lang)
     st = RangeState.open(range_name)
     ssh = (
         None if ssh_bind.strip().lower() in ("", "off", "none", "no") or no_workstations else ssh_bind.strip()
@@ -101,6 +98,7 @@ def serve(
         hide_board=hide_board,
         rate=RateLimit(per_minute=rate, burst=burst),
         access_log=access_log,
+        lang=pick_lang(lang),
     )
     teams = int(st.get("teams", 1) or 1)
     if ssh:

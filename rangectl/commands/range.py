@@ -212,9 +212,7 @@ def exec_(
 ) -> None:
     """Run a command in a node and print its output; exits with the command's status."""
     be = ranges.backend()
-    c = be.find(range_name, node, team)
-    if c["State"] != "running":
-        raise RangeError(f"node '{node}' of team {team} is not running ({c['State']})")
+    c = be.find_running(range_name, node, team)
     res = be.api.exec_create(c["Id"], cmd, stdout=True, stderr=True)
     for chunk in be.api.exec_start(res["Id"], stream=True, demux=True):
         out, errb = chunk

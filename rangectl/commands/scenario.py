@@ -45,7 +45,7 @@ def validate(
     from rangectl.scenario import report_formats
 
     files, extra = expand_paths(paths)
-    results = [validate_file(f) for f in files]
+    results = [validate_file(f, with_solution=True) for f in files]
     if fmt is ValidateFormat.text:
         text = _as_text(results, extra, to_file=output is not None)
     elif fmt is ValidateFormat.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -77,15 +78,13 @@ def selftest(
                 err.print(f"selftest {path.name}: {msg}", highlight=False)
 
         out = report_dir / path.name.removesuffix(".yaml") if report_dir else None
+        live_view = Live(get_renderable=view, console=console, refresh_per_second=2) if show_live else nullcontext()
         try:
-            if show_live:
-                with Live(get_renderable=view, console=console, refresh_per_second=2):
-                    r = run_selftest(
-                        path, time_scale=time_scale, report_dir=out, lang=lang, note=note,
-                        on_drill=lambda st, current=current: current.update(state=st),
-                    )
-            else:
-                r = run_selftest(path, time_scale=time_scale, report_dir=out, lang=lang, note=note)
+            with live_view:
+                r = run_selftest(
+                    path, time_scale=time_scale, report_dir=out, lang=lang, note=note,
+                    on_drill=lambda st, current=current: current.update(state=st),
+                )
         except KeyboardInterrupt:
             err.print("[yellow]interrupted:[/yellow] the self-test range was taken down", highlight=False)
             raise typer.Exit(130) from None

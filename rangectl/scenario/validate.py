@@ -261,7 +261,9 @@ def _check_traffic(loaded: Loaded, sc: Scenario, i: int, node_names: set[str]) -
     return out
 
 
-def validate_file(path: Path | str) -> FileResult:
+def validate_file(path: Path | str, with_solution: bool = False) -> FileResult:
+    """Shape and meaning of one scenario file; with ``with_solution`` (``rangectl validate``), also
+    the reference solution beside it. Loading a scenario to run it never reads the solution."""
     path = Path(path)
     loaded = load_file(path)
     result = FileResult(path=path, loaded=loaded, problems=list(loaded.problems))
@@ -270,7 +272,7 @@ def validate_file(path: Path | str) -> FileResult:
             result.problems.extend(check_meaning(loaded))
         except RecursionError:  # pragma: no cover - defensive
             result.problems.append(Problem(str(path), 1, 1, "", "scenario too deeply nested"))
-        if not result.problems:
+        if not result.problems and with_solution:
             from rangectl.solution import solution_problems
 
             result.problems.extend(solution_problems(path, loaded.scenario))

@@ -166,6 +166,16 @@ def _team_view(
     return clock, clock.drill_t(now), board
 
 
+def _acting_view(
+    ctx: Context, tx: Transaction, team: int, now: float, obj: Objective
+) -> tuple[float, ObjectiveResult, str | None]:
+    """Drill time now, the team's result for ``obj``, and why it cannot be acted on (drill not running,
+    objective not open yet), read under the write lock: what submit, hint and report all start with."""
+    clock, drill_t, board = _team_view(ctx, tx, team, now, obj)
+    res = board.team(team).detail[obj.id]
+    return drill_t, res, _closed(clock) or _not_open(obj, res)
+
+
 def _not_open(obj: Objective, res: ObjectiveResult) -> str | None:
     if res.opened_t is None:
         return f"objective '{obj.id}' is not open yet (inject '{obj.after}' has not started)"
@@ -235,9 +245,7 @@ def submit(
     policy = ctx.policy
     with ctx.store.transaction() as tx:
         now = time.time() if now is None else now
-        clock, drill_t, board = _team_view(ctx, tx, team, now, obj)
-        res = board.team(team).detail[obj.id]
-        refused = _closed(clock) or _not_open(obj, res)
+        drill_t, res, refused = _acting_view(ctx, tx, team, now, obj)
         if refused is None and res.solved:
             refused = f"objective '{obj.id}' is already solved"
         if refused is None and policy.max_attempts is not None and res.attempts >= policy.max_attempts:
@@ -303,9 +311,7 @@ def take_hint_info(
         raise RangeError(f"objective '{obj.id}' has no hints")
     with ctx.store.transaction() as tx:
         now = time.time() if now is None else now
-        clock, drill_t, board = _team_view(ctx, tx, team, now, obj)
-        res = board.team(team).detail[obj.id]
-        refused = _closed(clock) or _not_open(obj, res)
+        drill_t, res, refused = _acting_view(ctx, tx, team, now, obj)
         if refused is None and res.solved:
             refused = f"objective '{obj.id}' is already solved"
         if refused is None and res.hints >= len(obj.hints):
@@ -452,9 +458,7 @@ def report_incident(
     }
     with ctx.store.transaction() as tx:
         now = time.time() if now is None else now
-        clock, drill_t, board = _team_view(ctx, tx, team, now, obj)
-        res = board.team(team).detail[obj.id]
-        refused = _closed(clock) or _not_open(obj, res)
+        drill_t, res, refused = _acting_view(ctx, tx, team, now, obj)
         if refused is None and res.solved:
             refused = f"a report for '{obj.id}' was already filed (at drill time {_mmss(res.solved_t or 0)})"
         if refused is not None:

@@ -1025,3 +1025,13 @@ def test_serve_stops_when_the_range_is_taken_down(rng):
     sh.rmtree(rng.dir)
     t.join(15)
     assert not t.is_alive()
+
+
+def test_serve_lang_is_the_default_language_of_texts(rng):
+    svc = TeamService(rng, Settings(lang="vi"))
+    with TestClient(create_app(svc), raise_server_exceptions=False) as c:
+        h = auth(token(rng, 1))
+        msgs = c.get(f"{API}/teams/me/messages", headers=h).json()["messages"]
+        assert msgs and msgs[0]["text"] == "Có báo cáo quét cổng."
+        en = c.get(f"{API}/teams/me/messages", headers=h, params={"lang": "en"}).json()["messages"]
+        assert en[0]["text"] == "Scans reported on the portal."  # a request may still ask for its own

@@ -52,7 +52,7 @@ def test_scenario_is_complete_and_bilingual(name):
 def test_solution_names_what_exists(name):
     f = ROOT / "scenarios" / f"{name}.yaml"
     sc = load_scenario(f)
-    sol = load_solution(Path(f))
+    sol = load_solution(Path(f), sc)
     assert sol.solution == sc.name
     objectives = {o.id for o in sc.objectives}
     for step in sol.steps:

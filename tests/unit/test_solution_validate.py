@@ -21,12 +21,12 @@ def scen(tmp_path):
 
 def _problems(scen, solution: str):
     scen.with_name("mini-range.solution.yaml").write_text(solution)
-    return [(p.line, p.path, p.message) for p in validate_file(scen).problems]
+    return [(p.line, p.path, p.message) for p in validate_file(scen, with_solution=True).problems]
 
 
 def test_the_fixture_solution_is_valid(scen):
     shutil.copy(FIXTURES / "mini-range.solution.yaml", scen.with_name("mini-range.solution.yaml"))
-    assert validate_file(scen).problems == []
+    assert validate_file(scen, with_solution=True).problems == []
 
 
 def test_every_reference_is_checked(scen):
@@ -67,3 +67,16 @@ def test_cli_exit_code(scen):
     scen.with_name("mini-range.solution.yaml").write_text("solution: mini-range\nsteps: []\n")
     p = run_cli("validate", str(scen))
     assert p.returncode == 1 and "mini-range.solution.yaml:2:" in p.stdout + p.stderr
+
+
+def test_running_a_scenario_never_reads_its_solution_and_selftest_checks_it(scen):
+    from rangectl.errors import ScenarioError
+    from rangectl.scenario.validate import load_scenario
+    from rangectl.solution import load_solution
+
+    scen.with_name("mini-range.solution.yaml").write_text(
+        "solution: mini-range\nsteps:\n  - {at: 25s, exec: {node: gw2, run: 'true'}}\n"
+    )
+    sc = load_scenario(scen)  # up, plan, the team service: the solution is not theirs to read
+    with pytest.raises(ScenarioError, match=r"mini-range\.solution\.yaml:3:\d+: steps\[0\]\.exec\.node: unknown node 'gw2'"):
+        load_solution(scen, sc)
