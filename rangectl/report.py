@@ -179,20 +179,34 @@ def _mean(vals: list[float | None]) -> float | None:
 
 
 def _score_rows(d: ReportData) -> tuple[list[str], list[list[str]]]:
-    cats = _categories(d.board)
+    """The ranking: totals, solved, hints, time to detect/contain, availability.
+
+    Points per category are a table of their own (:func:`_category_rows`), so
+    neither table grows wider than a laptop screen or an A4 page."""
     det = _tt_injects(d, d.policy.detect_categories)
     con = _tt_injects(d, d.policy.contain_categories)
-    head = ["rank", "team", "total", *cats, "solved", "hints", "mean TTD (min)", "mean TTC (min)"]
+    head = ["rank", "team", "total", "solved", "hints", "mean TTD (min)", "mean TTC (min)"]
     if d.scenario.availability:
         head.append("rounds up")
     rows = []
     for t in d.board.ranked():
-        r = [str(t.rank), f"team {t.team}", _pts(t.total), *[_pts(t.categories.get(c, 0.0)) for c in cats]]
+        r = [str(t.rank), f"team {t.team}", _pts(t.total)]
         r += [f"{t.solved}/{len(d.scenario.objectives)}", str(t.hints)]
         r += [_m(_mean([t.ttd.get(i) for i in det])), _m(_mean([t.ttc.get(i) for i in con]))]
         if d.scenario.availability:
             r.append(_avail(t))
         rows.append(r)
+    return head, rows
+
+
+def _category_rows(d: ReportData) -> tuple[list[str], list[list[str]]]:
+    """Points per category, teams in rank order."""
+    cats = _categories(d.board)
+    head = ["rank", "team", *cats]
+    rows = [
+        [str(t.rank), f"team {t.team}", *[_pts(t.categories.get(c, 0.0)) for c in cats]]
+        for t in d.board.ranked()
+    ]
     return head, rows
 
 
@@ -338,6 +352,8 @@ def render_markdown(d: ReportData) -> str:
     lines += [f"- **{k}**: {_md_cell(v)}" for k, v in _facts(d)]
     lines += ["", "## Scoreboard", ""]
     lines += _md_table(*_score_rows(d))
+    lines += ["Points by category:", ""]
+    lines += _md_table(*_category_rows(d))
     lines += [
         "TTD/TTC: drill minutes from an inject's start to the team's first earned "
         f"{'/'.join(d.policy.detect_categories)} or {'/'.join(d.policy.contain_categories)} objective tied to it.",
@@ -378,14 +394,16 @@ CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#2b2f36;margin:2rem auto;max-width:1100px;padding:0 1rem;line-height:1.45}
 h1{font-size:1.6rem;margin-bottom:.3rem}h2{margin-top:2.2rem;border-bottom:2px solid #e3e6eb;padding-bottom:.2rem}
 h3{margin-top:1.8rem}
-table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.9rem}
-th,td{border:1px solid #dde1e7;padding:.25rem .55rem;text-align:left;vertical-align:top}
-th{background:#f3f5f8}td.n{text-align:right;font-variant-numeric:tabular-nums}
-dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1rem}dl.facts dt{font-weight:600}dl.facts dd{margin:0}
+table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.9rem;max-width:100%}
+th,td{border:1px solid #dde1e7;padding:.25rem .5rem;text-align:left;vertical-align:top;overflow-wrap:break-word}
+th{background:#f3f5f8;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1rem}dl.facts dt{font-weight:600}dl.facts dd{margin:0;overflow-wrap:anywhere}
 .bad{color:#b02a2a;font-weight:600}.ok{color:#23803a}.muted{color:#6c7480}
 figure{margin:.5rem 0 1rem}svg{max-width:100%;height:auto}
-.timeline td{font-size:.85rem}
-@media print{body{margin:0}h2{page-break-before:auto}}
+.timeline td{font-size:.85rem}.scoreboard td,.categories td{white-space:nowrap}
+@page{size:A4;margin:12mm}
+@media print{body{margin:0;max-width:none;padding:0;font-size:10pt}table{font-size:8.5pt}th,td{padding:.15rem .3rem}
+h2{page-break-before:auto}figure,tr{break-inside:avoid}}
 """
 
 
@@ -432,6 +450,8 @@ def render_html(d: ReportData) -> str:
     parts.append("</dl>")
     parts.append('<h2 id="scoreboard">Scoreboard</h2>')
     parts.append(_html_table(*_score_rows(d), cls="scoreboard"))
+    parts.append('<h3 id="categories">Points by category</h3>')
+    parts.append(_html_table(*_category_rows(d), cls="categories"))
     parts.append(
         "<p class=\"muted\">TTD/TTC: drill minutes from an inject's start to the team's first earned "
         f"{_e('/'.join(d.policy.detect_categories))} or {_e('/'.join(d.policy.contain_categories))} objective tied to it.</p>"
@@ -491,6 +511,32 @@ def _inject_spans(d: ReportData, team: int) -> dict[str, tuple[float, float | No
     return spans
 
 
+LABEL_CHAR_W = 5.8  # generous width of one character at font-size 9 (system-ui), for laying labels out
+LABEL_ROW = 12  # height of one row of inject labels (a 9 px font with its descenders)
+
+
+def label_rows(starts: list[tuple[str, float]], right: float) -> list[tuple[str, float, int]]:
+    """Lay inject labels out so that none overlaps another: ``(text, x, row)``.
+
+    Each label starts at its inject's start (moved left when it would run past
+    ``right``) and takes the first row where it clears the previous label by a
+    few pixels; a new row opens above when none is free."""
+    placed: list[tuple[str, float, int]] = []
+    row_end: list[float] = []
+    for text, x0 in sorted(starts, key=lambda p: p[1]):
+        width = LABEL_CHAR_W * len(text)
+        x = max(0.0, min(x0 + 2, right - width))
+        for row, end in enumerate(row_end):
+            if x >= end + 4:
+                row_end[row] = x + width
+                break
+        else:
+            row = len(row_end)
+            row_end.append(x + width)
+        placed.append((text, x, row))
+    return placed
+
+
 def timeline_svg(d: ReportData, team: int) -> str:
     """One team's timeline over drill time, as a standalone SVG document (no XML prolog)."""
     tb = d.board.team(team)
@@ -499,14 +545,18 @@ def timeline_svg(d: ReportData, team: int) -> str:
     detect, contain = set(d.policy.detect_categories), set(d.policy.contain_categories)
     lanes = ["injects", "detection", "containment", "other objectives", "wrong / hints"]
     lanes += [f"{a.node}/{a.service}" for a in sc.availability]
-    height = TOP + LANE * len(lanes) + BOTTOM
     span = W - LEFT - RIGHT
 
     def x(t: float) -> float:
         return LEFT + span * min(max(t, 0.0), end) / end
 
+    spans = _inject_spans(d, team)
+    labels = label_rows([(i.id, x(spans[i.id][0])) for i in sc.injects if i.id in spans], W - RIGHT)
+    top = TOP + LABEL_ROW * max(0, max((r for _t, _x, r in labels), default=0))
+    height = top + LANE * len(lanes) + BOTTOM
+
     def y(i: int) -> float:
-        return TOP + LANE * i
+        return top + LANE * i
 
     c = COLOURS
     out = [
@@ -530,7 +580,7 @@ def timeline_svg(d: ReportData, team: int) -> str:
     axis_y = y(len(lanes))
     while t <= end + 1e-9:
         xx = x(t)
-        out.append(f'<line x1="{xx:.1f}" y1="{TOP}" x2="{xx:.1f}" y2="{axis_y}" stroke="{c["grid"]}"/>')
+        out.append(f'<line x1="{xx:.1f}" y1="{top}" x2="{xx:.1f}" y2="{axis_y}" stroke="{c["grid"]}"/>')
         out.append(
             f'<text x="{xx:.1f}" y="{axis_y + 14}" text-anchor="middle" fill="{c["muted"]}">{_dt(t)}</text>'
         )
@@ -560,8 +610,12 @@ def timeline_svg(d: ReportData, team: int) -> str:
         out.append(f'<text x="{lx + 13:.1f}" y="{ly}" fill="{c["muted"]}">{label}</text>')
         lx += 20 + 6.2 * len(label)
 
-    # injects
-    spans = _inject_spans(d, team)
+    # injects: bars in the first lane, their labels in rows above it
+    for text, lx0, row in labels:
+        out.append(
+            f'<text class="inj-label" x="{lx0:.1f}" y="{y(0) + 6 - LABEL_ROW * row}" font-size="9" '
+            f'fill="{c["muted"]}">{_e(text)}</text>'
+        )
     for inj in sc.injects:
         s = spans.get(inj.id)
         if s is None:
@@ -573,9 +627,6 @@ def timeline_svg(d: ReportData, team: int) -> str:
         out.append(
             f'<rect x="{x0:.1f}" y="{y(0) + 7}" width="{max(2.0, x1 - x0):.1f}" height="{LANE - 14}" rx="2" '
             f'fill="{colour}"><title>{_e(tip)}</title></rect>'
-        )
-        out.append(
-            f'<text x="{x0 + 2:.1f}" y="{y(0) + 6}" font-size="9" fill="{c["muted"]}">{_e(inj.id)}</text>'
         )
 
     # objectives earned

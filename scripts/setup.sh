@@ -26,7 +26,7 @@ command -v dpkg-query >/dev/null || die "this is not a Debian system (no dpkg-qu
 PACKAGES=(
     docker.io docker-compose debootstrap iproute2 iptables util-linux tar
     tcpdump tshark tcpreplay nmap hping3 dnsutils curl openssh-client ca-certificates
-    python3 python3-venv chromium fonts-liberation
+    python3 python3-venv chromium fonts-liberation poppler-utils
 )
 step "Debian packages"
 missing=()
