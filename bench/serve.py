@@ -17,8 +17,11 @@ start at random moments of the first 2 s.
 
 Reports submissions/s, latency p50/p90/p99/max, the status mix (200 scored,
 409 refused by the drill rules, 429 rate limited), and then checks the event
-store: every acknowledged submission is there exactly once (by seq and by its
-unique answer text), nothing extra, and the hash chain verifies.
+store: every submission acknowledged with a seq is there exactly once (by seq
+and by its unique answer text), nothing extra, every one acknowledged without
+a seq (rate limited, or refused for an objective already solved or out of
+attempts) is counted in a ``submission.refused`` summary, and the hash chain
+verifies. The store runs with ``synchronous=FULL`` (every commit fsynced).
 
 ``--rate 0`` turns the rate limiter off, so every submission goes through the
 scoring module's ``submit`` (attempts past the policy's max are refused there).
@@ -296,10 +299,14 @@ def main() -> int:
     from rangectl.state import RangeState
 
     store = EventStore(RangeState.open(name).db_path)
-    subs = store.events(kind=("submission", "submission.refused"))
+    subs = store.events(kind="submission")
+    summaries = store.events(kind="submission.refused")
     verify = store.verify()
+    sync = store._conn.execute("PRAGMA synchronous").fetchone()[0]
     store.close()
-    acked_seqs = [s for _, s, _ in out["acks"]]
+    summarised = sum(int(e.data.get("count", 0)) for e in summaries)
+    unseq = sum(1 for _, s, _ in out["acks"] if s is None)
+    acked_seqs = [s for _, s, _ in out["acks"] if s is not None]
     by_seq = {e.seq: e for e in subs}
     lost = [s for s in acked_seqs if s not in by_seq]
     dup_acks = len(acked_seqs) - len(set(acked_seqs))
@@ -307,7 +314,7 @@ def main() -> int:
     mismatch = sum(
         1
         for team, s, ans in out["acks"]
-        if s in by_seq and (by_seq[s].team != team or by_seq[s].data["answer"] != ans)
+        if s is not None and s in by_seq and (by_seq[s].team != team or by_seq[s].data["answer"] != ans)
     )
     answers = Counter((e.team, e.data["answer"]) for e in subs if "wrong" in str(e.data["answer"]))
     dup_answers = sum(1 for v in answers.values() if v > 1)
@@ -337,6 +344,10 @@ def main() -> int:
         "p50_ms_by_status": {k: round(pct(v, 50), 2) for k, v in sorted(out["by_status"].items())},
         "store_submissions": len(subs),
         "store_outcomes": dict(refused.most_common()),
+        "refusal_summaries": len(summaries),
+        "summarised_attempts": summarised,
+        "acknowledged_without_seq": unseq,
+        "synchronous": {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(sync, sync),
         "lost": len(lost),
         "duplicated": dup_acks + dup_answers,
         "unacknowledged_in_store": extra,
@@ -351,7 +362,8 @@ def main() -> int:
         and not mismatch
         and verify.ok
         and not out["errors"]
-        and len(subs) == n
+        and len(subs) + unseq == n
+        and summarised == unseq
     )
     if args.json:
         print(json.dumps(res, indent=2))
@@ -369,7 +381,11 @@ def main() -> int:
         )
         print(f"by status: p50 {res['p50_ms_by_status']} ms, p99 {res['p99_ms_by_status']} ms")
         print(f"client loop lag max {res['client_loop_lag_max_ms']} ms (the bench's own hiccups)")
-        print(f"status {res['status']}; store: {len(subs)} submission events {res['store_outcomes']}")
+        print(
+            f"status {res['status']}; store ({res['synchronous']} sync): {len(subs)} submission events "
+            f"{res['store_outcomes']}; {summarised} refused attempts in {len(summaries)} summaries "
+            f"(acknowledged without a seq: {unseq})"
+        )
         print(
             f"lost {res['lost']}, duplicated {res['duplicated']}, unacknowledged {extra}, mismatched {mismatch}, "
             f"chain {'ok' if verify.ok else 'BROKEN'}"

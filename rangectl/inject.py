@@ -35,6 +35,7 @@ from typing import Any
 from rangectl.errors import NotFound, RangeError, UsageError
 from rangectl.netns import netns_path_of_pid
 from rangectl.plan import NodePlan, Plan, TeamPlan
+from rangectl.scenario.variables import substitute_all
 from rangectl.traffic.base import TrafficContext, TrafficError, TrafficResult, refusal
 from rangectl.traffic.generators import GENERATORS, parse_params, run_traffic
 from rangectl.traffic.sniff import MAX_MATCHES, ArrivalCounter
@@ -159,7 +160,7 @@ def run_job(
         raise UsageError(f"cannot {what}: unknown traffic kind '{kind}' (known: {', '.join(GENERATORS)})")
     spec = GENERATORS[kind]
     tp = team_plan(plan, team, rng)
-    params = dict(params)
+    params = substitute_all(dict(params), tp.values)  # the team's own {var:NAME} values
     if params.get("spoof"):
         params["spoof"] = team_network(plan, tp, params["spoof"])
     model = parse_params(kind, params)

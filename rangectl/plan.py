@@ -13,6 +13,11 @@ Addressing rule (docs/planning.md):
 * The engine's bridge address (Docker's gateway for the network) is the
   highest usable address of the subnet that no node of the scenario uses;
   it takes the same offset for every team.
+* Every team gets a hidden probe node (:data:`PROBE`, role ``probe``) when the
+  scenario has a blue node: it stands where the first blue node stands (same
+  networks, same gateway) on the highest usable address below the bridge that
+  no node uses, at the same offset for every team. Checks and availability
+  probes run from it, never from a node trainees control (docs/scoring.md).
 
 Same input, same plan: nothing here depends on the host or on time.
 """
@@ -26,6 +31,7 @@ from typing import Any
 from rangectl.errors import ScenarioError
 from rangectl.scenario.loader import scenario_hash
 from rangectl.scenario.model import Scenario
+from rangectl.scenario.variables import VariableError, draw
 
 #: Address space never handed to a team (loopback, link-local, multicast, ...).
 RESERVED = [
@@ -40,6 +46,11 @@ RESERVED = [
 ]
 
 MAX_TEAMS = 64
+
+#: The node name and role of rangectl's own probe vantage. A scenario may name it as a
+#: check's or availability's ``from``/``control``; no scenario node may be called so.
+PROBE = "probe"
+PROBE_ROLE = "probe"
 
 
 @dataclass
@@ -84,6 +95,8 @@ class TeamPlan:
     networks: list[NetworkPlan]
     nodes: list[NodePlan]
     address_map: dict[IPv4Address, IPv4Address]  # file address -> this team's address
+    probe: NodePlan | None = None  # rangectl's probe vantage; not a scenario node, not in `nodes`
+    values: dict[str, str] = field(default_factory=dict)  # the team's per-team variables (trainer side only)
 
     def node(self, name: str) -> NodePlan:
         for n in self.nodes:
@@ -108,6 +121,8 @@ class TeamPlan:
             "team": self.team,
             "networks": [n.as_dict() for n in self.networks],
             "nodes": [n.as_dict() for n in self.nodes],
+            "probe": self.probe.as_dict() if self.probe else None,
+            "values": dict(self.values),
         }
 
 
@@ -116,6 +131,7 @@ class Plan:
     scenario: str
     scenario_hash: str
     teams: list[TeamPlan]
+    seed: str = ""  # the range's seed: per-team variables are drawn from it
 
     def team(self, k: int) -> TeamPlan:
         for t in self.teams:
@@ -124,7 +140,12 @@ class Plan:
         raise KeyError(k)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"scenario": self.scenario, "scenario_hash": self.scenario_hash, "teams": [t.as_dict() for t in self.teams]}
+        return {
+            "scenario": self.scenario,
+            "scenario_hash": self.scenario_hash,
+            "seed": self.seed,
+            "teams": [t.as_dict() for t in self.teams],
+        }
 
 
 def _reserved(net: IPv4Network) -> bool:
@@ -164,18 +185,104 @@ def place_subnets(subnets: list[IPv4Network], teams: int) -> list[list[IPv4Netwo
     return out
 
 
-def bridge_offset(subnet: IPv4Network, used: set[IPv4Address]) -> int:
-    """Offset of the engine's bridge address: the highest usable host not used by a node."""
+def _highest_free(subnet: IPv4Network, used: set[IPv4Address]) -> int | None:
     first = int(subnet.network_address)
     last = int(subnet.broadcast_address)
     lo, hi = (first, last) if subnet.prefixlen >= 31 else (first + 1, last - 1)
     for a in range(hi, lo - 1, -1):
         if IPv4Address(a) not in used:
             return a - first
-    raise ScenarioError(f"subnet {subnet} has no free address for the engine's bridge; use a larger subnet")
+    return None
 
 
-def plan(scenario: Scenario, teams: int = 1) -> Plan:
+def bridge_offset(subnet: IPv4Network, used: set[IPv4Address]) -> int:
+    """Offset of the engine's bridge address: the highest usable host not used by a node."""
+    off = _highest_free(subnet, used)
+    if off is None:
+        raise ScenarioError(f"subnet {subnet} has no free address for the engine's bridge; use a larger subnet")
+    return off
+
+
+def probe_host(scenario: Scenario) -> str | None:
+    """The node whose place the team's probe takes: the first blue node (None: no probe)."""
+    return next(iter(scenario.nodes_with_role("blue")), None)
+
+
+def probe_offsets(scenario: Scenario, bridges: dict[str, int]) -> dict[str, int]:
+    """Per network of the probe's host node, the probe's offset: the highest usable
+    address that is neither a node's nor the bridge's (same offset for every team)."""
+    host = probe_host(scenario)
+    if host is None:
+        return {}
+    out = {}
+    for net in scenario.nodes[host].interfaces:
+        subnet = scenario.networks[net].subnet
+        used = {ip for n in scenario.nodes.values() for n_net, ip in n.interfaces.items() if n_net == net}
+        used.add(subnet.network_address + bridges[net])
+        off = _highest_free(subnet, used)
+        if off is None:
+            raise ScenarioError(
+                f"network '{net}' ({subnet}) has no free address for rangectl's probe beside node '{host}' "
+                "(it needs one besides the bridge's); use a larger subnet"
+            )
+        out[net] = off
+    return out
+
+
+def is_probe_ref(scenario: Scenario, ref: str | None) -> bool:
+    """``ref`` (a check's or availability's ``from``/``control``) names rangectl's probe."""
+    return ref == PROBE and PROBE not in scenario.nodes and probe_host(scenario) is not None
+
+
+def vantage_problems(scenario: Scenario) -> list[tuple[tuple, str]]:
+    """(location, message) for every probe vantage trainees could fake, and for a scenario
+    that leaves the probe no name or no address (docs/scoring.md, "Probe vantage")."""
+    out: list[tuple[tuple, str]] = []
+    if PROBE in scenario.nodes:
+        out.append((("nodes", PROBE), f"node name '{PROBE}' is reserved for rangectl's probe; rename the node"))
+
+    def blue(loc: tuple, ref: str | None) -> None:
+        node = scenario.nodes.get(ref) if ref else None
+        if node is not None and node.role == "blue":
+            out.append(
+                (loc, f"'{ref}' is a blue node: trainees are root there and could fake this probe; "
+                      f"use '{PROBE}' (rangectl's probe beside the first blue node) or a node trainees do not control")
+            )
+
+    for i, obj in enumerate(scenario.objectives):
+        if obj.check is not None and obj.check.kind in ("blocked", "reachable", "http", "dns"):
+            loc = ("objectives", i, "check", obj.check.kind)
+            blue(loc + ("from",), obj.check.spec.from_)
+            blue(loc + ("control",), getattr(obj.check.spec, "control", None))
+    for i, av in enumerate(scenario.availability):
+        blue(("availability", i, "from"), av.from_)
+    host = probe_host(scenario)
+    for net in scenario.nodes[host].interfaces if host else ():
+        subnet = scenario.networks[net].subnet if net in scenario.networks else None
+        if subnet is None:
+            continue
+        size = subnet.num_addresses - (0 if subnet.prefixlen >= 31 else 2)
+        on_it = sum(1 for node in scenario.nodes.values() if net in node.interfaces)
+        if on_it + 1 == size:  # room for the bridge (checked on its own), none for the probe
+            out.append(
+                (("networks", net, "subnet"),
+                 f"{subnet} has {size} host address(es) and {on_it} node(s): the engine's bridge and rangectl's "
+                 f"probe beside '{host}' need two more; use a larger subnet")
+            )
+    return out
+
+
+def plan(scenario: Scenario, teams: int = 1, seed: str | None = None) -> Plan:
+    """The plan for ``teams`` teams; per-team variables are drawn from ``seed``.
+
+    Without a seed (``plan`` before a range exists) the scenario's name stands
+    in, so the same scenario always shows the same values; ``up`` records a
+    fresh seed per range (docs/planning.md)."""
+    seed = seed if seed else scenario.name
+    try:
+        values = draw(scenario.variables, seed, range(1, teams + 1))
+    except VariableError as exc:
+        raise ScenarioError(f"{scenario.name}: {exc}") from None
     names = list(scenario.networks)
     original = [scenario.networks[n].subnet for n in names]
     placed = place_subnets(original, teams)
@@ -185,6 +292,8 @@ def plan(scenario: Scenario, teams: int = 1) -> Plan:
             if net in used_by_net:
                 used_by_net[net].add(ip)
     offsets = {n: bridge_offset(scenario.networks[n].subnet, used_by_net[n]) for n in names}
+    host = probe_host(scenario)
+    probe_at = probe_offsets(scenario, offsets)
 
     team_plans = []
     for k, row in enumerate(placed, start=1):
@@ -210,5 +319,16 @@ def plan(scenario: Scenario, teams: int = 1) -> Plan:
                     capabilities=caps,
                 )
             )
-        team_plans.append(TeamPlan(k, nets, nodes, amap))
-    return Plan(scenario.name, scenario_hash(scenario), team_plans)
+        probe = None
+        if host is not None:
+            subnet_of = {n.name: n.subnet for n in nets}
+            hn = scenario.nodes[host]
+            probe = NodePlan(
+                name=PROBE,
+                role=PROBE_ROLE,
+                image=hn.image,
+                interfaces={net: subnet_of[net].network_address + off for net, off in probe_at.items()},
+                gateway=amap.get(hn.gateway) if hn.gateway else None,
+            )
+        team_plans.append(TeamPlan(k, nets, nodes, amap, probe, values.get(k, {})))
+    return Plan(scenario.name, scenario_hash(scenario), team_plans, seed)

@@ -19,6 +19,7 @@ from rangectl.errors import RangeError, UsageError
 from rangectl.plan import Plan, plan
 from rangectl.scenario.model import Scenario
 from rangectl.scenario.validate import load_scenario
+from rangectl.scenario.variables import new_seed
 from rangectl.state import RangeState, check_range_name
 
 Note = Callable[[str, str], None]
@@ -46,18 +47,32 @@ def up(
     note: Note | None = None,
     ansible_note: Callable[[str, str, str], None] | None = None,
     keep_on_failure: bool = False,
+    trust_playbooks: bool = False,
+    seed: str | None = None,
 ) -> UpReport:
-    """Bring a range up (or reconcile it). A range this call creates is rolled back on failure."""
+    """Bring a range up (or reconcile it). A range this call creates is rolled back on failure.
+
+    Without ``trust_playbooks``, a scenario whose playbooks contain host-side plays is
+    refused here, before anything is made (docs/security.md).
+    """
     note = note or (lambda phase, item: None)
     t0 = time.monotonic()
-    scenario = load_scenario(scenario_file)
+    scenario = load_scenario(scenario_file, check_playbooks=provision and not trust_playbooks)
     range_name = check_range_name(name or scenario.name)
-    p = plan(scenario, teams)
-    be = backend()
     st = RangeState(range_name)
     fresh_range = not st.exists()
+    meta = st.meta() if not fresh_range else {}
+    # the seed per-team variables are drawn from: fresh per range unless given, then kept (docs/planning.md)
+    kept = meta.get("seed")
+    if kept and seed and seed != kept:
+        raise UsageError(
+            f"range '{range_name}' was made with seed {kept}; this up asks for {seed}",
+            fix=f"`rangectl down {range_name}` first, or leave --seed out",
+        )
+    seed = kept or seed or new_seed()
+    p = plan(scenario, teams, seed)
+    be = backend()
     if not fresh_range:
-        meta = st.meta()
         if meta.get("scenario_hash") not in (None, p.scenario_hash):
             raise UsageError(
                 f"range '{range_name}' was made from a different version of the scenario",
@@ -79,11 +94,12 @@ def up(
                 "scenario_path": str(Path(scenario_file).resolve()),
                 "scenario_hash": p.scenario_hash,
                 "teams": teams,
+                "seed": seed,
                 "status": "creating",
             },
         )
     try:
-        return _bring_up(st, be, scenario, p, provision, note, ansible_note, t0)
+        return _bring_up(st, be, scenario, p, provision, note, ansible_note, t0, trust_playbooks)
     except BaseException:
         # A range this call started is removed again on any failure or Ctrl-C, so
         # nothing leaks; a reconciling up leaves the existing range as it was.
@@ -105,6 +121,7 @@ def _bring_up(
     note: Note,
     ansible_note: Callable[[str, str, str], None] | None,
     t0: float,
+    trust_playbooks: bool = False,
 ) -> UpReport:
     from rangectl.access.credentials import ensure_credentials
     from rangectl.backend.images import ensure_images
@@ -127,20 +144,41 @@ def _bring_up(
         if fresh:
             t_pr = time.monotonic()
             st.update(status="provisioning")
-            pr = run_provision(range_name, scenario, p, st.source_path, note=ansible_note)
+            pr = run_provision(
+                range_name, scenario, p, st.source_path, note=ansible_note,
+                workdir=provision_dir(range_name), trust_playbooks=trust_playbooks,
+            )
             report.provision = pr
             report.timings["provision"] = time.monotonic() - t_pr
             if not pr.ok:
                 st.update(status="provision-failed", provisioned=False)
                 f = pr.failures[0]
+                more = f" (+{len(pr.failures) - 1} more)" if len(pr.failures) > 1 else ""
                 raise RangeError(
-                    f"provisioning failed on {f['host']} at task '{f['task']}': {f['message']}",
-                    fix=f"fix the playbook and run `rangectl up` again (artifacts: {pr.artifacts})",
+                    f"provisioning failed on {f['host']} at task '{f['task']}': {f['message']}{more}",
+                    fix=f"fix the playbook and run `rangectl up` again; raw Ansible output: {pr.log}",
                 )
             st.update(provisioned=True)
     st.update(status="up")
     report.timings["total"] = time.monotonic() - t0
     return report
+
+
+def provision_dir(range_name: str) -> Path:
+    """Where a range's Ansible run and its raw output live: outside the range's own folder,
+    so the output of a failed first `up` survives the rollback (replaced by the next run)."""
+    import os
+    import shutil
+
+    from rangectl import paths
+
+    base = paths.state_home() / "provision"
+    base.mkdir(parents=True, exist_ok=True)
+    os.chmod(base, 0o700)
+    d = base / range_name
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(mode=0o700)
+    return d
 
 
 def down(range_name: str | None, note: Note | None = None) -> tuple[int, int]:

@@ -25,7 +25,7 @@ from rangectl.drill.store import Event, VerifyResult
 from rangectl.plan import Plan
 from rangectl.scenario.durations import format_duration
 from rangectl.scenario.model import Scenario, localize
-from rangectl.scoring.engine import Board, DrillClock, TeamBoard, compute_board
+from rangectl.scoring.engine import Board, DrillClock, TeamBoard, compute_board, describe_flag
 from rangectl.scoring.policy import Policy
 
 #: Events listed one by one in the timeline; availability rounds and failed
@@ -300,6 +300,8 @@ def summarize(ev: Event, lang: str = "en") -> str:
         if d.get("refused"):
             return f"{head} refused ({d.get('refused')})"
         return f"{head} {'correct' if d.get('correct') else 'wrong'} (attempt {d.get('attempt')})"
+    if k == "submission.flagged":
+        return f"FLAG: {describe_flag(d)}"
     if k == "hint":
         return f"{d.get('objective')}: hint {int(d.get('index', 0)) + 1} taken (cost {d.get('cost', 0)})"
     if k == "report":
@@ -313,6 +315,10 @@ def summarize(ev: Event, lang: str = "en") -> str:
     if k == "score":
         return f"{float(d.get('points', 0)):+g} points ({d.get('category', 'adjustments')}): {d.get('reason', '')}"
     return ", ".join(f"{a}={b}" for a, b in list(d.items())[:6])
+
+
+def _flag_line(flag: dict) -> str:
+    return f"{describe_flag(flag)} at {_dt(flag.get('drill_t'))}"
 
 
 def _timeline(d: ReportData) -> tuple[list[tuple[Event, float]], int]:
@@ -371,6 +377,8 @@ def render_markdown(d: ReportData) -> str:
             lines += [f"Availability: {_avail(t)} rounds up.", ""]
         if t.adjustments:
             lines += [f"Trainer adjustments: {t.adjustments:+g} points.", ""]
+        if t.flags:
+            lines += [f"Flagged: {_md_cell('; '.join(_flag_line(f) for f in t.flags))}.", ""]
     rows, quiet = _timeline(d)
     lines += ["## Event timeline", ""]
     if quiet:
@@ -467,6 +475,8 @@ def render_html(d: ReportData) -> str:
             parts.append(f"<p>Availability: {_e(_avail(t))} rounds up.</p>")
         if t.adjustments:
             parts.append(f"<p>Trainer adjustments: {t.adjustments:+g} points.</p>")
+        if t.flags:
+            parts.append(f'<p class="bad">Flagged: {_e("; ".join(_flag_line(f) for f in t.flags))}.</p>')
     rows, quiet = _timeline(d)
     parts.append('<h2 id="timeline">Event timeline</h2>')
     if quiet:

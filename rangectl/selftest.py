@@ -11,6 +11,8 @@ Assertions (each one a named result, so a CI report says exactly what broke):
 - ``team1-objectives``: team 1 earned every objective;
 - ``team1-score``: team 1's total is at least the scenario's ``expected_score``;
 - ``team2-idle``: team 2, which did nothing, earned no objective (only availability);
+- ``idle-bound``: team 2's total is at most the policy's ``idle_share_max`` of team 1's
+  (when the policy sets one): attacks must cost an idle team its service points;
 - ``verify``: the event record's hash chain verifies;
 - ``range-down``: everything the self-test made is gone afterwards.
 
@@ -152,6 +154,7 @@ def run_selftest(
     on_tick: Callable[[Any], None] | None = None,
     on_drill: Callable[[Any], None] | None = None,
     stop: threading.Event | None = None,
+    trust_playbooks: bool = False,
 ) -> SelftestResult:
     """Run the self-test of one scenario. Never leaves a range behind."""
     from rangectl import ranges
@@ -171,7 +174,7 @@ def run_selftest(
     res = SelftestResult(scenario.name, str(scenario_file), rng, scale, expected_score=scenario.expected_score)
     try:
         note(f"up: {rng} ({TEAMS} teams)")
-        rep = ranges.up(Path(scenario_file), teams=TEAMS, name=rng, provision=True)
+        rep = ranges.up(Path(scenario_file), teams=TEAMS, name=rng, provision=True, trust_playbooks=trust_playbooks)
         res.add("range-up", True, f"{len(rep.up.created_containers)} containers in {rep.timings.get('total', 0):.1f}s")
         state = ranges.RangeState.open(rng)
         be = ranges.backend()
@@ -288,8 +291,32 @@ def _assess(res: SelftestResult, state: Any, scenario: Any, plan: Any, player: A
         not free,
         f"earned without doing anything: {', '.join(free)}" if free else f"{t2.total:.1f} (availability only)",
     )
+    idle_bound(res, t1, t2, board_policy(state))
     v = store.verify()
     res.add("verify", v.ok, f"{v.count} events, chain intact" if v.ok else f"broken at seq {v.first_bad_seq}: {v.reason}")
+
+
+def board_policy(state: Any) -> Any:
+    from rangectl.scoring.actions import context
+
+    return context(state).policy
+
+
+def idle_bound(res: SelftestResult, ref: Any, idle: Any, policy: Any) -> None:
+    """``idle-bound``: the idle team ends at most the policy's ``idle_share_max`` of the reference
+    team's total (not checked when the policy sets none). The detail says where the idle team's
+    points came from, so a scenario whose attacks do not hurt is told why it fails."""
+    bound = policy.idle_share_max
+    if bound is None:
+        return
+    share = idle.total / ref.total if ref.total > 0 else (0.0 if idle.total <= 0 else float("inf"))
+    avail = idle.categories.get("availability", 0.0)
+    rounds = f"{idle.availability_up}/{idle.availability_total} availability rounds up"
+    detail = (
+        f"idle team {idle.total:.1f} is {share:.0%} of the reference team's {ref.total:.1f} "
+        f"(at most {bound:.0%}); availability {avail:.1f} of it, {rounds}"
+    )
+    res.add("idle-bound", idle.total <= bound * ref.total, detail)
 
 
 def junit(results: list[SelftestResult]) -> str:

@@ -10,7 +10,8 @@ shown to teams; the team service never reads it)::
       - {at: 5m, exec: {node: edge, run: "iptables -I RANGECTL-FILTER -s {ip:attacker} -j DROP"}}
       - {at: 9m, report: {objective: ncsc-report, fields: {attacker_ip: "{ip:attacker}"}}}
 
-Times are drill-clock times. ``{ip:NODE}`` (and ``{ip:NODE:NETWORK}``) are
+Times are drill-clock times. ``{var:NAME}`` is the team's value of a per-team
+variable. ``{ip:NODE}`` (and ``{ip:NODE:NETWORK}``) are
 replaced with the team's own address of that node.
 """
 
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rangectl.plan import TeamPlan
 from rangectl.scenario.model import Duration
+from rangectl.scenario.variables import reference_problems, substitute
 
 _IP = re.compile(r"\{ip:([a-z0-9_-]+)(?::([a-z0-9_-]+))?\}")
 
@@ -174,6 +176,8 @@ def _reference_problems(path: Path, data: Any, sol: Solution, scenario: Any) -> 
                     bad(tloc, f"{m.group(0)}: unknown node '{node}'")
                 elif net and net not in scenario.nodes[node].interfaces:
                     bad(tloc, f"{m.group(0)}: node '{node}' has no interface on '{net}'")
+    for vloc, message in reference_problems(data, scenario.variables, skip=()):
+        bad(vloc, message)
     return out
 
 
@@ -184,7 +188,7 @@ def fill(text: str, team: TeamPlan) -> str:
             return str(node.interfaces[m.group(2)])
         return str(node.primary_ip)
 
-    return _IP.sub(sub, text)
+    return substitute(_IP.sub(sub, text), team.values)
 
 
 class SolutionPlayer:

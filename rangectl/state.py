@@ -116,7 +116,7 @@ class RangeState:
     def plan(self):
         from rangectl.plan import plan
 
-        return plan(self.scenario(), int(self.get("teams", 1)))
+        return plan(self.scenario(), int(self.get("teams", 1)), self.get("seed"))
 
 
 def list_ranges() -> list[RangeState]:

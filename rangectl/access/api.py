@@ -4,10 +4,19 @@
 needs ``Authorization: Bearer <team token>``. A guard in front of the
 application (pure ASGI, before routing and before the body is read):
 
+* lets only HTTP requests through: a websocket is closed (1008) before it is
+  accepted, whatever its path or token, and any other non-HTTP scope is
+  dropped (lifespan events pass);
 * maps the token to its team (:class:`~rangectl.access.credentials.TokenVerifier`)
   or answers 401, whatever the path (unknown paths included);
+* takes one request from the team's budget (:class:`~rangectl.access.ratelimit.TeamBudget`);
+  over it, the request is held for ``tarpit`` seconds (1) and answered 429
+  with ``Retry-After``, and only counted (``api.throttled``, one summary per
+  team and minute), so a flooding team slows itself, not the others;
 * refuses bodies over ``max_body`` bytes with 413 (Content-Length or counted);
 * adds ``Cache-Control: no-store`` and ``X-Content-Type-Options: nosniff``.
+
+A busy event store is a 503 ``{"detail": "busy, retry"}`` with ``Retry-After``.
 
 Team routes are ``/api/v1/teams/{team}/...`` where ``{team}`` is ``me`` or
 the token's own team number; anything else is the same 403, whether or not
@@ -22,23 +31,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import sqlite3
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rangectl import __version__
-from rangectl.access.service import ApiError, TeamService
+from rangectl.access.service import BUSY, REFUSED_KIND, THROTTLED_KIND, ApiError, TeamService
+from rangectl.drill.store import StoreBusy, StoreError
 
 log = logging.getLogger("rangectl.access")
 
 PREFIX = "/api/v1"
-PUBLIC = {f"{PREFIX}/openapi.json", f"{PREFIX}/health"}
+PUBLIC = {f"{PREFIX}/openapi.json", f"{PREFIX}/health", f"{PREFIX}/room"}  # room: the projector's page
 MAX_ANSWER = 1000
 
 Lang = Literal["en", "vi"]
@@ -166,7 +178,10 @@ class SubmitResult(BaseModel):
     points: float = 0.0
     drill_t: float = 0.0
     retry_after: int | None = None
-    seq: int
+    seq: int | None = Field(
+        description="the event that records the attempt; null when rate limited "
+        "(those are summarised: one submission.refused per team, objective and minute)"
+    )
     message: str
 
 
@@ -207,6 +222,12 @@ class Availability(BaseModel):
     total: int
 
 
+class RecordAnchor(BaseModel):
+    seq: int
+    head: str = Field(description="the full hash of event `seq`: keep it to check the record later")
+    ts: float
+
+
 class Score(BaseModel):
     team: int
     total: float
@@ -218,6 +239,9 @@ class Score(BaseModel):
     hints: int
     availability: Availability
     adjustments: float
+    record: RecordAnchor | None = Field(
+        None, description="the record's latest checkpoint (seq and full head hash), null before the first"
+    )
     objectives: list[ScoreObjective]
 
 
@@ -271,9 +295,33 @@ class Guard:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
+    async def _throttle(self, scope: Scope, send: Send, team: int, wait: float) -> None:
+        """Over the team's budget: counted, held a moment (the flood slows itself), then 429."""
+        path = str(scope.get("path", ""))
+        self.service.refusals.note(THROTTLED_KIND, team, None, f"{scope.get('method', '')} {path}")
+        hold = self.service.settings.budget.tarpit  # a fixed hold: each flooding connection slows to ~1/s
+        if hold > 0:
+            await asyncio.sleep(hold)
+        retry = str(max(1, math.ceil(wait - hold)))
+        await self._reply(
+            send,
+            429,
+            f"too many requests from this team ({self.service.settings.budget.describe()}); "
+            f"retry after {retry} s",
+            [(b"retry-after", retry.encode())],
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        kind = scope["type"]
+        if kind == "lifespan":
             await self.app(scope, receive, send)
+            return
+        if kind == "websocket":  # the API has none: refused before anything reads the request
+            msg = await receive()
+            if msg.get("type") == "websocket.connect":
+                await send({"type": "websocket.close", "code": 1008, "reason": "HTTP only"})
+            return
+        if kind != "http":  # nothing else is served
             return
         headers = scope.get("headers") or []
         path = scope.get("path", "")
@@ -297,6 +345,10 @@ class Guard:
                     "a valid team token is required",
                     [(b"www-authenticate", b'Bearer realm="rangectl"')],
                 )
+                return
+            wait = self.service.over_budget(team)
+            if wait > 0:
+                await self._throttle(scope, send, team, wait)
                 return
             scope.setdefault("state", {})["team"] = team
         # body: declared size first, then counted
@@ -354,7 +406,8 @@ ERRORS = {
     401: {"model": Error, "description": "no or wrong token"},
     403: {"model": Error, "description": "not this token's team"},
     413: {"model": Error, "description": "body too large"},
-    503: {"model": Error, "description": "the drill record cannot be written right now"},
+    429: {"model": Error, "description": "over the team's request budget; see Retry-After"},
+    503: {"model": Error, "description": "the drill record is busy: retry after Retry-After seconds"},
     422: {"description": "invalid request"},
 }
 
@@ -406,6 +459,13 @@ def create_app(service: TeamService) -> FastAPI:
             {"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
 
+    async def _busy(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("event store busy on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": BUSY}, status_code=503, headers={"Retry-After": "1"})
+
+    for busy_exc in (StoreBusy, StoreError, sqlite3.OperationalError):
+        app.add_exception_handler(busy_exc, _busy)
+
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
         log.exception("team API error on %s %s", request.method, request.url.path)
@@ -417,6 +477,11 @@ def create_app(service: TeamService) -> FastAPI:
     def health() -> dict[str, Any]:
         """Is the service up (no token needed; says nothing about the range)."""
         return {"ok": True, "version": __version__}
+
+    @app.get(f"{PREFIX}/room", response_class=HTMLResponse, include_in_schema=False)
+    def room(lang: LangQuery = default_lang) -> HTMLResponse:
+        """The room's scoreboard for a projector (no token; nothing secret on it; 404 when hidden)."""
+        return HTMLResponse(service.room(lang))
 
     @r.get("/whoami", response_model=WhoAmI, tags=["team"])
     def whoami(request: Request) -> dict[str, Any]:
@@ -468,20 +533,16 @@ def create_app(service: TeamService) -> FastAPI:
         },
     )
     async def submit(team: Team, objective_id: ObjectiveId, body: SubmitBody) -> Any:
-        """Submit an answer. Every attempt is recorded, refused ones too."""
+        """Submit an answer. Every scored or drill-refused attempt is recorded; rate-limited ones are
+        counted and summarised (one event per objective and minute, with a few samples)."""
         oid, wait = service.precheck(team, objective_id)
-        if wait > 0:  # rate limited: recorded (in batches) by the refusal writer
-            try:
-                seq = await service.refusals.record(team, oid, body.answer, wait)
-            except Exception:  # noqa: BLE001 - the record could not be written
-                log.exception("cannot record a refused submission")
-                raise ApiError(503, "the drill record is not available; try again") from None
-            status, result, headers = service.refused_result(team, oid, wait, seq)
+        if wait > 0:  # rate limited: counted, and summarised in the record once a minute
+            service.refusals.note(REFUSED_KIND, team, oid, body.answer)
+            status, result, headers = service.refused_result(team, oid, wait)
+        elif closed := service.closed_result(team, oid, body.answer):  # solved / no attempts: counted
+            status, result, headers = closed
         else:  # scored by the scoring module's submit, on the scoring thread
-            loop = asyncio.get_running_loop()
-            status, result, headers = await loop.run_in_executor(
-                service.scoring_pool, service.scored, team, oid, body.answer
-            )
+            status, result, headers = await service.scoring.submit(team, oid, body.answer)
         return JSONResponse(result, status_code=status, headers=headers)
 
     @r.post(

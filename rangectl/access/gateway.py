@@ -13,29 +13,116 @@ them, so nothing on the host can route to a workstation. Instead:
   ``127.0.0.1:8722`` there, and the two are piped together. A forwarder
   only ever connects to its own team's workstation.
 
+No team can take another's SSH slots (docs/access.md): a team's port takes at
+most :data:`MAX_SSH_CONNS` connections, at most :data:`MAX_SSH_PREAUTH_PER_SOURCE`
+of them from one source address (IPv6: one /64) while they are younger than
+:data:`SSH_PREAUTH_SECONDS` (sshd cuts a connection that has not logged in by
+then, so an older one is a logged-in session); a client that sends nothing for
+:data:`SSH_FIRST_BYTES_SECONDS` is dropped before sshd ever sees it.
+
 A watcher re-resolves each workstation every few seconds: when a container
 was re-created (new namespace), the in-namespace listener is opened again;
 when the team's sshd does not answer, it is restarted with ``docker exec``.
+Each team has its own watcher task, every blocking call it makes runs on a
+daemon thread with a deadline (the repair exec has one of its own too), and a
+team's call still running is never started twice: a team whose workstation
+stalls its repair delays nobody else, and closing never waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from rangectl.access import netns
-from rangectl.access.install import SSHD_RESTART, WS_API_PORT, WS_SSH_PORT
+from rangectl.access.install import (
+    SSHD_LOGIN_GRACE,
+    SSHD_MAX_STARTUPS,
+    SSHD_REPAIR_TIMEOUT,
+    SSHD_RESTART,
+    WS_API_PORT,
+    WS_SSH_PORT,
+)
 
 log = logging.getLogger("rangectl.access.gateway")
 
 PIPE_CHUNK = 65536
 MAX_API_CONNS = 64  # per team, through the in-workstation listener
-MAX_SSH_CONNS = 16  # per team
+MAX_SSH_CONNS = SSHD_MAX_STARTUPS  # per team, all sources together (sshd takes as many unauthenticated)
+MAX_SSH_PREAUTH_PER_SOURCE = 4  # per team and source address: connections not yet past the login window
+SSH_FIRST_BYTES_SECONDS = 5.0  # a client must send its first bytes (its SSH version line) by then
+SSH_PREAUTH_SECONDS = SSHD_LOGIN_GRACE + 2.0  # younger connections may still be unauthenticated
+SSH_CONNECT_SECONDS = 10.0  # to reach the team's sshd inside the workstation
+RESOLVE_TIMEOUT = 15.0  # seconds for finding a team's workstation (Docker API) or opening its listener
+NETNS_TIMEOUT = 5.0  # seconds for making a socket inside a namespace
+
+
+class Late(TimeoutError):
+    """A blocking call that did not finish by its deadline (it goes on, alone, on its daemon thread)."""
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any, timeout: float, busy: set | None = None, key: str = "") -> Any:
+    """``fn(*args)`` on a daemon thread, awaited for at most ``timeout`` seconds.
+
+    Not the loop's default executor: a call that never returns would hold one of its few threads
+    for good and ``asyncio.Runner`` waits for them all when it closes. With ``busy`` (a set owned by
+    the caller) a ``key`` still running from an earlier call raises :class:`Late` at once instead of
+    starting a second one.
+    """
+    loop = asyncio.get_running_loop()
+    if busy is not None:
+        if key in busy:
+            raise Late(f"{key}: the previous call is still running")
+        busy.add(key)
+    fut: asyncio.Future = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if fut.done():
+            return
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+    def run() -> None:
+        try:
+            res, ok = fn(*args), True
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            res, ok = exc, False
+        finally:
+            if busy is not None:
+                busy.discard(key)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, ok, res)
+
+    threading.Thread(target=run, name=f"rangectl-gw-{key or getattr(fn, '__name__', 'call')}", daemon=True).start()
+    try:
+        return await asyncio.wait_for(asyncio.shield(fut), timeout)
+    except TimeoutError:
+        fut.cancel()
+        raise Late(f"{key or getattr(fn, '__name__', 'call')}: no answer within {timeout:g}s") from None
+
+
+def source_key(peer: Any) -> str:
+    """Who a connection comes from, for the per-source cap: the IPv4 address, or the IPv6 /64."""
+    host = peer[0] if isinstance(peer, tuple | list) and peer else str(peer)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return str(host)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -75,11 +162,14 @@ class TeamGate:
     ssh_server: asyncio.base_events.Server | None = None
     api_conns: int = 0
     ssh_conns: int = 0
+    ssh_preauth: dict[str, int] = field(default_factory=dict)  # source -> young connections from it
+    ssh_refused: int = 0
+    busy: set[str] = field(default_factory=set)  # blocking calls of this team still running
     problems: list[str] = field(default_factory=list)
 
 
 Resolve = Callable[[int], tuple[str, int]]  # team -> (container id, pid of its init process)
-Exec = Callable[[str, list[str]], int]  # (container id, argv) -> exit code
+Exec = Callable[[str, list[str], float], int]  # (container id, argv, deadline in seconds) -> exit code
 
 
 class Gateway:
@@ -96,6 +186,7 @@ class Gateway:
         api_in_workstation: bool = True,
         watch_seconds: float = 5.0,
         on_event: Callable[[str, int, str], None] | None = None,
+        repair_timeout: float = SSHD_REPAIR_TIMEOUT,
     ):
         self.teams = teams
         self.api_unix_path = api_unix_path
@@ -105,16 +196,15 @@ class Gateway:
         self.ssh_base = ssh_base
         self.api_in_workstation = api_in_workstation
         self.watch_seconds = watch_seconds
+        self.repair_timeout = repair_timeout
         self.on_event = on_event or (lambda kind, team, text: None)
         self.gates = {t: TeamGate(t) for t in teams}
-        self._watch: asyncio.Task | None = None
+        self._watch: dict[int, asyncio.Task] = {}
         self._closing = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        for t in self.teams:
-            await self._refresh(t, loop)
+        await asyncio.gather(*(self._refresh_guarded(t) for t in self.teams))
         if self.ssh_bind:
             for t in self.teams:
                 g = self.gates[t]
@@ -130,19 +220,21 @@ class Gateway:
                         exc.errno,
                         f"cannot listen on {self.ssh_bind}:{self.ssh_base + t} for team {t}'s SSH: {exc.strerror}",
                     ) from None
-                sock.listen(32)
+                sock.listen(128)
                 sock.setblocking(False)
                 g.ssh_server = await asyncio.start_server(
                     lambda r, w, team=t: self._ssh_conn(team, r, w), sock=sock
                 )
-        self._watch = asyncio.create_task(self._watcher())
+        for t in self.teams:
+            self._watch[t] = asyncio.create_task(self._watcher(t), name=f"rangectl-watch-t{t}")
 
     async def close(self) -> None:
+        """Stop watching and listening. Never waits on a team's blocking call (those run on daemon threads)."""
         self._closing = True
+        for task in self._watch.values():
+            task.cancel()
         if self._watch:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._watch
+            await asyncio.wait(list(self._watch.values()), timeout=2)
         for g in self.gates.values():
             for srv in (g.api_server, g.ssh_server):
                 if srv is not None:
@@ -165,16 +257,26 @@ class Gateway:
                 "container": (g.container or "")[:12],
                 "api_in_workstation": g.api_server is not None,
                 "ssh": f"{self.ssh_bind}:{self.ssh_base + t}" if g.ssh_server is not None else None,
+                "ssh_connections": g.ssh_conns,
+                "ssh_refused": g.ssh_refused,
                 "problems": list(g.problems[-3:]),
             }
             for t, g in self.gates.items()
         }
 
     # -- resolving workstations ----------------------------------------------------------------
-    async def _refresh(self, team: int, loop: asyncio.AbstractEventLoop) -> None:
+    async def _refresh_guarded(self, team: int) -> None:
+        try:
+            await self._refresh(team)
+        except Late as exc:
+            self._problem(self.gates[team], f"workstation not reachable: {exc}")
+
+    async def _refresh(self, team: int) -> None:
         g = self.gates[team]
         try:
-            cid, pid = await loop.run_in_executor(None, self.resolve, team)
+            cid, pid = await in_thread(self.resolve, team, timeout=RESOLVE_TIMEOUT, busy=g.busy, key="resolve")
+        except Late:
+            raise
         except Exception as exc:  # noqa: BLE001 - the workstation is down; try again later
             self._problem(g, f"workstation not reachable: {exc}")
             return
@@ -193,7 +295,7 @@ class Gateway:
             self._problem(g, f"cannot open the workstation's namespace: {exc}")
             return
         try:
-            cid2, pid2 = await loop.run_in_executor(None, self.resolve, team)
+            cid2, pid2 = await in_thread(self.resolve, team, timeout=RESOLVE_TIMEOUT, busy=g.busy, key="resolve")
         except Exception:  # noqa: BLE001
             cid2, pid2 = None, None
         if (cid2, pid2) != (cid, pid):
@@ -214,8 +316,8 @@ class Gateway:
         path = g.netns_path
         if self.api_in_workstation:
             try:
-                sock = await loop.run_in_executor(
-                    None, netns.listen_in_netns, path, "127.0.0.1", WS_API_PORT, 32
+                sock = await in_thread(
+                    netns.listen_in_netns, path, "127.0.0.1", WS_API_PORT, 32, timeout=NETNS_TIMEOUT
                 )
             except OSError as exc:
                 self._problem(g, f"cannot open the API inside the workstation: {exc}")
@@ -230,41 +332,54 @@ class Gateway:
             del g.problems[:-10]
             self.on_event("problem", g.team, text)
 
-    async def _watcher(self) -> None:
-        loop = asyncio.get_running_loop()
+    async def _watcher(self, team: int) -> None:
+        """One team's watch loop: its own task, so nothing it waits on holds up another team."""
+        g = self.gates[team]
         while not self._closing:
             await asyncio.sleep(self.watch_seconds)
-            for t in self.teams:
-                try:
-                    await self._refresh(t, loop)
-                    if self.ssh_bind:
-                        await self._check_sshd(t, loop)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - keep watching
-                    self._problem(self.gates[t], f"watcher: {exc}")
+            try:
+                await self._refresh(team)
+                if self.ssh_bind:
+                    await self._check_sshd(team)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep watching
+                self._problem(g, f"watcher: {exc}")
 
-    async def _check_sshd(self, team: int, loop: asyncio.AbstractEventLoop) -> None:
+    async def _check_sshd(self, team: int) -> None:
         g = self.gates[team]
         if g.netns_path is None or self.exec_in is None:
             return
-        if await self._sshd_answers(g, loop):
+        if await self._sshd_answers(g):
             return
-        code = await loop.run_in_executor(
-            None, self.exec_in, g.container or "", ["/bin/sh", "-c", SSHD_RESTART]
-        )
+        try:
+            # the exec has its own deadline (enforced by the backend); this one is the backstop
+            code = await in_thread(
+                self.exec_in,
+                g.container or "",
+                ["/bin/sh", "-c", SSHD_RESTART],
+                self.repair_timeout,
+                timeout=self.repair_timeout + 5,
+                busy=g.busy,
+                key="sshd-repair",
+            )
+        except Late as exc:
+            self._problem(g, f"sshd repair did not finish in time ({exc})")
+            return
         if code == 0:
             self.on_event("sshd", team, "sshd restarted in the workstation")
+        elif code == 124:
+            self._problem(g, f"sshd repair in the workstation was killed at its {self.repair_timeout:g}s deadline")
         else:
             self._problem(g, f"sshd is not running in the workstation and could not be started (exit {code})")
 
-    async def _sshd_answers(self, g: TeamGate, loop: asyncio.AbstractEventLoop) -> bool:
+    async def _sshd_answers(self, g: TeamGate) -> bool:
         try:
-            sock = await loop.run_in_executor(None, netns.tcp_socket_in_netns, g.netns_path)
+            sock = await in_thread(netns.tcp_socket_in_netns, g.netns_path, timeout=NETNS_TIMEOUT)
         except OSError:
             return False
         try:
-            await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", WS_SSH_PORT)), 3)
+            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", WS_SSH_PORT)), 3)
             return True
         except (TimeoutError, OSError):
             return False
@@ -286,24 +401,62 @@ class Gateway:
         finally:
             g.api_conns -= 1
 
+    def _refuse(self, g: TeamGate, writer: asyncio.StreamWriter, why: str) -> None:
+        g.ssh_refused += 1
+        self._problem(g, f"SSH connection refused: {why}")
+        writer.close()
+
     async def _ssh_conn(self, team: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         g = self.gates[team]
-        if g.ssh_conns >= MAX_SSH_CONNS or g.netns_path is None:
+        src = source_key(writer.get_extra_info("peername"))
+        if g.netns_path is None:
             writer.close()
             return
-        g.ssh_conns += 1
+        if g.ssh_conns >= MAX_SSH_CONNS:
+            self._refuse(g, writer, f"the team's port has {MAX_SSH_CONNS} connections open")
+            return
+        if g.ssh_preauth.get(src, 0) >= MAX_SSH_PREAUTH_PER_SOURCE:
+            self._refuse(g, writer, f"{src} has {MAX_SSH_PREAUTH_PER_SOURCE} connections not yet logged in")
+            return
         loop = asyncio.get_running_loop()
+        g.ssh_conns += 1
+        g.ssh_preauth[src] = g.ssh_preauth.get(src, 0) + 1
+        young = [True]
+
+        def grown_up() -> None:  # past sshd's login window: a logged-in session, no longer pre-auth
+            if young[0]:
+                young[0] = False
+                left = g.ssh_preauth.get(src, 1) - 1
+                if left > 0:
+                    g.ssh_preauth[src] = left
+                else:
+                    g.ssh_preauth.pop(src, None)
+
+        timer = loop.call_later(SSH_PREAUTH_SECONDS, grown_up)
         sock = None
         try:
-            sock = await loop.run_in_executor(None, netns.tcp_socket_in_netns, g.netns_path)
-            await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", WS_SSH_PORT)), 10)
+            # nothing reaches sshd before the client speaks: a silent connection costs sshd nothing
+            try:
+                first = await asyncio.wait_for(reader.read(PIPE_CHUNK), SSH_FIRST_BYTES_SECONDS)
+            except TimeoutError:
+                writer.close()
+                return
+            if not first:
+                writer.close()
+                return
+            sock = await in_thread(netns.tcp_socket_in_netns, g.netns_path, timeout=NETNS_TIMEOUT)
+            await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", WS_SSH_PORT)), SSH_CONNECT_SECONDS)
             ur, uw = await asyncio.open_connection(sock=sock)
             sock = None  # owned by the stream now
+            uw.write(first)
             await splice((reader, writer), (ur, uw))
         except (TimeoutError, OSError) as exc:
             self._problem(g, f"SSH connection to the workstation failed: {exc}")
             writer.close()
         finally:
+            timer.cancel()
+            grown_up()
             if sock is not None:
                 sock.close()
             g.ssh_conns -= 1
+

@@ -30,6 +30,11 @@ from rangectl.state import RangeState
 
 WS_API_PORT = 8780  # the API, on 127.0.0.1 inside each workstation
 WS_SSH_PORT = 8722  # the team's sshd, on 127.0.0.1 inside each workstation
+# sshd limits (playbooks/workstation-respond.yml; docs/access.md). sshd sees every connection
+# from 127.0.0.1 (the gateway), so per-source limits are the gateway's (rangectl.access.gateway).
+SSHD_LOGIN_GRACE = 10  # seconds: a connection that has not logged in by then is cut (LoginGraceTime)
+SSHD_MAX_STARTUPS = 64  # unauthenticated connections sshd accepts (MaxStartups): the gateway's team cap
+SSHD_REPAIR_TIMEOUT = 20.0  # seconds: deadline of the watcher's sshd repair (a docker exec)
 PLAYBOOK = "workstation-respond.yml"
 
 
@@ -136,6 +141,8 @@ def install_access(
                         "respond_install_dir": str(install_dir(state)),
                         "respond_script": str(respond_script()),
                         "respond_ssh_port": WS_SSH_PORT,
+                        "respond_login_grace": SSHD_LOGIN_GRACE,
+                        "respond_max_startups": SSHD_MAX_STARTUPS,
                         "respond_kill_sessions": bool(kill_sessions),
                     },
                 }
@@ -167,10 +174,26 @@ def install_access(
     return res
 
 
-# A quick repair the serve process runs through `docker exec` when a team's sshd is not answering.
+# The team's sshd listener, found through /proc: never through a file trainees can replace (they are
+# root in the workstation; a FIFO where a pid file was would block a reader). Prints its pids. The
+# listener renames itself "sshd: <its command line> [listener] ..."; its per-connection children
+# rename themselves "sshd: user@pts/0" and the like, or carry -R while they start.
+SSHD_FIND = (
+    "for d in /proc/[0-9]*; do "
+    "case \"$(tr '\\000' ' ' < \"$d/cmdline\" 2>/dev/null)\" in "
+    "*' -R '*|*' -R') ;; "
+    "'/usr/sbin/sshd -f /etc/rangectl/sshd_config '*|'sshd: /usr/sbin/sshd -f /etc/rangectl/sshd_config '*) "
+    "echo \"${d#/proc/}\" ;; "
+    "esac; done"
+)
+
+# A quick repair the serve process runs through `docker exec` (with a deadline: SSHD_REPAIR_TIMEOUT)
+# when a team's sshd is not answering: start it unless its listener is running. No pid file is read
+# or written (-o PidFile=none), so nothing in the workstation can make this wait.
 SSHD_RESTART = (
-    "set -e; [ -f /etc/rangectl/sshd_config ] || exit 3; [ -x /usr/sbin/sshd ] || exit 4; "
-    "pid=$(cat /run/rangectl-sshd.pid 2>/dev/null || true); "
-    'if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then exit 0; fi; '
-    "mkdir -p /run/sshd; /usr/sbin/sshd -f /etc/rangectl/sshd_config -E /var/log/rangectl-sshd.log"
+    "[ -f /etc/rangectl/sshd_config ] || exit 3; [ -x /usr/sbin/sshd ] || exit 4; "
+    f"pids=$({SSHD_FIND}); "
+    '[ -n "$pids" ] && exit 0; '
+    "mkdir -p /run/sshd && exec /usr/sbin/sshd -f /etc/rangectl/sshd_config -o PidFile=none "
+    "-E /var/log/rangectl-sshd.log"
 )

@@ -1,9 +1,15 @@
-"""Per-(team, objective) submission rate limit: a token bucket.
+"""Token buckets: per-(team, objective) submissions, and each team's whole-API budget.
 
 A bucket holds up to ``burst`` tokens and gains ``per_minute / 60`` tokens a
 second. Each submission takes one; with none left the submission is refused
 and the caller learns how long until the next token (``Retry-After``).
 Thread-safe; memory is bounded by teams x objectives.
+
+:class:`TeamBudget` is the same bucket per team over every authenticated
+request (key ``(team, "")``): ``per_second`` with bursts of ``burst``. The
+team API's guard takes from it before anything else is done for the request,
+so one team's flood is turned away at the cost of parsing its headers, and
+the other teams' buckets (and latency) do not move.
 """
 
 from __future__ import annotations
@@ -28,6 +34,23 @@ class RateLimit:
         if not self.enabled:
             return "off"
         return f"{self.per_minute:g}/min per objective, bursts of {self.burst}"
+
+
+@dataclass(frozen=True)
+class TeamBudget:
+    """Requests a second one team may make to the whole API (0: no budget)."""
+
+    per_second: float = 50.0
+    burst: int = 100
+    tarpit: float = 1.0  # an over-budget request is answered (429) after this many seconds
+
+    def as_rate(self) -> RateLimit:
+        return RateLimit(per_minute=self.per_second * 60.0, burst=self.burst)
+
+    def describe(self) -> str:
+        if self.per_second <= 0:
+            return "off"
+        return f"{self.per_second:g} requests/s per team, bursts of {self.burst}"
 
 
 class RateLimiter:

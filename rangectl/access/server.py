@@ -30,6 +30,7 @@ from rangectl.state import RangeState
 log = logging.getLogger("rangectl.access.server")
 
 SWITCH_INTERVAL = 0.001
+INSTALL_TIMEOUT = 900.0  # seconds for installing access in every workstation when `serve` starts
 
 
 @dataclass
@@ -213,16 +214,24 @@ async def _main(state: RangeState, opts: ServeOptions, served: Served, note: Cal
 
 
 async def _start_gateway(state, opts: ServeOptions, teams: list[int], unix_path: Path, note, served: Served):
-    from rangectl.access.gateway import Gateway
+    from rangectl.access.gateway import Gateway, Late, in_thread
     from rangectl.access.install import install_access, workstation_node
     from rangectl.ranges import backend
 
-    loop = asyncio.get_running_loop()
     be = backend()
     ws = workstation_node(state.scenario(), opts.node)
     if opts.install:
         note("installing respond, credentials and sshd in the workstations (where missing or stale)")
-        res = await loop.run_in_executor(None, lambda: install_access(state, teams, ws))
+        # on a daemon thread, not the loop's executor: stopping `serve` never waits for a stuck install
+        try:
+            res = await in_thread(install_access, state, teams, ws, timeout=INSTALL_TIMEOUT, key="install")
+        except Late:
+            from rangectl.access.install import InstallResult
+
+            res = InstallResult(
+                ok=False,
+                failures=[{"host": "-", "task": "install", "message": f"not done within {INSTALL_TIMEOUT:g}s"}],
+            )
         served.install = res
         if not res.ok:
             f = res.failures[0] if res.failures else {"host": "-", "task": "-", "message": "failed"}
@@ -234,11 +243,10 @@ async def _start_gateway(state, opts: ServeOptions, teams: list[int], unix_path:
         c = be.find_running(state.name, ws, team)
         return c["Id"], be.pid(c["Id"])
 
-    def exec_in(container: str, argv: list[str]) -> int:
-        ex = be.api.exec_create(container, argv)
-        be.api.exec_start(ex["Id"])
-        code = be.api.exec_inspect(ex["Id"]).get("ExitCode")
-        return 1 if code is None else int(code)
+    def exec_in(container: str, argv: list[str], timeout: float) -> int:
+        # an absolute deadline, enforced by the backend (the exec is killed at it): a repair in a
+        # workstation trainees have tampered with cannot hang (rangectl.backend.execs)
+        return be.exec_container(container, argv, timeout)[0]
 
     gw = Gateway(
         teams,

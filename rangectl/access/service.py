@@ -1,14 +1,21 @@
 """What the team API does, as plain functions over a range: the bridge to the scoring actions.
 
 Every write goes through :mod:`rangectl.scoring.actions` (the functions the
-trainer's CLI calls) with ``actor="team-K"``; the only event written here is
-``submission.refused`` for an attempt the rate limiter turned away. It has
-the fields of a refused ``submission`` (objective, answer, drill_t,
-correct=false, attempt=null, refused="rate limited: ...") but its own kind,
-so the scoring path (which re-reads a team's ``submission`` events on every
-answer) never grows with a team's flood; the scoring engine ignores it.
-Drill-rule refusals (not started, solved, attempts used up) are recorded by
-``actions.submit`` itself as ``submission`` with ``refused``.
+trainer's CLI calls) with ``actor="team-K"``. The only events written here
+are summaries of what the limits turned away (:class:`RefusalLog`):
+``submission.refused``, one per team, objective and REFUSAL_WINDOW seconds,
+with the count, the first and last time and at most REFUSAL_SAMPLES answers
+cut to SAMPLE_BYTES bytes of UTF-8; and ``api.throttled``, one per team and
+window, for requests over the team's whole-API budget (:class:`TeamBudget`
+in the guard). A team's flood therefore costs the store a bounded number of
+events per hour, and the scoring engine ignores both kinds. Drill-rule
+refusals (not started, solved, attempts used up) are recorded by
+``actions.submit`` itself as ``submission`` with ``refused``; nothing a team
+was told was accepted goes through here.
+
+A busy store (SQLite's write lock not had in time) is a 503 with
+``Retry-After`` and a fixed text; no lower layer's message (which may name
+the trainer's state folder) reaches a team.
 
 Everything a team reads is built field by field from the scenario and the
 team's own events; nothing is passed through wholesale, so answers, check
@@ -24,30 +31,36 @@ here, not copied from lower layers, except refusal reasons about the drill.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import queue
 import sqlite3
-import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rangectl.access.credentials import TokenVerifier
-from rangectl.access.ratelimit import RateLimit, RateLimiter
-from rangectl.drill.store import Event
+from rangectl.access.ratelimit import RateLimit, RateLimiter, TeamBudget
+from rangectl.drill.store import Event, StoreBusy, StoreError, last_checkpoint
 from rangectl.errors import NotFound, RangeError, UsageError
 from rangectl.plan import Plan
 from rangectl.scenario.model import Objective, localize
+from rangectl.scenario.variables import substitute_all
 from rangectl.scoring import actions
 from rangectl.scoring.engine import Board, DrillClock, TeamBoard, compute_board
 from rangectl.state import RangeState
 
 TEAM_KINDS = ("inject.start", "submission", "hint", "report", "check", "availability", "score")
 RATE_LIMITED = "rate limited"
-REFUSED_KIND = "submission.refused"  # a rate-limited attempt: recorded, never scored
+REFUSED_KIND = "submission.refused"  # rate-limited attempts, summarised: recorded, never scored
+THROTTLED_KIND = "api.throttled"  # requests over a team's API budget, summarised
+REFUSAL_WINDOW = 60.0  # seconds: one summary per team and objective (or budget) per window
+REFUSAL_SAMPLES = 3  # answers kept per summary
+SAMPLE_BYTES = 64  # ... each cut to this many bytes of UTF-8 (never mid-character)
+BUSY = "busy, retry"  # the whole text of a 503 for a busy store
 # exact kinds, not "drill.*": an equality match uses the store's (kind, seq) index, a LIKE scans every event
 DRILL_KINDS = ("drill.start", "drill.pause", "drill.resume", "drill.stop", "drill.finish")
 CONTEXT_SECONDS = 1.0  # a changed scenario or policy file is picked up within this
@@ -68,6 +81,7 @@ class ApiError(Exception):
 class Settings:
     hide_board: bool = False
     rate: RateLimit = field(default_factory=RateLimit)
+    budget: TeamBudget = field(default_factory=TeamBudget)
     max_body: int = 64 * 1024
     board_cache_seconds: float = 1.0
     lang: str = "en"  # texts' language when a request does not ask for one
@@ -75,6 +89,11 @@ class Settings:
 
 def actor(team: int) -> str:
     return f"team-{team}"
+
+
+def busy() -> ApiError:
+    """The one answer to a busy or failing store: no lower layer's text (it may hold a path)."""
+    return ApiError(503, BUSY, headers={"Retry-After": "1"})
 
 
 def _clean(msg: str, path: Path | None = None) -> str:
@@ -139,15 +158,23 @@ class TeamService:
         self.settings = settings or Settings()
         self.verifier = TokenVerifier(state)
         self.limiter = RateLimiter(self.settings.rate)
+        self.budget = RateLimiter(self.settings.budget.as_rate())
         self.reader = Reader(state.db_path)
-        self.refusals = RefusalWriter(self)
-        # scored submissions run one at a time on their own thread: they serialise on the store's
-        # write lock anyway, and a pool of threads would only fight over it (and starve)
-        self.scoring_pool = ThreadPoolExecutor(1, thread_name_prefix="rangectl-scoring")
+        self.refusals = RefusalLog(self)
+        # serve calls close(); should a process end without it, the open summaries are still written
+        atexit.register(_close_at_exit, weakref.ref(self.refusals))
+        # scored submissions run on one thread, in batches of one transaction each (group commit):
+        # they serialise on the store's write lock anyway, and each batch costs one fsync
+        self.scoring = ScoringQueue(self)
         self._board: tuple[float, int, Board] | None = None
+        self._room_cache: dict[str, tuple[float, str]] = {}  # lang -> (monotonic time, the room's page)
         self._ctx: tuple[float, actions.Context] | None = None
         self._ctx_refreshing = threading.Event()
         self._opened_cache: dict[int, set[str]] = {}
+        # (team, objective) -> (the context it holds for, refusal, attempts left): an objective the
+        # team solved or has no attempts left for refuses every later answer; those are summarised
+        # like rate-limited ones instead of each becoming an event with its answer
+        self._final: dict[tuple[int, str], tuple[int, str, int | None]] = {}
         self._board_lock = threading.Lock()
 
     # -- context ------------------------------------------------------------------------------
@@ -178,6 +205,20 @@ class TeamService:
 
     def team_for(self, token: str | None) -> int | None:
         return self.verifier.team_for(token)
+
+    def over_budget(self, team: int) -> float:
+        """Take one request from the team's whole-API budget: 0 = go, else seconds to wait."""
+        return self.budget.take(team, "")
+
+    def close(self) -> None:
+        """Write the refusal summaries still open (serve calls this when it stops)."""
+        self.scoring.close()
+        self.refusals.close()
+
+    def record_anchor(self) -> dict[str, Any] | None:
+        """The latest checkpoint of the record (seq, full head hash, time), as teams see it."""
+        cp = last_checkpoint(self.state.db_path.with_suffix(".checkpoints"))
+        return None if cp is None else {"seq": cp.seq, "head": cp.hash, "ts": round(cp.ts, 3)}
 
     # -- what a team may see ----------------------------------------------------------------
     def _team_events(self, ctx: actions.Context, team: int) -> tuple[list[Any], list[Any]]:
@@ -224,10 +265,15 @@ class TeamService:
         res = tb.detail.get(obj.id)
         taken = hints_taken.get(obj.id, 0)
         max_attempts = ctx.policy.max_attempts
+        values = ctx.plan.team(tb.team).values  # the team's own {var:NAME} values in its texts
+
+        def text(t: Any) -> Any:
+            return substitute_all(localize(t, lang), values)
+
         view: dict[str, Any] = {
             "id": obj.id,
-            "title": localize(obj.title, lang) or obj.id,
-            "prompt": localize(obj.prompt, lang),
+            "title": text(obj.title) or obj.id,
+            "prompt": text(obj.prompt),
             "category": obj.category,
             "kind": obj.kind,
             "points": obj.points,
@@ -238,7 +284,7 @@ class TeamService:
                     "index": i,
                     "cost": h.cost,
                     "taken": i < taken,
-                    **({"text": localize(h.text, lang)} if i < taken else {}),
+                    **({"text": text(h.text)} if i < taken else {}),
                 }
                 for i, h in enumerate(obj.hints)
             ],
@@ -256,7 +302,7 @@ class TeamService:
                 "due_drill_t": round(opened_t + obj.report.deadline, 2),
                 "filed": bool(res and res.solved),
                 "fields": [
-                    {"name": f.name, "prompt": localize(f.prompt, lang), "required": f.required}
+                    {"name": f.name, "prompt": text(f.prompt), "required": f.required}
                     for f in obj.report.fields
                 ],
             }
@@ -292,7 +338,7 @@ class TeamService:
             "range": self.state.name,
             "scenario": sc.name,
             "title": localize(sc.title, lang),
-            "briefing": localize(sc.briefing, lang),
+            "briefing": substitute_all(localize(sc.briefing, lang), ctx.plan.team(team).values),
             "level": sc.level,
             "duration_seconds": sc.duration,
             "drill": _drill(clock),
@@ -337,7 +383,7 @@ class TeamService:
 
     @staticmethod
     def refused_result(
-        team: int, objective_id: str, wait: float, seq: int
+        team: int, objective_id: str, wait: float, seq: int | None = None
     ) -> tuple[int, dict, dict[str, str]]:
         retry = RateLimiter.retry_after_header(wait)
         reason = _rate_reason(wait)
@@ -357,12 +403,16 @@ class TeamService:
         """The scoring module's ``submit``, as the trainer's CLI calls it (with actor team-K)."""
         try:
             res = actions.submit(self.state, team, objective_id, answer, actor=actor(team))
+        except (StoreBusy, StoreError, sqlite3.OperationalError):
+            raise busy() from None
         except NotFound:
             raise ApiError(404, "no such objective") from None
         except UsageError as exc:
             raise ApiError(422, _clean(exc.message)) from None
         except RangeError as exc:
             raise ApiError(409, _clean(exc.message)) from None
+        if res.refused is not None and (res.attempts_left == 0 or "already solved" in res.refused):
+            self._final[(team, res.objective)] = (id(self.ctx()), res.refused, res.attempts_left)
         body = {
             "team": team,
             "objective": res.objective,
@@ -378,25 +428,36 @@ class TeamService:
         }
         return (200 if res.accepted else 409), body, {}
 
+    def closed_result(
+        self, team: int, objective_id: str, answer: str
+    ) -> tuple[int, dict, dict[str, str]] | None:
+        """A (team, objective) already refused for good (solved, no attempts left): counted, 409, no event."""
+        hit = self._final.get((team, objective_id))
+        if hit is None or hit[0] != id(self.ctx()):  # a changed policy may give attempts back
+            return None
+        _, reason, left = hit
+        self.refusals.note(REFUSED_KIND, team, objective_id, answer, reason=reason)
+        body = {
+            "team": team,
+            "objective": objective_id,
+            "accepted": False,
+            "correct": False,
+            "attempt": None,
+            "attempts_left": left,
+            "refused": reason,
+            "points": 0.0,
+            "seq": None,
+            "message": f"refused: {reason}",
+        }
+        return 409, body, {}
+
     def submit(self, team: int, objective_id: str, answer: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         """Submit an answer (synchronous form; the API's async route uses precheck/refusals/scored)."""
         oid, wait = self.precheck(team, objective_id)
         if wait > 0:
-            ev = self._record_refused(self.ctx(), team, oid, answer, _rate_reason(wait))
-            return self.refused_result(team, oid, wait, ev.seq)
-        return self.scored(team, oid, answer)
-
-    def _record_refused(self, ctx: actions.Context, team: int, objective_id: str, answer: str, reason: str):
-        with ctx.store.transaction() as tx:
-            now = time.time()
-            clock = DrillClock.from_events(tx.events(kind=DRILL_KINDS))
-            return tx.append(
-                REFUSED_KIND,
-                _refused_data(objective_id, answer, reason, clock, now),
-                team=team,
-                actor=actor(team),
-                ts=now,
-            )
+            self.refusals.note(REFUSED_KIND, team, oid, answer)
+            return self.refused_result(team, oid, wait)
+        return self.closed_result(team, oid, answer) or self.scored(team, oid, answer)
 
     def hint(self, team: int, objective_id: str, lang: str) -> dict[str, Any]:
         ctx = self.ctx()
@@ -405,6 +466,8 @@ class TeamService:
             raise ApiError(409, f"objective '{obj.id}' has no hints")
         try:
             h = actions.take_hint_info(self.state, team, obj.id, lang=lang, actor=actor(team))
+        except (StoreBusy, StoreError, sqlite3.OperationalError):
+            raise busy() from None
         except NotFound:
             raise ApiError(404, "no such objective") from None
         except RangeError as exc:
@@ -421,7 +484,11 @@ class TeamService:
         }
 
     def report(self, team: int, objective_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """File a report from a JSON body: checked here, then handed to the same function as the CLI's."""
+        """File a report from a JSON body: checked here, then handed to the same function as the CLI's.
+
+        The fields are the JSON values as they came (no file, no YAML round trip):
+        text is stored exactly as sent, whatever its characters.
+        """
         ctx = self.ctx()
         obj = self._open_objective(ctx, team, objective_id)
         if obj.report is None:
@@ -439,18 +506,25 @@ class TeamService:
             raise ApiError(
                 422, f"required report field(s) missing: {', '.join(missing)}; report not accepted"
             )
-        with tempfile.TemporaryDirectory(prefix="rangectl-report-") as tmp:
-            path = Path(tmp) / "report-via-api.json"
-            path.write_text(json.dumps({"objective": obj.id, "fields": fields}, ensure_ascii=False))
-            try:
-                res = actions.report_incident(self.state, team, path, actor=actor(team))
-            except NotFound:
-                raise ApiError(404, "no such objective") from None
-            except UsageError as exc:
-                raise ApiError(422, _clean(exc.message, path)) from None
-            except RangeError as exc:
-                msg = _clean(exc.message, path)
-                raise ApiError(409 if msg.startswith("report not accepted") else 422, msg) from None
+        values: dict[str, Any] = {}
+        for k, v in fields.items():
+            if not (v is None or isinstance(v, str | bool | int | float)):
+                raise ApiError(422, f"report field '{k}' must be a single value (text, number, true/false)")
+            if isinstance(v, str) and not _utf8(v):
+                raise ApiError(422, f"report field '{k}' is not valid Unicode text")
+            values[k] = v
+        rep = actions.ParsedReport(obj.id, values, API_REPORT_FILE)
+        try:
+            res = actions.report_incident(self.state, team, rep, actor=actor(team))
+        except (StoreBusy, StoreError, sqlite3.OperationalError):
+            raise busy() from None
+        except NotFound:
+            raise ApiError(404, "no such objective") from None
+        except UsageError as exc:
+            raise ApiError(422, _clean(exc.message)) from None
+        except RangeError as exc:
+            msg = _clean(exc.message)
+            raise ApiError(409 if msg.startswith("report not accepted") else 422, msg) from None
         return {
             "team": team,
             "objective": res.objective,
@@ -489,6 +563,7 @@ class TeamService:
             "hints": tb.hints,
             "availability": {"up": tb.availability_up, "total": tb.availability_total},
             "adjustments": round(tb.adjustments, 2),
+            "record": self.record_anchor(),
             "objectives": [
                 {
                     "id": o.id,
@@ -519,6 +594,31 @@ class TeamService:
             )
             self._board = (now, last, b)
             return b
+
+    def room(self, lang: str | None = None) -> str:
+        """The room's scoreboard page (rangectl/access/room.py); 404 when the board is hidden."""
+        if self.settings.hide_board:
+            raise ApiError(404, "not found")
+        from rangectl.access.room import render_room
+
+        lang = lang or self.settings.lang
+        now = time.monotonic()
+        cached = self._room_cache.get(lang)
+        if cached is not None and now - cached[0] < self.settings.board_cache_seconds:
+            return cached[1]  # a projector, or a flood of requests, costs one render a second
+        ctx = self.ctx()
+        sc = ctx.scenario
+        clock = DrillClock.from_events(self.reader.events(DRILL_KINDS))
+        page = render_room(
+            self.board_cached(ctx),
+            title=localize(sc.title, lang),
+            objectives=len(sc.objectives),
+            drill=_drill(clock),
+            duration=sc.duration,
+            lang=lang,
+        )
+        self._room_cache[lang] = (now, page)
+        return page
 
     def board(self) -> dict[str, Any]:
         if self.settings.hide_board:
@@ -553,88 +653,224 @@ def _rate_reason(wait: float) -> str:
     return f"{RATE_LIMITED}: try again in {RateLimiter.retry_after_header(wait)} s"
 
 
-def _refused_data(
-    objective_id: str, answer: str, reason: str, clock: DrillClock, now: float
-) -> dict[str, Any]:
-    return {
-        "objective": objective_id,
-        "answer": answer,
-        "drill_t": clock.drill_t(now),
-        "correct": False,
-        "attempt": None,
-        "refused": reason,
-    }
+def _utf8(text: str) -> bool:
+    """Text the record can hold: no lone surrogates (JSON's "\\ud800" decodes to one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
-class RefusalWriter:
-    """Records rate-limited attempts for the event loop: one thread appends them in batches.
+API_REPORT_FILE = "report-via-api.json"  # the report event's ``file`` for reports sent to the API
 
-    A flood of refused attempts then costs one store transaction per batch
-    (not one per request) and ties up no request thread; each request still
-    waits until its own event is committed and answers with its seq.
+
+@dataclass
+class _Tally:
+    """What one team's refused attempts at one objective (or its over-budget requests) came to."""
+
+    window: int  # int(ts // REFUSAL_WINDOW)
+    count: int
+    first_ts: float
+    last_ts: float
+    samples: list[str]
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+class RefusalLog:
+    """Refused attempts, summarised: one event per team, objective and window.
+
+    ``note`` only counts, in memory (a flood costs no store transaction). A
+    thread writes every tally whose window has ended, all in one transaction,
+    within a few seconds of the window's end; ``close`` writes the open ones
+    too. Memory is bounded by teams x (answer objectives + 1): a tally key is
+    an open answer objective (checked before any count) or the budget.
+    A summary that cannot be written (busy store) is kept and tried again.
     """
 
-    MAX_BATCH = 256
+    def __init__(self, service: TeamService, window: float = REFUSAL_WINDOW):
+        self.service = service
+        self.window = float(window)
+        self._open: dict[tuple[str, int, str | None], _Tally] = {}
+        self._closed: list[tuple[tuple[str, int, str | None], _Tally]] = []
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _ensure(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                if (self._thread is None or not self._thread.is_alive()) and not self._stop.is_set():
+                    self._thread = threading.Thread(target=self._run, name="rangectl-refusals", daemon=True)
+                    self._thread.start()
+
+    def note(
+        self,
+        kind: str,
+        team: int,
+        objective: str | None,
+        sample: str,
+        now: float | None = None,
+        reason: str = RATE_LIMITED,
+    ) -> None:
+        """Count one refused attempt (``kind``: REFUSED_KIND or THROTTLED_KIND)."""
+        now = time.time() if now is None else now
+        win = int(now // self.window)
+        key = (kind, team, objective)
+        with self._lock:
+            t = self._open.get(key)
+            if t is not None and t.window != win:
+                self._closed.append((key, t))
+                t = None
+            if t is None:
+                t = self._open[key] = _Tally(win, 0, now, now, [])
+            t.count += 1
+            t.reasons[reason] = t.reasons.get(reason, 0) + 1
+            t.last_ts = max(t.last_ts, now)
+            if len(t.samples) < REFUSAL_SAMPLES:
+                t.samples.append(sample.encode("utf-8", "replace")[:SAMPLE_BYTES].decode("utf-8", "ignore"))
+        self._ensure()
+
+    def pending(self) -> int:
+        """Attempts counted and not yet written."""
+        with self._lock:
+            return sum(t.count for t in self._open.values()) + sum(t.count for _, t in self._closed)
+
+    def flush(self, everything: bool = False, now: float | None = None) -> int:
+        """Write the ended windows' tallies (all of them with ``everything``); returns events written."""
+        now = time.time() if now is None else now
+        win = int(now // self.window)
+        with self._write_lock:
+            with self._lock:
+                items = self._closed
+                self._closed = []
+                for key, t in list(self._open.items()):
+                    if everything or t.window < win:
+                        items.append((key, t))
+                        del self._open[key]
+            if not items:
+                return 0
+            try:
+                self._write(items)
+            except Exception:
+                with self._lock:  # keep them for the next try
+                    self._closed = items + self._closed
+                raise
+            return len(items)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.flush(everything=True)
+
+    def _run(self) -> None:
+        pause = min(5.0, self.window / 4)
+        while not self._stop.wait(pause):
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - a busy store: the tallies are kept for the next pass
+                continue
+
+    def _write(self, items: list[tuple[tuple[str, int, str | None], _Tally]]) -> None:
+        for attempt in (1, 2):
+            ctx = self.service.ctx(fresh=attempt == 2)
+            try:
+                with ctx.store.transaction() as tx:
+                    clock = DrillClock.from_events(tx.events(kind=DRILL_KINDS))
+                    for (kind, team, objective), t in sorted(items, key=lambda it: it[1].first_ts):
+                        # ts: when written (the record's times only move forward); the window is in data
+                        tx.append(
+                            kind,
+                            _summary(kind, objective, t, clock, self.window),
+                            team=team,
+                            actor=actor(team),
+                        )
+                return
+            except sqlite3.ProgrammingError:  # the scoring module replaced (closed) its store: once more
+                if attempt == 2:
+                    raise
+
+
+class ScoringQueue:
+    """Scores answers for the event loop on one thread, with group commit.
+
+    Everything queued when the thread comes round (up to MAX_BATCH) is scored
+    inside one store transaction, each answer by the scoring module's
+    ``submit`` in its own savepoint, and committed at once: one fsync with
+    ``synchronous=FULL`` for the whole batch. Only then is each request
+    answered, so an answer a team was told was recorded survives a power cut.
+    If the commit fails, every request of the batch gets the 503 (none was
+    recorded).
+    """
+
+    MAX_BATCH = 64
 
     def __init__(self, service: TeamService):
         self.service = service
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.batches = 0  # transactions committed (for benches and tests)
 
     def _ensure(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             with self._lock:
                 if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(target=self._run, name="rangectl-refusals", daemon=True)
+                    self._thread = threading.Thread(target=self._run, name="rangectl-scoring", daemon=True)
                     self._thread.start()
 
-    async def record(self, team: int, objective_id: str, answer: str, wait: float) -> int:
-        """Record a rate-limited attempt; returns its seq once committed."""
+    async def submit(self, team: int, objective_id: str, answer: str) -> tuple[int, dict, dict[str, str]]:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._q.put(((team, objective_id, answer, _rate_reason(wait)), loop, fut))
+        self._q.put(((team, objective_id, answer), loop, fut))
         self._ensure()
         return await fut
 
+    def close(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join(timeout=30)
+
     def _run(self) -> None:
         while True:
-            batch = [self._q.get()]
+            first = self._q.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
             while len(batch) < self.MAX_BATCH:
                 try:
-                    batch.append(self._q.get_nowait())
+                    item = self._q.get_nowait()
                 except queue.Empty:
                     break
-            try:
-                seqs = self._write([item for item, _, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                for _, loop, fut in batch:
-                    loop.call_soon_threadsafe(_settle, fut, None, exc)
-                continue
-            for (_, loop, fut), seq in zip(batch, seqs, strict=True):
-                loop.call_soon_threadsafe(_settle, fut, seq, None)
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._score(batch)
+            if stop:
+                return
 
-    def _write(self, items: list[tuple[int, str, str, str]]) -> list[int]:
-        for attempt in (1, 2):
-            ctx = self.service.ctx(fresh=attempt == 2)
-            try:
-                with ctx.store.transaction() as tx:
-                    now = time.time()
-                    clock = DrillClock.from_events(tx.events(kind=DRILL_KINDS))
-                    return [
-                        tx.append(
-                            REFUSED_KIND,
-                            _refused_data(oid, ans, reason, clock, now),
-                            team=team,
-                            actor=actor(team),
-                            ts=now,
-                        ).seq
-                        for team, oid, ans, reason in items
-                    ]
-            except sqlite3.ProgrammingError:  # the scoring module replaced (closed) its store: once more
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+    def _score(self, batch: list) -> None:
+        results: list[tuple[Any, BaseException | None]] = []
+        try:
+            # the store the scoring module's submit will use (the service's cached context may hold one
+            # it has since replaced and closed); should they still differ, that submit is a 503, no deadlock
+            store = actions.context(self.service.state).store
+            with store.transaction():  # the batch's one commit
+                for (team, oid, answer), _, _ in batch:
+                    try:
+                        results.append((self.service.scored(team, oid, answer), None))
+                    except Exception as exc:  # noqa: BLE001 - this request's error, the others go on
+                        results.append((None, exc))
+            self.batches += 1
+        except Exception as exc:  # noqa: BLE001 - the commit failed: nothing of the batch is recorded
+            err: BaseException = busy() if isinstance(exc, StoreBusy | StoreError | sqlite3.Error) else exc
+            results = [(None, err)] * len(batch)
+        for (_, loop, fut), (value, exc) in zip(batch, results, strict=True):
+            loop.call_soon_threadsafe(_settle, fut, value, exc)
 
 
 def _settle(fut: asyncio.Future, value: Any, exc: BaseException | None) -> None:
@@ -644,3 +880,28 @@ def _settle(fut: asyncio.Future, value: Any, exc: BaseException | None) -> None:
         fut.set_exception(exc)
     else:
         fut.set_result(value)
+
+
+def _close_at_exit(ref: weakref.ref) -> None:
+    log = ref()
+    if log is not None:
+        try:
+            log.close()
+        except Exception:  # noqa: BLE001 - the process is ending; nothing else can be done
+            pass
+
+
+def _summary(kind: str, objective: str | None, t: _Tally, clock: DrillClock, window: float) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "count": t.count,
+        "first_ts": t.first_ts,
+        "last_ts": t.last_ts,
+        "window_s": window,
+        "drill_t": clock.drill_t(t.first_ts),
+        "last_drill_t": clock.drill_t(t.last_ts),
+        "samples": list(t.samples),
+    }
+    if kind == REFUSED_KIND:
+        top = max(t.reasons.items(), key=lambda kv: kv[1])[0] if t.reasons else RATE_LIMITED
+        data.update(objective=objective, correct=False, attempt=None, refused=top, reasons=dict(t.reasons))
+    return data

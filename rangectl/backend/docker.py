@@ -24,7 +24,7 @@ from docker.errors import APIError, NotFound
 from rangectl import labels as L
 from rangectl.errors import EnvironmentProblem, RangeError
 from rangectl.errors import NotFound as RangeNotFound
-from rangectl.plan import NodePlan, Plan, TeamPlan
+from rangectl.plan import PROBE_ROLE, NetworkPlan, NodePlan, Plan, TeamPlan
 from rangectl.scenario.model import Scenario
 
 Progress = Callable[[str, str], None]  # (phase, item) -> None
@@ -32,12 +32,25 @@ Progress = Callable[[str, str], None]  # (phase, item) -> None
 WORKERS = 8
 
 
+#: Separates the parts of a resource name. Range names (``[a-z0-9-]``), network and node
+#: names (``[a-z0-9_-]``) never contain it, so ``rc-<range>.t<team>.<name>`` reads back one
+#: way only: no two (range, team, name) triples share a name (docs/ranges.md).
+SEP = "."
+
+
+def _resource_name(range_name: str, team: int, name: str) -> str:
+    for part in (range_name, name):
+        if not part or SEP in part or "/" in part:
+            raise ValueError(f"'{part}' cannot be part of a range resource name")
+    return f"rc-{range_name}{SEP}t{int(team)}{SEP}{name}"
+
+
 def net_name(range_name: str, team: int, net: str) -> str:
-    return f"rc-{range_name}-t{team}-{net}"
+    return _resource_name(range_name, team, net)
 
 
 def container_name(range_name: str, team: int, node: str) -> str:
-    return f"rc-{range_name}-t{team}-{node}"
+    return _resource_name(range_name, team, node)
 
 
 def bridge_name(range_name: str, team: int, net: str) -> str:
@@ -86,6 +99,33 @@ def remove_bridge_rules(range_name: str | None) -> int:
     return removed
 
 
+def foreign_network(info: dict[str, Any], range_name: str, team: int, net: NetworkPlan) -> str | None:
+    """Why a Docker network (``networks()``/``inspect_network`` data) is not team ``team``'s
+    network ``net.name`` of range ``range_name``; None when it is (labels, subnet, --internal)."""
+    lab = info.get("Labels") or {}
+    want = {L.MANAGED: "1", L.RANGE: range_name, L.TEAM: str(team), L.NETWORK: net.name}
+    wrong = [k for k, v in want.items() if lab.get(k) != v]
+    if wrong:
+        owner = lab.get(L.RANGE)
+        if lab.get(L.MANAGED) != "1" or owner is None:
+            return "is not a rangectl network (no range labels)"
+        return (
+            f"belongs to range '{owner}' team {lab.get(L.TEAM)} network '{lab.get(L.NETWORK)}' "
+            f"(labels {', '.join(sorted(wrong))} differ)"
+        )
+    subnets = [c.get("Subnet") for c in (info.get("IPAM") or {}).get("Config") or [] if c.get("Subnet")]
+    if subnets != [str(net.subnet)]:
+        return f"has subnet {', '.join(subnets) or 'none'}, not the planned {net.subnet}"
+    if not info.get("Internal"):
+        return "is not --internal"
+    return None
+
+
+def team_nodes(team: TeamPlan) -> list[NodePlan]:
+    """The containers of one team: the scenario's nodes, then rangectl's probe (if planned)."""
+    return [*team.nodes, *([team.probe] if team.probe is not None else [])]
+
+
 def range_filter(range_name: str | None) -> dict[str, Any]:
     if range_name is None:
         return {"label": [f"{L.MANAGED}=1"]}
@@ -108,11 +148,15 @@ class DockerBackend:
 
     # -- checks before touching anything ------------------------------------------
     def check_subnets(self, range_name: str, plan: Plan) -> None:
-        """Refuse planned subnets that clash with a Docker network not of this range."""
-        ours = {net_name(range_name, t.team, n.name) for t in plan.teams for n in t.networks}
+        """Refuse planned subnets that clash with a Docker network not of this range.
+
+        A network counts as this range's own (to be adopted, so not a clash) only when its
+        name is the planned one *and* its labels say this range, team and network."""
+        ours = {net_name(range_name, t.team, n.name): (t.team, n) for t in plan.teams for n in t.networks}
         existing: list[tuple[str, IPv4Network]] = []
         for net in self.api.networks():
-            if net["Name"] in ours:
+            mine = ours.get(net["Name"])
+            if mine is not None and foreign_network(net, range_name, mine[0], mine[1]) is None:
                 continue
             for cfg in (net.get("IPAM") or {}).get("Config") or []:
                 sub = cfg.get("Subnet")
@@ -128,19 +172,33 @@ class DockerBackend:
                         )
 
     def check_names_free(self, range_name: str, plan: Plan) -> None:
-        """A container name taken by something that is not this range's is a clash."""
+        """A container or network name taken by something that is not this range's is a clash."""
         for t in plan.teams:
-            for n in t.nodes:
+            for n in team_nodes(t):
                 name = container_name(range_name, t.team, n.name)
                 try:
                     info = self.api.inspect_container(name)
                 except NotFound:
                     continue
                 lab = info["Config"].get("Labels") or {}
-                if lab.get(L.RANGE) != range_name:
+                want = {L.MANAGED: "1", L.RANGE: range_name, L.TEAM: str(t.team), L.NODE: n.name}
+                if any(lab.get(k) != v for k, v in want.items()):
                     raise RangeError(
-                        f"a container named '{name}' exists and is not part of range '{range_name}'",
+                        f"a container named '{name}' exists and is not node '{n.name}' of team {t.team} "
+                        f"of range '{range_name}'",
                         fix="pick another --name or remove that container",
+                    )
+            for net in t.networks:
+                name = net_name(range_name, t.team, net.name)
+                try:
+                    info = self.api.inspect_network(name)
+                except NotFound:
+                    continue
+                why = foreign_network(info, range_name, t.team, net)
+                if why is not None:
+                    raise RangeError(
+                        f"Docker network '{name}' exists but {why}: range '{range_name}' will not use it",
+                        fix="remove that network (`docker network rm`) or pick another --name",
                     )
 
     # -- up ---------------------------------------------------------------------
@@ -178,11 +236,11 @@ class DockerBackend:
         jobs = []
         with ThreadPoolExecutor(WORKERS) as pool:
             for t in plan.teams:
-                for node in t.nodes:
-                    spec = scenario.nodes[node.name]
+                for node in team_nodes(t):
+                    env = scenario.nodes[node.name].env if node.role != PROBE_ROLE else {}
                     jobs.append(
                         pool.submit(
-                            self._ensure_container, range_name, t, node, spec.env, images[node.image], nets, base_labels, res
+                            self._ensure_container, range_name, t, node, env, images[node.image], nets, base_labels, res
                         )
                     )
             errors = []
@@ -194,6 +252,10 @@ class DockerBackend:
                     errors.append(exc)
             if errors:
                 raise errors[0]
+        # each probe's neighbours, once every container (and so every MAC) exists
+        with ThreadPoolExecutor(WORKERS) as pool:
+            for fut in [pool.submit(self.pin_probe_neighbours, range_name, t) for t in plan.teams if t.probe]:
+                fut.result()
         res.seconds = time.monotonic() - t0
         return res
 
@@ -202,11 +264,19 @@ class DockerBackend:
         bridge = bridge_name(range_name, team.team, n.name)
         try:
             info = self.api.inspect_network(name)
+        except NotFound:
+            info = None
+        if info is not None:
+            # adopt only what this range made: labels, subnet and --internal must all say so
+            why = foreign_network(info, range_name, team.team, n)
+            if why is not None:
+                raise RangeError(
+                    f"Docker network '{name}' exists but {why}: range '{range_name}' will not use it",
+                    fix="remove that network (`docker network rm`) or pick another --name",
+                )
             allow_bridged(range_name, bridge)
             res.kept.append(name)
             return (team.team, n.name), info["Id"], name
-        except NotFound:
-            pass
         ipam = docker.types.IPAMConfig(
             pool_configs=[docker.types.IPAMPool(subnet=str(n.subnet), gateway=str(n.bridge))]
         )
@@ -261,16 +331,33 @@ class DockerBackend:
 
         items = list(node.interfaces.items())
         first_net, first_ip = items[0]
-        host_config = self.api.create_host_config(
-            cap_add=node.capabilities or None,
-            sysctls=self._sysctls(node),
-            pids_limit=1024,
-            init=False,
-        )
+        probe = node.role == PROBE_ROLE
+        extra: dict[str, Any] = {}
+        if probe:
+            # rangectl's probe vantage: an idle process nobody logs in to. Probes enter its
+            # network namespace from the controller (setns), so it needs no capability,
+            # no writable root, no shell, no service (docs/scoring.md "Probe vantage").
+            host_config = self.api.create_host_config(
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges:true"],
+                read_only=True,
+                pids_limit=8,
+                mem_limit="32m",
+                init=False,
+            )
+            extra = {"entrypoint": ["sleep", "infinity"], "command": [], "user": "65534:65534"}
+        else:
+            host_config = self.api.create_host_config(
+                cap_add=node.capabilities or None,
+                sysctls=self._sysctls(node),
+                pids_limit=1024,
+                init=False,
+            )
+        aliases = [] if probe else [node.name]
         netcfg = self.api.create_networking_config(
             {
                 net_name(range_name, team.team, first_net): self.api.create_endpoint_config(
-                    ipv4_address=str(first_ip), aliases=[node.name]
+                    ipv4_address=str(first_ip), aliases=aliases or None
                 )
             }
         )
@@ -294,6 +381,7 @@ class DockerBackend:
                 host_config=host_config,
                 networking_config=netcfg,
                 detach=True,
+                **extra,
             )
         except docker.errors.ImageNotFound:
             raise EnvironmentProblem(f"image {image} is not built", fix="run `rangectl images build`") from None
@@ -306,7 +394,7 @@ class DockerBackend:
         res.created_containers.append(name)
         for net, ip in items[1:]:
             self.api.connect_container_to_network(
-                cid, nets[(team.team, net)], ipv4_address=str(ip), aliases=[node.name]
+                cid, nets[(team.team, net)], ipv4_address=str(ip), aliases=aliases or None
             )
         self.api.start(cid)
         self._configure(cid, node)
@@ -337,6 +425,47 @@ class DockerBackend:
         )
         if r.returncode != 0 and node.gateway is not None:
             raise RangeError(f"cannot set the default route of {node.name}: {r.stderr.strip()}")
+
+    def pin_probe_neighbours(self, range_name: str, team: TeamPlan) -> dict[str, str]:
+        """Fix the probe's ARP entries (``nud permanent``) for its gateway and every node it
+        shares a network with, blue nodes aside, so a workstation on the same segment cannot
+        answer ARP for them. Returns {address: MAC} pinned. Run at every ``up`` (containers
+        re-created by it get new MACs)."""
+        probe = team.probe
+        if probe is None:
+            return {}
+        want = {}  # address -> network name
+        for n in team.nodes:
+            if n.role == "blue":
+                continue
+            for net, ip in n.interfaces.items():
+                if net in probe.interfaces:
+                    want[str(ip)] = net
+        macs: dict[str, str] = {}
+        for net in probe.interfaces:
+            info = self.api.inspect_network(net_name(range_name, team.team, net))
+            for c in (info.get("Containers") or {}).values():
+                addr = (c.get("IPv4Address") or "").split("/")[0]
+                if want.get(addr) == net and c.get("MacAddress"):
+                    macs[addr] = c["MacAddress"]
+        if not macs:
+            return {}
+        from rangectl.netns import addresses
+
+        pid = self.pid(container_name(range_name, team.team, probe.name))
+        ns = f"/proc/{pid}/ns/net"
+        dev_of = {str(a.interface.ip): a.ifname for a in addresses(ns)}
+        lines = [
+            f"neigh replace {addr} lladdr {mac} dev {dev_of[str(probe.interfaces[want[addr]])]} nud permanent"
+            for addr, mac in sorted(macs.items())
+        ]
+        r = subprocess.run(
+            ["nsenter", f"--net={ns}", "--", "ip", "-batch", "-"],
+            input="\n".join(lines) + "\n", capture_output=True, text=True, check=False,
+        )
+        if r.returncode != 0:
+            raise RangeError(f"cannot pin the ARP entries of team {team.team}'s probe: {r.stderr.strip()}")
+        return macs
 
     def pid(self, cid: str) -> int:
         for _ in range(50):
@@ -380,14 +509,20 @@ class DockerBackend:
     def exec(
         self, range_name: str, node: str, team: int, argv: list[str], timeout: float | None = None
     ) -> tuple[int, str]:
-        """Run ``argv`` in a running node and return (exit code, stdout+stderr)."""
+        """Run ``argv`` in a running node and return (exit code, stdout+stderr).
+
+        ``timeout`` (default :data:`rangectl.backend.execs.DEFAULT_TIMEOUT`) is an absolute
+        deadline enforced here, not in the node: at the deadline the exec's processes are
+        killed from the host and the code is 124 (:func:`rangectl.backend.execs.run_exec`).
+        """
         c = self.find_running(range_name, node, team)
-        if timeout is not None:
-            argv = ["timeout", str(max(1, int(timeout))), *argv]
-        res = self.api.exec_create(c["Id"], argv, stdout=True, stderr=True)
-        out = self.api.exec_start(res["Id"])
-        code = self.api.exec_inspect(res["Id"]).get("ExitCode")
-        return (code if code is not None else 1), out.decode(errors="replace")
+        return self.exec_container(c["Id"], argv, timeout)
+
+    def exec_container(self, cid: str, argv: list[str], timeout: float | None = None) -> tuple[int, str]:
+        """:meth:`exec` by container id (the same deadline)."""
+        from rangectl.backend.execs import run_exec
+
+        return run_exec(self.api, cid, argv, timeout)
 
     def ranges(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

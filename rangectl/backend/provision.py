@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -24,9 +25,10 @@ from typing import Any
 import yaml as pyyaml  # ansible ships PyYAML
 
 from rangectl.backend.docker import container_name
-from rangectl.errors import EnvironmentProblem, RangeError
+from rangectl.errors import EnvironmentProblem, RangeError, ScenarioError
 from rangectl.plan import Plan
 from rangectl.scenario.model import Scenario
+from rangectl.scenario.trust import reserved_var, scan_playbooks
 from rangectl.scenario.validate import resolve_path
 
 EventNote = Callable[[str, str, str], None]  # (kind, host, text)
@@ -41,6 +43,7 @@ class ProvisionResult:
     failures: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     artifacts: str = ""
+    log: str = ""  # the raw Ansible output (artifacts/<id>/stdout)
 
 
 def host_name(team: int, node: str) -> str:
@@ -57,7 +60,13 @@ def build_inventory(range_name: str, scenario: Scenario, plan: Plan, scenario_fi
         for node in t.nodes:
             spec = scenario.nodes[node.name]
             h = host_name(t.team, node.name)
+            # The scenario's vars first, rangectl's own after, and no ansible_*/rangectl_* key
+            # of the scenario's at all: a node's `vars` can never change how (ansible_*: the
+            # connection, the container, the engine) or as which team (rangectl_*) the node
+            # is provisioned. Validation refuses those keys too; this holds if it is bypassed.
+            scenario_vars = {k: v for k, v in spec.vars.items() if not reserved_var(k)}
             hosts[h] = {
+                **scenario_vars,
                 "ansible_connection": "community.docker.docker_api",
                 "ansible_host": container_name(range_name, t.team, node.name),
                 "ansible_python_interpreter": "/usr/bin/python3",
@@ -72,7 +81,6 @@ def build_inventory(range_name: str, scenario: Scenario, plan: Plan, scenario_fi
                 "rangectl_node_addresses": {n.name: {k: str(v) for k, v in n.interfaces.items()} for n in t.nodes},
                 "rangectl_subnets": {n.name: str(n.subnet) for n in t.networks},
                 "rangectl_scenario": scenario.name,
-                **spec.vars,
             }
             for g in (node.role, f"team{t.team}", f"node_{node.name.replace('-', '_')}"):
                 groups.setdefault(g, {"hosts": {}})["hosts"][h] = None
@@ -101,6 +109,118 @@ def ansible_bin_dir() -> Path:
     raise EnvironmentProblem("ansible-playbook not found", fix="pip install ansible (scripts/setup.sh does it)")
 
 
+# -- run-time defence against host-side plays -------------------------------------------
+
+GUARD_HOSTS = ("localhost", "127.0.0.1", "::1")
+GUARD_CONNECTION = "rangectl_refuse"
+# Builtin lookups that read or run on the controller; shadowed by refusing ones.
+GUARDED_LOOKUPS = (
+    "pipe", "file", "fileglob", "lines", "env", "template", "password", "url", "csvfile", "ini",
+    "first_found", "unvault", "config", "subelements_file",
+)
+REFUSED = "rangectl refuses to run this on the trainer's host (review the playbook; --trust-playbooks allows it)"
+
+_CONNECTION_PLUGIN = '''# Written by rangectl: refuses every connection (the implicit local one included).
+from ansible.errors import AnsibleConnectionFailure
+from ansible.plugins.connection import ConnectionBase
+
+DOCUMENTATION = """
+name: {name}
+short_description: refused by rangectl
+description: [Refuses to run anything on the trainer's host.]
+author: rangectl
+"""
+
+
+class Connection(ConnectionBase):
+    transport = "{name}"
+    has_pipelining = True
+
+    def _connect(self):
+        raise AnsibleConnectionFailure({msg!r})
+
+    def exec_command(self, cmd, in_data=None, sudoable=True):
+        self._connect()
+
+    def put_file(self, in_path, out_path):
+        self._connect()
+
+    def fetch_file(self, in_path, out_path):
+        self._connect()
+
+    def close(self):
+        pass
+'''
+
+_LOOKUP_PLUGIN = '''# Written by rangectl: a controller-side lookup, refused.
+from ansible.errors import AnsibleError
+from ansible.plugins.lookup import LookupBase
+
+DOCUMENTATION = """
+name: {name}
+short_description: refused by rangectl
+description: [Refuses to read or run anything on the trainer's host.]
+author: rangectl
+"""
+
+
+class LookupModule(LookupBase):
+    def run(self, terms, variables=None, **kwargs):
+        raise AnsibleError({msg!r})
+'''
+
+
+def write_guard_plugins(folder: Path) -> dict[str, str]:
+    """Refusing plugins shadowing ``local`` and the controller-side lookups; the env to load them.
+
+    Short plugin names resolve through ``ansible.legacy``, where configured plugin folders
+    win over the builtins, so ``connection: local``, the implicit localhost and
+    ``lookup('pipe', ...)`` all land here. Fully qualified names (``ansible.builtin.local``)
+    are the static scan's job (:mod:`rangectl.scenario.trust`).
+    """
+    conn = folder / "connection"
+    look = folder / "lookup"
+    conn.mkdir(parents=True, exist_ok=True)
+    look.mkdir(parents=True, exist_ok=True)
+    for name in ("local", GUARD_CONNECTION):
+        (conn / f"{name}.py").write_text(_CONNECTION_PLUGIN.format(name=name, msg=REFUSED))
+    for name in GUARDED_LOOKUPS:
+        (look / f"{name}.py").write_text(_LOOKUP_PLUGIN.format(name=name, msg=REFUSED))
+    return {"ANSIBLE_CONNECTION_PLUGINS": str(conn), "ANSIBLE_LOOKUP_PLUGINS": str(look)}
+
+
+def guard_inventory(inventory: dict) -> None:
+    """Name the host explicitly, so no delegation falls back to Ansible's implicit local
+    connection: ``localhost``, ``127.0.0.1`` and ``::1`` reach a connection that refuses."""
+    hosts = inventory["all"]["hosts"]
+    for h in GUARD_HOSTS:
+        hosts[h] = {"ansible_connection": GUARD_CONNECTION, "rangectl_guard": True}
+    inventory["all"]["children"]["rangectl_host_guard"] = {"hosts": dict.fromkeys(GUARD_HOSTS)}
+
+
+# -- failures ------------------------------------------------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+
+
+def one_line(text: Any, limit: int = 240) -> str:
+    """A message for one terminal line: no ANSI escapes or control characters, whitespace folded."""
+    if isinstance(text, list | dict):
+        text = str(text)
+    text = _ANSI.sub("", str(text))
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _failure_message(res: dict[str, Any]) -> str:
+    msg = res.get("msg") or ""
+    err = res.get("stderr") or res.get("module_stderr") or ""
+    if msg and err and "non-zero return code" in str(msg):
+        msg = f"{msg}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
+    return one_line(msg or err or res.get("reason") or "failed")
+
+
 def provision(
     range_name: str,
     scenario: Scenario,
@@ -108,7 +228,19 @@ def provision(
     scenario_file: Path,
     note: EventNote | None = None,
     workdir: Path | None = None,
+    trust_playbooks: bool = False,
 ) -> ProvisionResult:
+    """Run the scenario's playbooks on a range's nodes.
+
+    Without ``trust_playbooks`` every playbook but rangectl's own access playbook is
+    scanned first (a host-side play raises ScenarioError and nothing runs), and the run
+    itself carries the run-time guards (:func:`write_guard_plugins`, :func:`guard_inventory`).
+    Ctrl-C (SIGINT) or SIGTERM while Ansible runs cancels it and raises KeyboardInterrupt.
+    A failure returns ``ok=False`` with one clean line per failed host and task;
+    ``result.log`` names the raw Ansible output.
+    """
+    import signal
+    import threading
     import time
 
     import ansible_runner
@@ -117,6 +249,18 @@ def provision(
     nhosts = sum(len(inventory["all"]["children"][g]["hosts"]) for _, g in plays) if plays else 0
     if not plays:
         return ProvisionResult(ok=True, hosts=0)
+    if not trust_playbooks:
+        from rangectl.scenario.validate import access_playbook
+
+        own = access_playbook()
+        problems = scan_playbooks([p for p, _ in plays if p != own], scenario_file)
+        if problems:
+            more = f" (+{len(problems) - 1} more; run rangectl validate)" if len(problems) > 1 else ""
+            raise ScenarioError(
+                f"{problems[0]}{more}",
+                fix="review the playbook; a trainer who accepts it passes --trust-playbooks",
+            )
+        guard_inventory(inventory)
     t0 = time.monotonic()
     tmp = Path(workdir or tempfile.mkdtemp(prefix="rangectl-ansible-"))
     (tmp / "project").mkdir(parents=True, exist_ok=True)
@@ -136,7 +280,11 @@ def provision(
         "ANSIBLE_INTERPRETER_PYTHON": "/usr/bin/python3",
         "ANSIBLE_LOCALHOST_WARNING": "False",
         "ANSIBLE_TIMEOUT": "60",
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_FORCE_COLOR": "False",
     }
+    if not trust_playbooks:
+        envvars.update(write_guard_plugins(tmp / "guard"))
     result = ProvisionResult(ok=False, hosts=nhosts, artifacts=str(tmp))
     task_names: dict[str, str] = {}
 
@@ -157,31 +305,48 @@ def provision(
                 note("ok", host, task)
         elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
             res = data.get("res") or {}
-            msg = res.get("msg") or res.get("stderr") or res.get("reason") or "failed"
-            if isinstance(msg, list | dict):
-                msg = str(msg)
-            result.failures.append({"host": host, "task": task, "message": " ".join(str(msg).split())[:300]})
+            result.failures.append({"host": one_line(host, 80), "task": one_line(task, 120), "message": _failure_message(res)})
             if note:
                 note("failed", host, task)
         return True
 
-    r = ansible_runner.run(
-        private_data_dir=str(tmp),
-        playbook="site.yml",
-        inventory=str(tmp / "inventory" / "hosts.yml"),
-        forks=max(nhosts, 1),
-        envvars=envvars,
-        quiet=True,
-        event_handler=on_event,
-        rotate_artifacts=1,
-    )
+    # Our own cancel: ansible-runner's default SIGINT handler turns Ctrl-C into a
+    # "canceled" run that looks like a failed playbook. Ours records it and we raise
+    # KeyboardInterrupt afterwards, so `up` reports an interrupt and rolls back.
+    interrupted: list[int] = []
+    restore: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            restore[sig] = signal.signal(sig, lambda signum, frame: interrupted.append(signum))
+    try:
+        r = ansible_runner.run(
+            private_data_dir=str(tmp),
+            playbook="site.yml",
+            inventory=str(tmp / "inventory" / "hosts.yml"),
+            forks=max(nhosts, 1),
+            envvars=envvars,
+            quiet=True,
+            event_handler=on_event,
+            cancel_callback=lambda: bool(interrupted),
+            rotate_artifacts=1,
+        )
+    finally:
+        for sig, handler in restore.items():
+            signal.signal(sig, handler)
     result.seconds = time.monotonic() - t0
+    artifact_dir = Path(getattr(r.config, "artifact_dir", "") or tmp)
+    result.log = str(artifact_dir / "stdout")
+    if interrupted or r.status == "canceled":
+        raise KeyboardInterrupt
     result.ok = r.rc == 0 and not result.failures
     if r.rc != 0 and not result.failures:
         out = ""
         try:
-            out = r.stdout.read()[-600:]
+            out = r.stdout.read()[-2000:]
         except Exception:  # noqa: BLE001 - best effort for the message
             pass
-        result.failures.append({"host": "-", "task": "ansible-playbook", "message": " ".join(out.split())[-300:]})
+        last = [ln for ln in (one_line(x) for x in out.splitlines()) if ln]
+        result.failures.append(
+            {"host": "-", "task": "ansible-playbook", "message": last[-1] if last else f"exit status {r.rc}"}
+        )
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -33,6 +34,10 @@ def _progress() -> Progress:
     )
 
 
+def _term_is_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def up(
     scenario: Path = typer.Argument(..., help="The scenario file."),
     teams: int = typer.Option(1, "--teams", "-t", min=1, max=64, help="Teams, each with its own isolated copy."),
@@ -40,6 +45,15 @@ def up(
     no_provision: bool = typer.Option(False, "--no-provision", help="Skip the Ansible playbooks."),
     keep_on_failure: bool = typer.Option(
         False, "--keep-on-failure", help="Keep a new range's containers when up fails or is interrupted (to debug)."
+    ),
+    trust_playbooks: bool = typer.Option(
+        False,
+        "--trust-playbooks",
+        help="Run the scenario's playbooks even if they act on this host (delegate_to: localhost, "
+        "connection: local, controller-side lookups). Only after reviewing them: see docs/security.md.",
+    ),
+    seed: str | None = typer.Option(
+        None, "--seed", help="Seed for the per-team variables (default: a fresh one, recorded with the range)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -50,7 +64,7 @@ def up(
     """
     from rangectl.scenario.validate import load_scenario
 
-    sc = load_scenario(scenario)
+    sc = load_scenario(scenario, check_playbooks=not no_provision and not trust_playbooks)
     range_name = name or sc.name
     existed = ranges.RangeState(ranges.check_range_name(range_name)).exists()
     with _progress() as prog:
@@ -76,8 +90,13 @@ def up(
             elif kind in ("ok", "failed"):
                 prog.update(t_ans, advance=1, item=f"{host}: {task}"[-60:])
 
+        # SIGTERM (a service manager, `timeout`) is an interrupt too: roll back, exit 130
+        old_term = signal.signal(signal.SIGTERM, _term_is_interrupt)
         try:
-            rep = ranges.up(scenario, teams, name, not no_provision, note, ansible_note, keep_on_failure)
+            rep = ranges.up(
+                scenario, teams, name, not no_provision, note, ansible_note, keep_on_failure,
+                trust_playbooks=trust_playbooks, seed=seed,
+            )
         except KeyboardInterrupt:
             prog.stop()
             if existed or keep_on_failure:
@@ -93,6 +112,8 @@ def up(
             else:
                 exc.message += " — the new range was rolled back (--keep-on-failure keeps it to debug)"
             raise
+        finally:
+            signal.signal(signal.SIGTERM, old_term)
         prog.update(t_img, total=1, completed=1, item="ready")
         prog.update(t_ans, total=1, completed=1, item="done" if rep.provision else "skipped")
     if json_out:

@@ -102,13 +102,17 @@ def plan_cmd(
     teams: int = typer.Option(
         1, "--teams", "-t", min=1, max=64, help="Number of teams, each with its own copy of the range."
     ),
+    seed: str | None = typer.Option(
+        None, "--seed", help="Seed for the per-team variables (default: the scenario's name; `up` records its own)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:
-    """Show the concrete deployment: per team, each network's subnet and each node's addresses."""
+    """Show the concrete deployment: per team, each network's subnet and each node's addresses,
+    and the team's values of the scenario's per-team variables (trainer side: never shown to teams)."""
     from rangectl.plan import plan
 
     sc = load_scenario(scenario)
-    p = plan(sc, teams)
+    p = plan(sc, teams, seed)
     if json_out:
         print(json.dumps(p.as_dict(), indent=2))
         return
@@ -128,6 +132,10 @@ def plan_cmd(
                 str(n.gateway or "-"),
             )
         console.print(table)
+        if t.values:
+            console.print(
+                "  variables: " + ", ".join(f"{k}={v}" for k, v in sorted(t.values.items())), highlight=False
+            )
         console.print(
             "  networks: " + ", ".join(f"{n.name}={n.subnet} (bridge {n.bridge})" for n in t.networks),
             highlight=False,

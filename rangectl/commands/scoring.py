@@ -118,6 +118,8 @@ def board_table(b, scenario, policy) -> Table:
     """The scoreboard as a rich table, best team first."""
     from rich import box
 
+    from rangectl.scoring.engine import describe_flag
+
     cats = list(dict.fromkeys(c for t in b.teams for c in t.categories))
     table = Table(
         title=f"{scenario.name} · {b.status} at {b.drill_t / 60:.1f} min · policy {b.policy} · {b.events} events",
@@ -138,6 +140,9 @@ def board_table(b, scenario, policy) -> Table:
     table.add_column("TTC", justify="right")
     if scenario.availability:
         table.add_column("up", justify="right")
+    flagged = any(t.flags for t in b.teams)
+    if flagged:
+        table.add_column("flags", justify="right", style="red")
     for t in b.ranked():
         row = [str(t.rank), str(t.team), f"{t.total:.1f}", *[f"{t.categories.get(c, 0.0):.0f}" for c in cats]]
         row += [f"{t.solved}/{len(scenario.objectives)}", str(t.hints)]
@@ -148,10 +153,23 @@ def board_table(b, scenario, policy) -> Table:
         if scenario.availability:
             up = f"{100 * t.availability_up / t.availability_total:.0f}%" if t.availability_total else "-"
             row.append(up)
+        if flagged:
+            row.append(str(len(t.flags)) if t.flags else "")
         table.add_row(*row)
     table.caption = "TTD/TTC: drill minutes from inject to first detection/containment"
+    if flagged:
+        table.caption += "; flags: " + "; ".join(
+            f"team {t.team} {describe_flag(f)}" for t in b.ranked() for f in t.flags
+        )
     table.caption_justify = "left"
     return table
+
+
+def anchor_line(anchor) -> str:
+    """The board's footer: the record's latest checkpoint, full hash (keep it: `verify --expect-head`)."""
+    if anchor is None:
+        return "record: no checkpoint yet"
+    return f"record checkpoint: event {anchor.seq}, head {anchor.hash}"
 
 
 def board(
@@ -176,12 +194,24 @@ def board(
     def compute():
         return compute_board(ctx.scenario, ctx.plan, ctx.policy, events)
 
+    def table(b):
+        from rich.console import Group
+        from rich.text import Text
+
+        foot = Text(anchor_line(ctx.store.last_checkpoint()), overflow="fold")
+        return Group(board_table(b, ctx.scenario, ctx.policy), foot)
+
+    def as_json(b) -> dict:
+        cp = ctx.store.last_checkpoint()
+        return {**b.as_dict(), "checkpoint": cp.as_dict() if cp is not None else None}
+
     if not watch:
         b = compute()
         if json_out:
-            print(json.dumps(b.as_dict(), indent=2))
+            print(json.dumps(as_json(b), indent=2))
         else:
             console.print(board_table(b, ctx.scenario, ctx.policy))
+            console.print(anchor_line(ctx.store.last_checkpoint()), soft_wrap=True)
         return
 
     def pull() -> bool:
@@ -191,38 +221,64 @@ def board(
 
     try:
         if json_out:
-            print(json.dumps(compute().as_dict()), flush=True)
+            print(json.dumps(as_json(compute())), flush=True)
             while True:
                 time.sleep(interval)
                 if pull():
-                    print(json.dumps(compute().as_dict()), flush=True)
+                    print(json.dumps(as_json(compute())), flush=True)
         from rich.live import Live
 
-        with Live(
-            board_table(compute(), ctx.scenario, ctx.policy), console=console, refresh_per_second=4
-        ) as live:
+        with Live(table(compute()), console=console, refresh_per_second=4) as live:
             while True:
                 time.sleep(interval)
                 if pull():
-                    live.update(board_table(compute(), ctx.scenario, ctx.policy))
+                    live.update(table(compute()))
     except KeyboardInterrupt:
         return
 
 
-def verify(range_name: str = RANGE) -> None:
-    """Check the range's event log: every event's hash and its link to the one before.
+def verify(
+    range_name: str = RANGE,
+    expect_head: str = typer.Option(
+        None,
+        "--expect-head",
+        metavar="HASH",
+        help="A head hash written down earlier (the full 64 hex digits): it must still be in the record.",
+    ),
+) -> None:
+    """Check the range's event log: every event's hash, its link to the one before, and the anchors.
 
-    Exit 0 "log intact: N events"; exit 1 naming the first event that does not check out.
+    The anchors are the checkpoints beside the database (the head at every drill
+    milestone: a record cut short or rewritten before one fails) and, with
+    --expect-head, a head kept somewhere else. Exit 0 "log intact"; exit 1
+    naming what does not check out.
     """
     from rangectl.drill.store import EventStore
 
+    if expect_head is not None:
+        expect_head = expect_head.strip().lower()
     st = RangeState.open(range_name)
-    res = EventStore(st.db_path).verify()
+    store = EventStore(st.db_path)
+    try:
+        res = store.verify(expect_head=expect_head)
+    finally:
+        store.close()
     if not res.ok:
-        raise RangeError(
-            f"log broken at event {res.first_bad_seq}: {res.reason} ({res.count} events before it check out)"
+        where = f"at event {res.first_bad_seq}: " if res.first_bad_seq is not None else ": "
+        raise RangeError(f"log broken {where}{res.reason} ({res.count} events check out)")
+    say = lambda text, **kw: console.print(text, soft_wrap=True, **kw)  # noqa: E731 - hashes unbroken
+    say(f"log intact: {res.count} events, head {res.head_hash}")
+    if res.anchor is not None:
+        say(
+            f"checkpoints: {res.checkpoints} checked; the latest anchors event {res.anchor.seq} "
+            f"({res.count - res.anchor.seq} events after it, covered by the chain only)"
         )
-    console.print(f"log intact: {res.count} events (head {res.head_hash[:16]})")
+    else:
+        say(f"checkpoints: none ({store.checkpoint_path.name} is missing): only the chain was checked", style="yellow")
+    if res.expect_seq is not None:
+        say(f"expected head: event {res.expect_seq} ({res.count - res.expect_seq} events after it)")
+    elif expect_head is not None:  # the empty record's head
+        say("expected head: the empty record")
 
 
 def report(

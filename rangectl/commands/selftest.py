@@ -43,6 +43,9 @@ def selftest(
     ),
     live: bool = typer.Option(None, "--live/--no-live", help="Live scoreboard while the drill runs (default: on a terminal)."),
     lang: str = typer.Option(None, "--lang", help="Language of texts: en, vi [$RANGECTL_LANG or en]."),
+    trust_playbooks: bool = typer.Option(
+        False, "--trust-playbooks", help="Run playbooks that act on this host (see docs/security.md)."
+    ),
 ) -> None:
     """Bring each scenario up for two teams, run the drill fast, play the reference solution for
     team 1 and nothing for team 2; check injects, traffic, scores and the record; tear down.
@@ -82,7 +85,7 @@ def selftest(
         try:
             with live_view:
                 r = run_selftest(
-                    path, time_scale=time_scale, report_dir=out, lang=lang, note=note,
+                    path, time_scale=time_scale, report_dir=out, lang=lang, note=note, trust_playbooks=trust_playbooks,
                     on_drill=lambda st, current=current: current.update(state=st),
                 )
         except KeyboardInterrupt:

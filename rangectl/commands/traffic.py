@@ -228,7 +228,11 @@ def _deliver_message(state: Any, inj: Any, teams: list[int], json_out: bool) -> 
 
     store = EventStore(state.db_path)
     drill_t = clock_from_events(list(store.events(kind="drill.*"))).drill_t()
-    seqs = [record_message(store, inj, k, drill_t, actor="trainer", manual=True).seq for k in teams]
+    plan = state.plan()
+    seqs = [
+        record_message(store, inj, k, drill_t, actor="trainer", manual=True, values=plan.team(k).values).seq
+        for k in teams
+    ]
     if json_out:
         print(json.dumps({"inject": inj.id, "teams": teams, "event_seqs": seqs, "drill_t": drill_t}))
         return

@@ -6,7 +6,10 @@ contains/absent), ``dns`` (answer or NXDOMAIN from a node's resolver),
 ``file`` (a path in a node contains text), ``command`` (exit status of a
 command in a node). Availability probes use the same primitives.
 
-Every probe has a timeout; a slow or hung probe counts as a failure.
+Every probe has a timeout, and it is an absolute deadline for the whole probe
+(connect, send and every read together), not a limit per read: a target that
+answers a byte at a time or floods replies with the wrong id gets no more
+time than a silent one. A slow or hung probe counts as a failure.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rangectl.plan import TeamPlan
+from rangectl.plan import PROBE, TeamPlan, probe_host
 from rangectl.scenario.model import Answer, Availability, Check, Scenario
 
 DEFAULT_TIMEOUT = 3.0
@@ -35,13 +38,27 @@ class CheckResult:
         return {"passed": self.passed, "detail": self.detail, "seconds": round(self.seconds, 4)}
 
 
+class VantageRefused(Exception):
+    """A probe asked to run from a node trainees control (docs/scoring.md, "Probe vantage")."""
+
+
 class Vantage:
-    """How a probe reaches a node of one team: its netns path and its container."""
+    """How a probe reaches a node of one team: its netns path and its container.
+
+    Probes run from :data:`rangectl.plan.PROBE` (rangectl's hidden probe node) or from a
+    scenario node trainees do not control; :meth:`netns` refuses a blue node even if a
+    scenario that validation would refuse got this far."""
 
     def __init__(self, team: TeamPlan, netns_of: Callable[[str], str], exec_in: Callable[[str, list[str], float], tuple[int, str]]):
         self.team = team
         self.netns_of = netns_of
         self.exec_in = exec_in
+
+    def netns(self, node: str) -> str:
+        """The network namespace a probe ``from`` node runs in."""
+        if node != PROBE and any(n.name == node and n.role == "blue" for n in self.team.nodes):
+            raise VantageRefused(f"refused to probe from '{node}': trainees control it; probes run from '{PROBE}'")
+        return self.netns_of(node)
 
 
 # --- socket primitives (run inside a netns) -------------------------------------
@@ -53,10 +70,24 @@ def _in_ns(netns_path: str, fn: Callable[..., Any], *args: Any) -> Any:
     return run_in_netns(netns_path, fn, *args)
 
 
+def _deadline(timeout: float) -> float:
+    """The monotonic time at which a probe of ``timeout`` seconds is over, whatever it is doing."""
+    return time.monotonic() + max(0.0, float(timeout))
+
+
+def _left(deadline: float) -> float:
+    """Seconds left before ``deadline``; TimeoutError once it has passed (every wait is bounded by it)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("probe deadline passed")
+    return left
+
+
 def tcp_connect(ip: str, port: int, timeout: float) -> tuple[bool, str]:
+    deadline = _deadline(timeout)
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(timeout)
     try:
+        s.settimeout(_left(deadline))
         s.connect((ip, port))
         return True, f"tcp {ip}:{port} open"
     except ConnectionRefusedError:
@@ -71,11 +102,13 @@ def tcp_connect(ip: str, port: int, timeout: float) -> tuple[bool, str]:
 
 def udp_probe(ip: str, port: int, timeout: float, payload: bytes = b"rangectl-probe\n") -> tuple[bool, str]:
     """Reachable when anything answers; an ICMP port-unreachable or silence is not."""
+    deadline = _deadline(timeout)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(timeout)
     try:
+        s.settimeout(_left(deadline))
         s.connect((ip, port))
         s.send(payload)
+        s.settimeout(_left(deadline))
         s.recv(2048)
         return True, f"udp {ip}:{port} answered"
     except ConnectionRefusedError:
@@ -98,24 +131,25 @@ def _icmp_checksum(data: bytes) -> int:
 
 
 def icmp_ping(ip: str, timeout: float) -> tuple[bool, str]:
+    deadline = _deadline(timeout)
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    s.settimeout(timeout)
     ident = os.getpid() & 0xFFFF
     seq = int(time.monotonic() * 1000) & 0xFFFF
     body = b"rangectl"
     header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
     packet = struct.pack("!BBHHH", 8, 0, _icmp_checksum(header + body), ident, seq) + body
-    deadline = time.monotonic() + timeout
     try:
+        s.settimeout(_left(deadline))
         s.sendto(packet, (ip, 0))
-        while time.monotonic() < deadline:
-            s.settimeout(max(0.01, deadline - time.monotonic()))
+        while True:  # other ICMP arriving meanwhile is skipped, within the same deadline
+            s.settimeout(_left(deadline))
             data, addr = s.recvfrom(2048)
             ihl = (data[0] & 0x0F) * 4
+            if len(data) < ihl + 8:
+                continue
             typ, _code, _ck, rid, rseq = struct.unpack("!BBHHH", data[ihl : ihl + 8])
             if addr[0] == ip and typ == 0 and rid == ident and rseq == seq:
                 return True, f"icmp {ip} echo reply"
-        return False, f"icmp {ip} no reply"
     except TimeoutError:
         return False, f"icmp {ip} no reply"
     except OSError as exc:
@@ -124,20 +158,25 @@ def icmp_ping(ip: str, timeout: float) -> tuple[bool, str]:
         s.close()
 
 
+HTTP_MAX = 65536 + 8192  # bytes read of an answer (head and the first 64 KiB of body)
+
+
 def http_get(ip: str, port: int, path: str, timeout: float) -> tuple[int | None, str, str]:
-    """(status or None, body (first 64 KiB), detail)."""
+    """(status or None, body (first 64 KiB), detail). ``timeout`` bounds the whole exchange:
+    a server that answers slowly (a byte at a time) gets no more than that."""
+    deadline = _deadline(timeout)
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    deadline = time.monotonic() + timeout
     try:
+        s.settimeout(_left(deadline))
         s.connect((ip, port))
         req = f"GET {path} HTTP/1.0\r\nHost: {ip}\r\nUser-Agent: rangectl-check\r\nConnection: close\r\n\r\n"
+        s.settimeout(_left(deadline))
         s.sendall(req.encode())
         chunks = []
         size = 0
-        while size < 65536 + 8192:
-            s.settimeout(max(0.01, deadline - time.monotonic()))
-            data = s.recv(8192)
+        while size < HTTP_MAX:
+            s.settimeout(_left(deadline))
+            data = s.recv(min(8192, HTTP_MAX - size))
             if not data:
                 break
             chunks.append(data)
@@ -157,20 +196,23 @@ def http_get(ip: str, port: int, path: str, timeout: float) -> tuple[int | None,
 
 
 def dns_query(server: str, name: str, qtype: str, timeout: float) -> tuple[str | None, list[str], str]:
-    """(rcode name or None on no answer, answers as text, detail)."""
+    """(rcode name or None on no answer, answers as text, detail). ``timeout`` bounds the whole
+    query: replies with another id (a flood of them) are skipped without extending it."""
     from scapy.layers.dns import DNS, DNSQR
 
+    deadline = _deadline(timeout)
     qid = int.from_bytes(os.urandom(2), "big")
     pkt = bytes(DNS(id=qid, rd=1, qd=DNSQR(qname=name, qtype=qtype)))
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(timeout)
     try:
+        s.settimeout(_left(deadline))
         s.connect((server, 53))
         s.send(pkt)
-        deadline = time.monotonic() + timeout
         while True:
-            s.settimeout(max(0.01, deadline - time.monotonic()))
+            s.settimeout(_left(deadline))
             data = s.recv(4096)
+            if len(data) < 12 or int.from_bytes(data[:2], "big") != qid:
+                continue  # not ours: cheap to skip, no parsing
             resp = DNS(data)
             if resp.id == qid:
                 break
@@ -200,7 +242,7 @@ def dns_query(server: str, name: str, qtype: str, timeout: float) -> tuple[str |
 
 def _flow(v: Vantage, src: str, dst: str, proto: str, port: int | None, timeout: float) -> tuple[bool, str]:
     ip = str(v.team.ip_of(dst))
-    ns = v.netns_of(src)
+    ns = v.netns(src)
     if proto == "tcp":
         return _in_ns(ns, tcp_connect, ip, port, timeout)
     if proto == "udp":
@@ -209,11 +251,12 @@ def _flow(v: Vantage, src: str, dst: str, proto: str, port: int | None, timeout:
 
 
 def control_vantage(scenario: Scenario, exclude: set[str]) -> str | None:
-    """A node that should still reach a blocked service: the first blue node."""
-    for name in scenario.nodes_with_role("blue"):
-        if name not in exclude:
-            return name
-    return None
+    """The default vantage (``blocked``'s control, availability's ``from``): rangectl's probe,
+    which stands where the first blue node stands; None when the scenario has no blue node
+    (so no probe) or the probe is excluded."""
+    if probe_host(scenario) is None or PROBE in exclude:
+        return None
+    return PROBE
 
 
 def run_check(scenario: Scenario, check: Check, v: Vantage, timeout: float = DEFAULT_TIMEOUT) -> CheckResult:
@@ -242,7 +285,7 @@ def _run_check(scenario: Scenario, check: Check, v: Vantage, timeout: float) -> 
         return CheckResult(True, f"blocked: {detail}")
     if kind == "http":
         ip = str(v.team.ip_of(spec.to))
-        status, body, detail = _in_ns(v.netns_of(spec.from_), http_get, ip, spec.port, spec.path, timeout)
+        status, body, detail = _in_ns(v.netns(spec.from_), http_get, ip, spec.port, spec.path, timeout)
         if status != spec.status:
             return CheckResult(False, f"{detail} (want {spec.status})")
         if spec.contains is not None and spec.contains not in body:
@@ -252,7 +295,7 @@ def _run_check(scenario: Scenario, check: Check, v: Vantage, timeout: float) -> 
         return CheckResult(True, detail)
     if kind == "dns":
         server = str(v.team.ip_of(spec.server))
-        rcode, answers, detail = _in_ns(v.netns_of(spec.from_), dns_query, server, spec.name, spec.type, timeout)
+        rcode, answers, detail = _in_ns(v.netns(spec.from_), dns_query, server, spec.name, spec.type, timeout)
         if spec.nxdomain:
             return CheckResult(rcode == "NXDOMAIN" or (rcode == "NOERROR" and not answers), detail)
         if rcode != "NOERROR" or not answers:
@@ -286,17 +329,39 @@ def dns_answer_matches(expect: str | Answer, answer: str, team: TeamPlan) -> boo
     return check_answer(expect, answer, team)
 
 
+def availability_vantage(scenario: Scenario, av: Availability) -> str:
+    """The node an availability probe runs from: its ``from``, else rangectl's probe; a scenario
+    with no blue node (so no probe, and no trainee workstation) probes from another node."""
+    return av.from_ or control_vantage(scenario, {av.node}) or next(iter(n for n in scenario.nodes if n != av.node))
+
+
+def content_verdict(av: Availability, status: int | None, body: Any, detail: str) -> tuple[bool, str]:
+    """Is an HTTP answer 'up' for ``av``: its status (any below 500 unless ``status`` lists
+    them), and its body holding ``contains`` and not ``absent`` (a defaced page is down)."""
+    if status is None:
+        return False, detail
+    if av.status is not None and status not in av.status:
+        return False, f"{detail}: status {status}, expected {', '.join(map(str, av.status))}"
+    if av.status is None and status >= 500:
+        return False, detail
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
+    if av.contains is not None and av.contains not in text:
+        return False, f"{detail}: the page lacks {av.contains!r}"
+    if av.absent is not None and av.absent in text:
+        return False, f"{detail}: the page shows {av.absent!r}"
+    return True, detail
+
+
 def availability_probe(scenario: Scenario, av: Availability, v: Vantage) -> CheckResult:
     """One availability round for one team: is the service up from the probe's vantage?"""
     t0 = time.monotonic()
     svc = next(s for s in scenario.nodes[av.node].services if s.name == av.service)
     probe = av.probe or ("http" if av.service in ("http", "https") else "udp" if svc.proto == "udp" else "tcp")
-    src = av.from_ or control_vantage(scenario, {av.node}) or next(iter(n for n in scenario.nodes if n != av.node))
     ip = str(v.team.ip_of(av.node))
-    ns = v.netns_of(src)
+    ns = v.netns(availability_vantage(scenario, av))
     if probe == "http":
-        status, _body, detail = _in_ns(ns, http_get, ip, svc.port, av.path, av.timeout)
-        ok = status is not None and status < 500
+        status, body, detail = _in_ns(ns, http_get, ip, svc.port, av.path, av.timeout)
+        ok, detail = content_verdict(av, status, body, detail)
     elif probe == "udp":
         ok, detail = _in_ns(ns, udp_probe, ip, svc.port, av.timeout)
     else:

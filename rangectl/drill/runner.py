@@ -2,6 +2,9 @@
 
 Everything it knows comes from the range's event store, so it is crash-safe:
 kill it at any moment, start it again, and it carries on from the record.
+Each pass reads only what is new, of the kinds it acts on (RUNNER_KINDS): a
+team's flood of submissions is never read. When it stops it checkpoints the
+record's head outside the database (the store does so at every milestone).
 
 * The drill clock: ``drill.start`` fixes the wall time of t=0 and the time
   scale; ``drill.pause``/``drill.resume`` stop and restart it. Drill time is
@@ -16,13 +19,16 @@ kill it at any moment, start it again, and it carries on from the record.
 * Check objectives are probed every ``check.every`` after their inject fired,
   until they pass once. Availability rounds run every ``every`` for all teams
   concurrently; round ``r`` covers drill time ``[r*every, (r+1)*every)`` and
-  is recorded once.
+  is recorded once. A round ends by its deadline (the probe's ``timeout``
+  plus ``ROUND_GRACE``): a team's probe with no result by then is recorded as
+  failed ("probe late") and never holds up the round, other teams or the runner.
 * The drill finishes when every inject is done for every team and the
   scenario's ``duration`` (or the last inject, when none is set) has passed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -33,8 +39,16 @@ from typing import Any
 from rangectl.drill.store import EventStore
 from rangectl.plan import Plan
 from rangectl.scenario.model import Inject, Scenario
+from rangectl.scoring.engine import HoldTracker
 
 TICK = 0.1  # wall seconds between scheduler passes
+ROUND_GRACE = 2.0  # seconds an availability round waits beyond the probe's own timeout
+
+
+def round_deadline(av: Any) -> float:
+    """Seconds an availability round may take: the probe's timeout plus a grace for finding the
+    vantage; a probe with no result by then counts as failed."""
+    return float(av.timeout) + ROUND_GRACE
 
 
 @dataclass
@@ -120,24 +134,34 @@ class Progress:
     fired_at: dict[tuple[str, int], float] = field(default_factory=dict)  # drill_t of inject start
 
 
-def progress_from_events(events: list[Any]) -> Progress:
-    p = Progress()
-    for ev in events:
+    def apply(self, ev: Any) -> None:
+        """Take one more event into account (events come in seq order)."""
         d = ev.data
         if ev.kind == "inject.start":
             key = (d["inject"], ev.team)
-            p.started.setdefault(key, ev.seq)
-            p.fired_at.setdefault(key, float(d.get("drill_t", 0.0)))
+            self.started.setdefault(key, ev.seq)
+            self.fired_at.setdefault(key, float(d.get("drill_t", 0.0)))
         elif ev.kind == "inject.done" and not d.get("manual"):
             # a trainer's `rangectl inject` (manual) is extra: the timeline's run still happens
-            p.done.setdefault((d["inject"], ev.team), d)
+            self.done.setdefault((d["inject"], ev.team), d)
         elif ev.kind == "check":
             key = (d["objective"], ev.team)
-            p.last_check[key] = float(d.get("drill_t", 0.0))
+            self.last_check[key] = float(d.get("drill_t", 0.0))
             if d.get("passed"):
-                p.passed.add(key)
+                self.passed.add(key)
         elif ev.kind == "availability":
-            p.rounds.add((int(d["index"]), int(d["round"])))
+            self.rounds.add((int(d["index"]), int(d["round"])))
+
+
+# what the runner reads of the record: the clock and its own progress, never the teams' traffic
+CLOCK_KINDS = ("drill.start", "drill.pause", "drill.resume", "drill.stop", "drill.finish")
+RUNNER_KINDS = (*CLOCK_KINDS, "inject.start", "inject.done", "check", "availability", "check.revoked")
+
+
+def progress_from_events(events: list[Any]) -> Progress:
+    p = Progress()
+    for ev in events:
+        p.apply(ev)
     return p
 
 
@@ -167,14 +191,17 @@ class DrillRunner:
         self.run_check_fn = run_check
         self.run_avail_fn = run_availability
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="drill")
-        self.probe_pool = ThreadPoolExecutor(max(4, len(plan.teams)), thread_name_prefix="probe")
+        # (availability index, team) -> that team's latest probe: a probe still running is never
+        # started again, so a team whose probes hang holds at most one thread per availability
+        self._probing: dict[tuple[int, int], Future] = {}
         self.inflight: dict[tuple[str, Any], Future] = {}
         self.lock = threading.Lock()
         self.on_tick = on_tick
         self.dues = due_times(scenario)
         self.end = end_time(scenario)
         self.teams = [t.team for t in plan.teams]
-        self.events: list[Any] = []
+        self.clock_events: list[Any] = []  # drill.* only: the clock is rebuilt from these (a handful)
+        self.read_events = 0  # events read from the record so far (RUNNER_KINDS only)
         self._after_seq = 0
         self.clock = ClockState()
         self.progress = Progress()
@@ -183,15 +210,60 @@ class DrillRunner:
         self.local_done: set[tuple[str, int]] = set()
         self.local_rounds: set[tuple[int, int]] = set()
         self.local_checked: dict[tuple[str, int], float] = {}
+        # containment that holds: read from the record in seq order, like the scoring engine
+        self.holds = HoldTracker(scenario)
+        self.revocations: set[tuple[int, str, int]] = set()  # (team, objective, seq of the failing check)
 
     # -- record ------------------------------------------------------------------
     def refresh(self) -> None:
-        new = list(self.store.events(after_seq=self._after_seq))
-        if new:
-            self.events.extend(new)
-            self._after_seq = new[-1].seq
-        self.clock = clock_from_events(self.events)
-        self.progress = progress_from_events(self.events)
+        """Read what is new in the record (only RUNNER_KINDS, after the last seq read) and apply it.
+
+        Each pass costs the events added since the last one, of the kinds the runner
+        acts on: a team's flood of submissions (or anything else) is never read.
+        """
+        new = self.store.events(kind=RUNNER_KINDS, after_seq=self._after_seq)
+        if not new:
+            return
+        self._after_seq = new[-1].seq
+        self.read_events += len(new)
+        drill = [e for e in new if e.kind in CLOCK_KINDS]
+        if drill:
+            self.clock_events.extend(drill)
+            self.clock = clock_from_events(self.clock_events)
+        undone = []
+        for ev in new:
+            self.progress.apply(ev)
+            if ev.kind == "check.revoked":
+                self.revocations.add((ev.team, ev.data.get("objective"), ev.data.get("check_seq")))
+            elif ev.kind in ("check", "availability") and self._hold_counts(ev):
+                if self.holds.feed(ev.kind, ev.team, ev.data) == "revoked":
+                    undone.append(ev)
+        self._record_revocations(undone)
+
+    def _hold_counts(self, ev: Any) -> bool:
+        """Whether the hold tracker reads this event: availability always, a check once its
+        objective is open for the team (as the scoring engine does)."""
+        if ev.kind != "check":
+            return True
+        oid = ev.data.get("objective")
+        obj = next((o for o in self.scenario.objectives if o.id == oid), None)
+        return obj is not None and (obj.after is None or (obj.after, ev.team) in self.progress.started)
+
+    def _record_revocations(self, undone: list[Any]) -> None:
+        """A ``check.revoked`` per undone hold objective, once: re-reading the record after a
+        restart finds the ones already recorded and adds none."""
+        for ev in undone:
+            key = (ev.team, ev.data.get("objective"), ev.seq)
+            if key in self.revocations:
+                continue
+            self.store.append(
+                "check.revoked",
+                {"objective": ev.data.get("objective"), "check_seq": ev.seq,
+                 "detail": str(ev.data.get("detail", ""))[:200], "drill_t": ev.data.get("drill_t")},
+                team=ev.team,
+                actor="runner",
+            )
+            self.revocations.add(key)
 
     def start(self, time_scale: float = 1.0) -> None:
         """Record drill.start unless the record already has one (a restart carries on)."""
@@ -255,7 +327,8 @@ class DrillRunner:
                 continue
             for team in self.teams:
                 key = (obj.id, team)
-                if key in p.passed or self._busy(("check", key)):
+                # a passed check is done, unless it must hold: then it is probed to the end
+                if (key in p.passed and obj.check.hold is None) or self._busy(("check", key)):
                     continue
                 if key in self.local_checked and now_t - self.local_checked[key] < obj.check.every:
                     continue
@@ -288,8 +361,10 @@ class DrillRunner:
                 time.sleep(TICK)
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
-            self.probe_pool.shutdown(wait=True, cancel_futures=True)
             self.refresh()
+            # anchor the head outside the database when the runner stops, however it stops
+            with contextlib.suppress(Exception):
+                self.store.checkpoint()
 
     # -- work (in the pool) -------------------------------------------------------------
     def _do_inject(self, team: int, inj: Inject, resumed: bool) -> None:
@@ -326,10 +401,31 @@ class DrillRunner:
         self.local_checked[(obj.id, team)] = drill_t
 
     def _do_round(self, idx: int, av: Any, rnd: int, drill_t: float) -> None:
-        futs = {team: self.probe_pool.submit(self._probe_one, team, av) for team in self.teams}
+        """Probe every team at once; the round ends by its deadline whatever the probes do.
+
+        A probe with no result by then counts as failed (its detail says so) and is
+        left to finish on its own thread; the team's next round does not start another
+        probe while it still runs. So one team's hung probe never delays the round,
+        the other teams or the runner.
+        """
+        limit = round_deadline(av)
+        deadline = time.monotonic() + limit
+        futs: dict[int, Future | None] = {}
+        for team in self.teams:
+            prev = self._probing.get((idx, team))
+            if prev is not None and not prev.done():
+                futs[team] = None
+            else:
+                futs[team] = self._probing[(idx, team)] = self._spawn_probe(team, av)
         rows = []
         for team, fut in futs.items():
-            res = fut.result()
+            if fut is None:
+                res = {"passed": False, "detail": "probe late: the previous round's probe is still running"}
+            else:
+                try:
+                    res = fut.result(timeout=max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    res = {"passed": False, "detail": f"probe late: no result within the round's deadline of {limit:g}s"}
             rows.append((team, res))
         # one transaction for the whole round: a crash records all teams' results or none
         self.store.append_many(
@@ -345,6 +441,18 @@ class DrillRunner:
             ]
         )
         self.local_rounds.add((idx, rnd))
+
+    def _spawn_probe(self, team: int, av: Any) -> Future:
+        """Run one probe on its own daemon thread (a pool would let hung probes starve the others,
+        and joining it would hold up the runner's stop)."""
+        fut: Future = Future()
+
+        def run() -> None:
+            if fut.set_running_or_notify_cancel():
+                fut.set_result(self._probe_one(team, av))
+
+        threading.Thread(target=run, name=f"probe-t{team}", daemon=True).start()
+        return fut
 
     def _probe_one(self, team: int, av: Any) -> dict:
         try:

@@ -22,10 +22,21 @@ append at once and the chain stays linear. ``verify()`` recomputes every hash
 and names the first event that does not match.
 
 What the chain proves: no event was changed, removed or inserted in the
-middle since it was written. It cannot prove the newest events were not cut
-off, or that the whole file was not rewritten by someone who recomputed every
-hash; for that, write down ``verify().head_hash`` at the end of a drill (the
-after-action report prints it).
+middle since it was written. On its own it cannot prove the newest events
+were not cut off, or that the file was not rewritten by someone who
+recomputed every later hash. So the head is also anchored outside the
+database: whenever a transaction appends a *milestone* (``drill.*`` and
+``inject.done``) the new head (seq, full hash, time) is appended as one line
+to ``<db>.checkpoints`` beside the database (mode 0600, fsynced), and the
+trainer's board, ``verify`` and the team API show the latest one. ``verify()``
+then also checks that every checkpointed seq is still in the record with the
+same hash (truncation and consistent rewrites fail), and ``verify(expect_head=H)``
+that a head written down elsewhere is still in the chain.
+
+Durability: ``synchronous=FULL`` (the WAL is fsynced at every commit), so an
+event a caller was told is recorded survives a power cut. ``range.db`` and
+its ``-wal``/``-shm`` files are made 0600 on open (SQLite gives new WAL/SHM
+files the database file's mode).
 
 Event kinds (``data`` fields; ``drill_t`` is drill-clock seconds, supplied by
 whoever records the event):
@@ -49,6 +60,10 @@ whoever records the event):
 ``check``             objective, passed, detail, drill_t (the runner's probes)
 ``availability``      index, node, service, round, up, latency, detail, drill_t
 ``score``             points (+/-), reason, category (default "adjustments"), drill_t
+``submission.refused``  a summary of one team's refused attempts at one objective in one
+                      window (the team API): count, first_ts, last_ts, drill_t,
+                      last_drill_t, window_s, samples (<= 3, cut), refused, reasons
+``api.throttled``     a summary of one team's requests over its API budget in one window
 ====================  =================================================================
 """
 
@@ -56,6 +71,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -81,12 +97,22 @@ KINDS: dict[str, str] = {
     "inject.done": "an inject ended for a team, with its ground truth",
     "message": "a narrative inject shown to a team",
     "submission": "a team's answer to an objective",
+    "submission.flagged": "a suspicious submission: another team's answer, or implausibly fast",
     "hint": "a team took a hint",
     "report": "a team filed an incident report",
     "check": "a probe of a check objective",
     "availability": "one availability round for one team and service",
     "score": "an explicit score adjustment by the trainer",
+    "submission.refused": "refused attempts of a team at an objective, summarised per window",
+    "api.throttled": "a team's requests over its API budget, summarised per window",
 }
+
+# a transaction that appends one of these checkpoints the head outside the database
+MILESTONES = frozenset(
+    {"drill.start", "drill.pause", "drill.resume", "drill.stop", "drill.finish", "inject.done"}
+)
+CHECKPOINT_SUFFIX = ".checkpoints"
+_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*$")
 
@@ -165,6 +191,99 @@ class Event(NamedTuple):
         }
 
 
+class StoreBusy(RangeError):
+    """The store's write lock could not be had in time (another writer holds it). Retry later."""
+
+
+class StoreError(RangeError):
+    """The store could not commit (disk full, I/O error...)."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One anchored head: the chain's last event (seq, full hash) at wall time ``ts``."""
+
+    seq: int
+    hash: str
+    ts: float
+
+    def line(self) -> str:
+        return f"{self.seq} {self.hash} {self.ts:.6f}\n"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "head": self.hash, "ts": self.ts}
+
+
+def checkpoint_path(db_path: Path | str) -> Path:
+    """``range.db`` -> ``range.checkpoints`` (same folder)."""
+    return Path(db_path).with_suffix(CHECKPOINT_SUFFIX)
+
+
+def parse_checkpoint(text: str) -> Checkpoint | None:
+    parts = text.split()
+    if len(parts) != 3 or not parts[0].isdigit() or not _HASH_RE.match(parts[1]):
+        return None
+    try:
+        ts = float(parts[2])
+    except ValueError:
+        return None
+    return Checkpoint(int(parts[0]), parts[1], ts)
+
+
+def read_checkpoints(path: Path | str) -> list[Checkpoint]:
+    """Every checkpoint line of a file, in file order ([] when there is no file).
+
+    A line that is not ``SEQ HASH TS`` is a RangeError naming it (a file that
+    was tampered with does not check out either); an unterminated last line
+    (a crash mid-write) is ignored.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise RangeError(f"cannot read the checkpoints {path.name}: {exc.strerror or exc}") from None
+    lines = raw.split(b"\n")
+    out: list[Checkpoint] = []
+    for n, line in enumerate(lines[:-1], 1):  # lines[-1]: after the last newline (empty or torn)
+        cp = parse_checkpoint(line.decode("ascii", "replace"))
+        if cp is None:
+            raise RangeError(f"{path.name} line {n} is not 'SEQ HASH TIME': the checkpoint file was altered")
+        out.append(cp)
+    return out
+
+
+def last_checkpoint(path: Path | str) -> Checkpoint | None:
+    """The checkpoint with the highest seq (reads only the file's tail), or None."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - 8192))
+            tail = fh.read()
+    except OSError:
+        return None
+    lines = tail.split(b"\n")[1 if size > 8192 else 0 : -1]
+    best = None
+    for line in lines:
+        cp = parse_checkpoint(line.decode("ascii", "replace"))
+        if cp is not None and (best is None or cp.seq > best.seq):
+            best = cp
+    return best
+
+
+def write_checkpoint(path: Path | str, cp: Checkpoint) -> None:
+    """Append one line (O_APPEND, one write, fsync); the file is created 0600 and kept so."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, cp.line().encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class VerifyResult:
     ok: bool
@@ -172,6 +291,9 @@ class VerifyResult:
     first_bad_seq: int | None = None
     reason: str = ""
     head_hash: str = GENESIS  # hash of the last event that checked out
+    checkpoints: int = 0  # checkpoint lines checked against the record
+    anchor: Checkpoint | None = None  # the latest checkpoint (highest seq)
+    expect_seq: int | None = None  # where ``expect_head`` was found
 
     def __bool__(self) -> bool:
         return self.ok
@@ -211,6 +333,7 @@ class Transaction:
         self._conn = conn
         row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         self._seq, self._head = (row[0], row[1]) if row else (0, GENESIS)
+        self.milestone = False  # appended a MILESTONES kind: checkpoint the head after commit
 
     @property
     def last_seq(self) -> int:
@@ -243,7 +366,13 @@ class Transaction:
         )
         ev = Event(seq, ts, kind, team, actor, json.loads(text), self._head, hsh)
         self._seq, self._head = seq, hsh
+        if kind in MILESTONES:
+            self.milestone = True
         return ev
+
+    @property
+    def head(self) -> tuple[int, str]:
+        return self._seq, self._head
 
 
 def _select(
@@ -284,19 +413,29 @@ class EventStore:
 
     def __init__(self, db_path: Path | str):
         self.db_path = Path(db_path)
+        self.checkpoint_path = checkpoint_path(self.db_path)
         if not self.db_path.parent.is_dir():
             raise RangeError(f"cannot open the event store: folder {self.db_path.parent} does not exist")
         self._lock = threading.RLock()
+        self._stack: list[Transaction] = []  # open transaction, then its savepoints (under _lock)
+        # the record is the trainer's alone: 0600 before SQLite makes a WAL/SHM (they copy the mode)
+        try:
+            os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError:  # SQLite says what is wrong below
+            pass
+        _restrict(self.db_path)
         try:
             self._conn = sqlite3.connect(
                 self.db_path, timeout=30, isolation_level=None, check_same_thread=False
             )
             self._conn.execute("PRAGMA busy_timeout=30000")
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
+            # FULL: the WAL is fsynced at every commit, so an acknowledged event survives a power cut
+            self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
         except sqlite3.DatabaseError as exc:
             raise RangeError(f"cannot open the event store {self.db_path}: {exc}") from None
+        _restrict(self.db_path)
 
     # -- lifecycle ---------------------------------------------------------------
     def close(self) -> None:
@@ -312,22 +451,79 @@ class EventStore:
     # -- writing -----------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        """``with store.transaction() as tx:`` read and append atomically (other writers wait)."""
+        """``with store.transaction() as tx:`` read and append atomically (other writers wait).
+
+        Nested on the same thread (the same store), a transaction is a SAVEPOINT of
+        the open one: an error rolls back only its own appends, and nothing is
+        durable before the outermost commits. That is group commit: the team API
+        scores a batch of answers inside one transaction, so the batch costs one
+        fsync (``synchronous=FULL``) and every answer is acknowledged only after it.
+        """
         with self._lock:
+            if self._stack:
+                yield from self._nested()
+                return
+            held = _held()
+            if str(self.db_path) in held:  # another store object of this thread holds the write lock
+                raise StoreBusy("the event store is busy (this thread holds it through another handle)")
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                raise RangeError(f"event store {self.db_path} is busy: {exc}") from None
+                raise StoreBusy(f"the event store is busy ({exc}); try again") from None
+            held.add(str(self.db_path))
+            tx = Transaction(self._conn)
+            self._stack.append(tx)
             try:
-                yield Transaction(self._conn)
+                yield tx
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._stack.pop()
+                held.discard(str(self.db_path))
             try:
                 self._conn.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 self._conn.execute("ROLLBACK")
-                raise RangeError(f"event store {self.db_path}: commit failed: {exc}") from None
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise StoreBusy(f"the event store is busy ({exc}); try again") from None
+                raise StoreError(f"the event store could not commit: {exc}") from None
+            if tx.milestone:
+                seq, head = tx.head
+                try:
+                    write_checkpoint(self.checkpoint_path, Checkpoint(seq, head, round(time.time(), 6)))
+                except OSError:  # the events are committed; verify says when checkpoints are missing
+                    pass
+
+    def _nested(self) -> Iterator[Transaction]:
+        outer = self._stack[-1]
+        name = f"rangectl_sp{len(self._stack)}"
+        self._conn.execute(f"SAVEPOINT {name}")
+        tx = Transaction(self._conn)
+        self._stack.append(tx)
+        try:
+            yield tx
+        except BaseException:
+            self._conn.execute(f"ROLLBACK TO {name}")
+            self._conn.execute(f"RELEASE {name}")
+            raise
+        finally:
+            self._stack.pop()
+        self._conn.execute(f"RELEASE {name}")
+        outer._seq, outer._head = tx._seq, tx._head
+        outer.milestone = outer.milestone or tx.milestone
+
+    def checkpoint(self) -> Checkpoint:
+        """Anchor the current head outside the database now (e.g. when a drill is stopped)."""
+        with self._lock:
+            row = self._conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+            now = round(time.time(), 6)
+            cp = Checkpoint(int(row[0]), row[1], now) if row else Checkpoint(0, GENESIS, now)
+            write_checkpoint(self.checkpoint_path, cp)
+        return cp
+
+    def last_checkpoint(self) -> Checkpoint | None:
+        return last_checkpoint(self.checkpoint_path)
 
     def append(
         self,
@@ -391,8 +587,27 @@ class EventStore:
             return int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
     # -- checking ----------------------------------------------------------------
-    def verify(self) -> VerifyResult:
-        """Recompute the chain. ``first_bad_seq`` is the first event that is not what was written."""
+    def verify(self, expect_head: str | None = None, checkpoints: bool = True) -> VerifyResult:
+        """Recompute the chain, then hold it against the anchors outside the database.
+
+        ``first_bad_seq`` is the first event that is not what was written. With
+        ``checkpoints`` (the default) every line of the checkpoint file must name
+        an event of the record with that very hash: a record cut short or
+        rewritten (and re-hashed) before a checkpoint fails. ``expect_head`` (a
+        full 64-hex hash written down elsewhere) must be the hash of an event
+        in the record; ``expect_seq`` says which.
+        """
+        if expect_head is not None and not _HASH_RE.match(expect_head):
+            raise UsageError("an expected head is the full 64-character hex hash (verify prints it)")
+        try:
+            anchors = read_checkpoints(self.checkpoint_path) if checkpoints else []
+        except RangeError as exc:
+            return VerifyResult(False, 0, None, exc.message)
+        want: dict[int, list[Checkpoint]] = {}
+        for cp in anchors:
+            want.setdefault(cp.seq, []).append(cp)
+        anchor = max(anchors, key=lambda c: c.seq, default=None)
+        found: int | None = None
         with self._lock:
             cur = self._conn.execute(
                 "SELECT seq, ts, kind, team, actor, data, prev_hash, hash FROM events ORDER BY seq"
@@ -402,11 +617,84 @@ class EventStore:
             n = 0
             for seq, ts, kind, team, actor, data, prev_hash, hsh in cur:
                 bad = _check_row(expect, prev, seq, ts, kind, team, actor, data, prev_hash, hsh)
+                if not bad:
+                    for cp in want.get(seq, ()):
+                        if cp.hash != hsh:
+                            bad = (
+                                f"event {seq}'s hash {hsh} is not the {cp.hash} checkpointed at "
+                                f"{_when(cp.ts)}: the record was rewritten at or before event {seq}"
+                            )
+                            break
                 if bad:
                     cur.close()
-                    return VerifyResult(False, n, seq, bad, prev)
+                    return VerifyResult(False, n, seq, bad, prev, len(anchors), anchor, found)
+                if expect_head is not None and hsh == expect_head:
+                    found = seq
                 prev, expect, n = hsh, seq + 1, n + 1
-        return VerifyResult(True, n, None, "", prev)
+        zero = [cp for cp in anchors if cp.seq == 0 and cp.hash != GENESIS]
+        if zero:
+            return VerifyResult(
+                False,
+                n,
+                None,
+                "a checkpoint of the empty record has a hash",
+                prev,
+                len(anchors),
+                anchor,
+                found,
+            )
+        if anchor is not None and anchor.seq > n:
+            return VerifyResult(
+                False,
+                n,
+                n + 1,
+                f"the record ends at event {n} but event {anchor.seq} was checkpointed at "
+                f"{_when(anchor.ts)}: events {n + 1}..{anchor.seq} were cut off",
+                prev,
+                len(anchors),
+                anchor,
+                found,
+            )
+        if expect_head is not None and found is None and not (n == 0 and expect_head == GENESIS):
+            return VerifyResult(
+                False,
+                n,
+                None,
+                f"the expected head {expect_head} is not in the record (its {n} events were cut off "
+                "or rewritten)",
+                prev,
+                len(anchors),
+                anchor,
+                found,
+            )
+        return VerifyResult(True, n, None, "", prev, len(anchors), anchor, found)
+
+
+_local = threading.local()
+
+
+def _held() -> set[str]:
+    """Databases this thread holds the write lock of (an open outermost transaction)."""
+    held = getattr(_local, "held", None)
+    if held is None:
+        held = _local.held = set()
+    return held
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+def _restrict(db_path: Path) -> None:
+    """range.db and its -wal, -shm: owner only."""
+    for p in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
+        try:
+            if p.stat().st_mode & 0o077:
+                os.chmod(p, 0o600)
+        except FileNotFoundError:
+            pass
+        except PermissionError:  # another user's file: nothing to change here
+            pass
 
 
 def _check_row(

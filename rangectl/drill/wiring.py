@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from rangectl.backend.docker import DockerBackend
 from rangectl.drill.checks import Vantage, availability_probe, run_check
 from rangectl.drill.runner import DrillRunner
 from rangectl.drill.store import EventStore
-from rangectl.plan import Plan
+from rangectl.errors import NotFound as RangeNotFound
+from rangectl.plan import PROBE, Plan
 from rangectl.scenario.model import Inject, Scenario
+from rangectl.scenario.variables import substitute_all
 from rangectl.state import RangeState
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class RangeProbes:
-    """Per-team vantages onto a running range (netns paths and exec), from the Docker backend."""
+    """Per-team vantages onto a running range (netns paths and exec), from the Docker backend.
+
+    Network probes run in the team's probe node (:data:`rangectl.plan.PROBE`) unless the
+    scenario names another vantage that trainees do not control (docs/scoring.md)."""
 
     def __init__(self, state: RangeState, plan: Plan, backend: DockerBackend):
         self.state = state
@@ -25,12 +35,30 @@ class RangeProbes:
         rng = self.state.name
 
         def netns_of(node: str) -> str:
-            return f"/proc/{self.backend.running_pid(rng, node, team)}/ns/net"
+            try:
+                pid = self.backend.running_pid(rng, node, team)
+            except RangeNotFound:
+                if node != PROBE:
+                    raise
+                raise RangeNotFound(
+                    f"range '{rng}' has no probe node for team {team} (made before probes had their own node)",
+                    fix=f"run `rangectl up` for range '{rng}' again to add it",
+                ) from None
+            return f"/proc/{pid}/ns/net"
 
         def exec_in(node: str, argv: list[str], timeout: float) -> tuple[int, str]:
             return self.backend.exec(rng, node, team, argv, timeout=timeout)
 
         return Vantage(self.plan.team(team), netns_of, exec_in)
+
+
+def for_team(spec: M, values: Mapping[str, str]) -> M:
+    """A check's or availability probe's spec with the team's ``{var:NAME}`` values in its strings."""
+    if not values:
+        return spec
+    data = spec.model_dump(by_alias=True, exclude_unset=True)
+    filled = substitute_all(data, values)
+    return spec if filled == data else type(spec).model_validate(filled)
 
 
 def message_text(inj: Inject) -> dict[str, str]:
@@ -41,13 +69,20 @@ def message_text(inj: Inject) -> dict[str, str]:
 
 
 def record_message(
-    store: EventStore, inj: Inject, team: int, drill_t: float, actor: str = "runner", manual: bool = False
+    store: EventStore,
+    inj: Inject,
+    team: int,
+    drill_t: float,
+    actor: str = "runner",
+    manual: bool = False,
+    values: Mapping[str, str] | None = None,
 ):
-    """Deliver a message inject to one team: a `message` event with every language of its text."""
+    """Deliver a message inject to one team: a `message` event with every language of its text,
+    with the team's own ``{var:NAME}`` values in it."""
     data = {
         "inject": inj.id,
-        "title": inj.title if inj.title else inj.id,  # every language: readers pick theirs
-        "text": message_text(inj),
+        "title": substitute_all(inj.title if inj.title else inj.id, values or {}),  # every language
+        "text": substitute_all(message_text(inj), values or {}),
         "drill_t": drill_t,
     }
     if manual:
@@ -63,16 +98,17 @@ def build_runner(state: RangeState, backend: DockerBackend, on_tick=None) -> Dri
 
     def run_inject(team: int, inj: Inject, drill_t: float) -> dict[str, Any]:
         if inj.message is not None:
-            record_message(store, inj, team, drill_t)
+            record_message(store, inj, team, drill_t, values=plan.team(team).values)
             return {"message": True}
         from rangectl.inject import run_traffic_inject
 
         return run_traffic_inject(state, scenario, plan, backend, team, inj)
 
     def check(team: int, obj: Any) -> dict[str, Any]:
-        return run_check(scenario, obj.check, probes.vantage(team)).as_dict()
+        spec = for_team(obj.check, plan.team(team).values)
+        return run_check(scenario, spec, probes.vantage(team)).as_dict()
 
     def avail(team: int, av: Any) -> dict[str, Any]:
-        return availability_probe(scenario, av, probes.vantage(team)).as_dict()
+        return availability_probe(scenario, for_team(av, plan.team(team).values), probes.vantage(team)).as_dict()
 
     return DrillRunner(scenario, plan, store, run_inject, check, avail, on_tick=on_tick)

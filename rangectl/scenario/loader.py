@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from rangectl.scenario.model import Scenario
 
-MAX_BYTES = 1_000_000  # a scenario is a few KB; refuse anything this large
+MAX_BYTES = 1_000_000  # a scenario is a few KB; refuse anything this large (docs/scenario-format.md)
 MAX_NODES = 200_000  # YAML values after alias expansion
 
 
@@ -169,6 +171,58 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 MAX_FLOW_DEPTH = 64
 
 
+class TooLarge(ValueError):
+    """A file over the size cap (read_regular)."""
+
+
+def read_regular(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``.
+
+    Raises OSError (missing, unreadable), :class:`TooLarge`, or ValueError("is a FIFO")
+    for anything that is not a regular file. Never blocks on a FIFO and never reads an
+    endless device: stat first, open with O_NONBLOCK, check again on the open file,
+    and read at most ``max_bytes + 1`` bytes.
+    """
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"is {file_kind(st.st_mode)}")
+    if st.st_size > max_bytes:
+        raise TooLarge(f"file is {st.st_size:,} bytes")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # swapped between stat and open
+            raise ValueError(f"is {file_kind(st.st_mode)}")
+        chunks = []
+        left = max_bytes + 1
+        while left > 0:
+            b = os.read(fd, min(left, 65536))
+            if not b:
+                break
+            chunks.append(b)
+            left -= len(b)
+    finally:
+        os.close(fd)
+    raw = b"".join(chunks)
+    if len(raw) > max_bytes:
+        raise TooLarge(f"file is larger than {max_bytes:,} bytes")
+    return raw
+
+
+def file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+
 def read_small_yaml(path: Path, max_bytes: int, what: str, error: type[Exception]) -> Any:
     """Read a small YAML file (a policy, a report, a solution) keeping line marks.
 
@@ -184,11 +238,15 @@ def read_small_yaml(path: Path, max_bytes: int, what: str, error: type[Exception
         return exc
 
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, max_bytes)
+    except FileNotFoundError:
+        raise fail("file not found") from None
     except OSError as exc:
         raise fail(f"cannot read: {exc.strerror or exc}") from None
-    if len(raw) > max_bytes:
-        raise fail(f"{what} may be at most {max_bytes:,} bytes")
+    except TooLarge:
+        raise fail(f"{what} may be at most {max_bytes:,} bytes") from None
+    except ValueError as exc:
+        raise fail(f"{exc}; a {what} is a regular file") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -253,17 +311,18 @@ def load_file(path: Path | str) -> Loaded:
         loaded.problems.append(Problem(name, line, col, fpath, message))
         return loaded
 
+    # stat before open: a FIFO is never opened for reading (it would block), a device
+    # such as /dev/zero never read (it never ends), and no read goes past MAX_BYTES.
     try:
-        if not path.exists():
-            return fail("file not found")
-        if path.is_dir():
-            return fail("is a directory, not a scenario file")
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            return fail(f"file is {size:,} bytes; a scenario file may be at most {MAX_BYTES:,}")
-        raw = path.read_bytes()
+        raw = read_regular(path, MAX_BYTES)
+    except FileNotFoundError:
+        return fail("file not found")
     except OSError as exc:
         return fail(f"cannot read: {exc.strerror or exc}")
+    except TooLarge as exc:
+        return fail(f"{exc}; a scenario file may be at most {MAX_BYTES:,} bytes")
+    except ValueError as exc:
+        return fail(f"{exc}, not a scenario file (a regular file)")
     loaded.digest = hashlib.sha256(raw).hexdigest()
     if b"\x00" in raw:
         return fail("not a text file (contains NUL bytes)")

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from rangectl.scenario.durations import DURATION_PATTERN, parse_duration
+from rangectl.scenario.variables import VAR_NAME, Variable
 
 FORMAT_VERSION = 1
 LANGS = ("en", "vi")
@@ -31,6 +32,7 @@ NAME = r"^[a-z0-9]([a-z0-9_-]{0,30}[a-z0-9])?$"
 
 Slug = Annotated[str, Field(pattern=SLUG)]
 Name = Annotated[str, Field(pattern=NAME)]
+VarName = Annotated[str, Field(pattern=VAR_NAME)]
 
 Duration = Annotated[
     float,
@@ -245,6 +247,16 @@ class Check(Strict):
     file: FileCheck | None = None
     command: CommandCheck | None = None
     every: Duration = Field(15.0, description="how often the drill runs this check")
+    hold: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="earned after this many consecutive passing probes while the guarded node's "
+        "availability probes pass; undone later: revoked (docs/scoring.md, 'Containment that holds')",
+    )
+    guard: Name | None = Field(
+        None, description="hold: the node whose availability must pass meanwhile (default: the check's target)"
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Check:
@@ -263,6 +275,19 @@ class Check(Strict):
     @property
     def spec(self) -> BaseModel:
         return getattr(self, self.kind)
+
+    @property
+    def target(self) -> str:
+        """The node the check is about: ``to`` of a flow or http check, a dns check's server, else ``node``."""
+        spec = self.spec
+        for key in ("to", "server", "node"):
+            if hasattr(spec, key):
+                return getattr(spec, key)
+        raise AssertionError("unreachable")
+
+    @property
+    def guarded(self) -> str:
+        return self.guard or self.target
 
 
 class ReportField(Strict):
@@ -317,6 +342,11 @@ class Availability(Strict):
     points: int = Field(ge=0)
     every: Duration = 30.0
     timeout: Duration = 3.0
+    status: list[Annotated[int, Field(ge=100, le=599)]] | None = Field(
+        None, description="http: the statuses that count as up (default: any below 500)"
+    )
+    contains: str | None = Field(None, min_length=1, description="http: the body must contain this text")
+    absent: str | None = Field(None, min_length=1, description="http: the body must not contain this text")
 
 
 class Scoring(Strict):
@@ -347,6 +377,10 @@ class Scenario(Strict):
     objectives: list[Objective] = Field(default_factory=list)
     availability: list[Availability] = Field(default_factory=list)
     scoring: Scoring = Field(default_factory=Scoring)
+    variables: dict[VarName, Variable] = Field(
+        default_factory=dict,
+        description="per-team values drawn from the range's seed, used as {var:NAME} (docs/scenario-format.md)",
+    )
 
     def inject(self, inject_id: str) -> Inject:
         for inj in self.injects:

@@ -20,6 +20,8 @@ import networkx as nx
 from rangectl import paths
 from rangectl.scenario.loader import Loaded, Problem, load_file
 from rangectl.scenario.model import Answer, Scenario
+from rangectl.scenario.trust import capability_problem, find_side_file, outside_message, reserved_var
+from rangectl.scenario.variables import reference_problems as variable_reference_problems
 
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 
@@ -37,12 +39,13 @@ class FileResult:
 
 
 def resolve_path(ref: str, scenario_file: Path, under: str) -> Path | None:
-    """Find ``ref`` relative to the scenario's folder, then the project root, then ``<root>/<under>``."""
-    candidates = [scenario_file.parent / ref, paths.project_root() / ref, paths.project_root() / under / ref]
-    for c in candidates:
-        if c.is_file():
-            return c
-    return None
+    """Find ``ref`` relative to the scenario's folder, then the project root, then ``<root>/<under>``.
+
+    Only a file that resolves (symlinks followed) inside the scenario's folder or the
+    project's ``playbooks/`` and ``scenarios/`` counts (:mod:`rangectl.scenario.trust`).
+    """
+    found, _outside = find_side_file(ref, scenario_file, under)
+    return found
 
 
 def policy_path(policy: str, scenario_file: Path | None = None) -> Path | None:
@@ -59,6 +62,13 @@ def policy_path(policy: str, scenario_file: Path | None = None) -> Path | None:
     return None
 
 
+def access_playbook() -> Path:
+    """rangectl's own access playbook (run by install_access, never by a scenario)."""
+    from rangectl.access.install import playbook_path
+
+    return playbook_path().resolve()
+
+
 def check_meaning(loaded: Loaded) -> list[Problem]:
     sc = loaded.scenario
     assert sc is not None
@@ -70,7 +80,7 @@ def check_meaning(loaded: Loaded) -> list[Problem]:
     node_names = set(sc.nodes)
 
     # networks: not in reserved space, no overlap, room for the engine's bridge address
-    from rangectl.plan import RESERVED
+    from rangectl.plan import RESERVED, is_probe_ref, vantage_problems
 
     for name, net in sc.networks.items():
         clash = next((r for r in RESERVED if net.subnet.overlaps(r)), None)
@@ -128,8 +138,22 @@ def check_meaning(loaded: Loaded) -> list[Problem]:
                 bad(("nodes", name, "services", i, "name"), f"service '{svc.name}' is listed twice")
             seen_services.add(svc.name)
         for i, pb in enumerate(node.provision):
-            if not resolve_path(pb, loaded.path, "playbooks"):
+            found, outside = find_side_file(pb, loaded.path, "playbooks")
+            if outside is not None:
+                bad(("nodes", name, "provision", i), outside_message("playbook", pb, outside))
+            elif not found:
                 bad(("nodes", name, "provision", i), f"playbook '{pb}' not found (looked beside the scenario and in playbooks/)")
+            elif found.resolve() == access_playbook():
+                bad(("nodes", name, "provision", i), "rangectl's own access playbook is run by `rangectl up`/`serve`, "
+                    "not listed in a scenario")
+        for key in node.vars:
+            if reserved_var(key):
+                bad(("nodes", name, "vars", key), f"'{key}' is reserved: ansible_* and rangectl_* variables are "
+                    "set by rangectl (they choose where and as which team a node is provisioned)")
+        for i, cap in enumerate(node.capabilities):
+            why = capability_problem(cap, node.role)
+            if why:
+                bad(("nodes", name, "capabilities", i), why)
 
     # injects: ids unique, after chains, traffic endpoints and parameters
     inject_ids: dict[str, int] = {}
@@ -183,7 +207,8 @@ def check_meaning(loaded: Loaded) -> list[Problem]:
                 ("from_", "from"), ("to", "to"), ("server", "server"), ("node", "node"), ("control", "control")
             ):
                 ref = getattr(spec, attr, None)
-                if ref is not None and ref not in node_names:
+                probe_ok = key in ("from", "control") and is_probe_ref(sc, ref)
+                if ref is not None and ref not in node_names and not probe_ok:
                     bad(cloc + (key,), f"unknown node '{ref}'")
             if kind == "dns" and isinstance(obj.check.dns.expect, Answer):
                 out.extend(_check_answer(loaded, sc, obj.check.dns.expect, cloc + ("expect",)))
@@ -195,6 +220,11 @@ def check_meaning(loaded: Loaded) -> list[Problem]:
                 bad(cloc, "`control` and `outage_ok` belong to `blocked` checks")
             if kind == "blocked" and spec.control in (spec.from_, spec.to):
                 bad(cloc + ("control",), "the control node must be neither `from` nor `to`")
+            if obj.check.guard is not None:
+                if obj.check.hold is None:
+                    bad(loc + ("check", "guard"), "`guard` belongs with `hold` (the node whose availability must hold)")
+                elif obj.check.guard not in node_names:
+                    bad(loc + ("check", "guard"), f"unknown node '{obj.check.guard}'")
     if sc.objectives and not sc.nodes_with_role("blue"):
         bad(("objectives",), "objectives need at least one node with role 'blue' for the responders")
 
@@ -206,10 +236,22 @@ def check_meaning(loaded: Loaded) -> list[Problem]:
             continue
         if av.service not in {s.name for s in sc.nodes[av.node].services}:
             bad(loc + ("service",), f"node '{av.node}' has no service '{av.service}' (declare it under its services)")
-        if av.from_ is not None and av.from_ not in node_names:
+        if av.from_ is not None and av.from_ not in node_names and not is_probe_ref(sc, av.from_):
             bad(loc + ("from",), f"unknown node '{av.from_}'")
         if av.every <= 0:
             bad(loc + ("every",), "must be longer than 0s")
+        is_http = av.probe == "http" or (av.probe is None and av.service in ("http", "https"))
+        for key in ("status", "contains", "absent"):
+            if getattr(av, key) is not None and not is_http:
+                bad(loc + (key,), f"'{key}' needs an http probe (set probe: http)")
+
+    # probe vantages: rangectl's probe or a node trainees do not control (docs/scoring.md)
+    for vloc, message in vantage_problems(sc):
+        bad(vloc, message)
+
+    # per-team variables: every {var:NAME} in the file names a declared variable
+    for vloc, message in variable_reference_problems(loaded.data, sc.variables):
+        bad(vloc, message)
 
     if policy_path(sc.scoring.policy, loaded.path) is None:
         bad(("scoring", "policy"), f"no scoring policy '{sc.scoring.policy}' (looked for scoring/{sc.scoring.policy}.yaml)")
@@ -241,8 +283,14 @@ def _check_traffic(loaded: Loaded, sc: Scenario, i: int, node_names: set[str]) -
     params = tr.params
     if tr.kind == "pcap":
         f = params.get("file")
-        if isinstance(f, str) and not resolve_path(f, loaded.path, "scenarios"):
-            out.append(loaded.problem(loc + ("file",), f"capture '{f}' not found (looked beside the scenario and in scenarios/)"))
+        if isinstance(f, str):
+            found, outside = find_side_file(f, loaded.path, "scenarios")
+            if outside is not None:
+                out.append(loaded.problem(loc + ("file",), outside_message("capture", f, outside)))
+            elif not found:
+                out.append(
+                    loaded.problem(loc + ("file",), f"capture '{f}' not found (looked beside the scenario and in scenarios/)")
+                )
         mapping = params.get("map")
         if isinstance(mapping, dict):
             for addr, node in mapping.items():
@@ -261,9 +309,29 @@ def _check_traffic(loaded: Loaded, sc: Scenario, i: int, node_names: set[str]) -
     return out
 
 
-def validate_file(path: Path | str, with_solution: bool = False) -> FileResult:
+def playbook_problems(scenario: Scenario, scenario_file: Path) -> list[Problem]:
+    """Host-side plays in the scenario's playbooks (and the files they pull in), as problems
+    ``PLAYBOOK:LINE:COL: key: message``. Refused unless the trainer passes --trust-playbooks."""
+    from rangectl.scenario.trust import scan_playbooks
+
+    books: list[Path] = []
+    for node in scenario.nodes.values():
+        for pb in node.provision:
+            found = resolve_path(pb, scenario_file, "playbooks")
+            if found is not None and found.resolve() not in books:
+                books.append(found.resolve())
+    return [
+        Problem(p.file, p.line, p.col, p.key, f"{p.message} (refused unless the trainer passes --trust-playbooks)")
+        for p in scan_playbooks(books, scenario_file)
+    ]
+
+
+def validate_file(path: Path | str, with_solution: bool = False, check_playbooks: bool = True) -> FileResult:
     """Shape and meaning of one scenario file; with ``with_solution`` (``rangectl validate``), also
-    the reference solution beside it. Loading a scenario to run it never reads the solution."""
+    the reference solution beside it. Loading a scenario to run it never reads the solution.
+
+    ``check_playbooks`` scans the playbooks for host-side plays (``--trust-playbooks`` turns it off).
+    """
     path = Path(path)
     loaded = load_file(path)
     result = FileResult(path=path, loaded=loaded, problems=list(loaded.problems))
@@ -272,13 +340,15 @@ def validate_file(path: Path | str, with_solution: bool = False) -> FileResult:
             result.problems.extend(check_meaning(loaded))
         except RecursionError:  # pragma: no cover - defensive
             result.problems.append(Problem(str(path), 1, 1, "", "scenario too deeply nested"))
+        if not result.problems and check_playbooks:
+            result.problems.extend(playbook_problems(loaded.scenario, path))
         if not result.problems and with_solution:
             from rangectl.solution import solution_problems
 
             result.problems.extend(solution_problems(path, loaded.scenario))
         if not result.problems:
             result.scenario = loaded.scenario
-    result.problems.sort(key=lambda p: (p.line, p.col, p.path))
+    result.problems.sort(key=lambda p: (p.file != str(path), p.file, p.line, p.col, p.path))
     return result
 
 
@@ -307,11 +377,16 @@ def _is_side_file(f: Path) -> bool:
     return f.name.endswith((".solution.yaml", ".solution.yml")) or "scoring" in f.parts[-2:-1]
 
 
-def load_scenario(path: Path | str) -> Scenario:
-    """Load and fully validate one scenario, raising ScenarioError with the first problem."""
+def load_scenario(path: Path | str, check_playbooks: bool = False) -> Scenario:
+    """Load and fully validate one scenario, raising ScenarioError with the first problem.
+
+    The host-side play scan runs only with ``check_playbooks``: where playbooks run
+    (``ranges.up`` before it makes anything, and ``provision``), not every time a range's
+    scenario is read back (a range made with --trust-playbooks must still load).
+    """
     from rangectl.errors import ScenarioError
 
-    res = validate_file(path)
+    res = validate_file(path, check_playbooks=check_playbooks)
     if res.problems:
         first = res.problems[0]
         more = f" (+{len(res.problems) - 1} more; run rangectl validate)" if len(res.problems) > 1 else ""

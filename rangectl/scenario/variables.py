@@ -197,3 +197,43 @@ def substitute(text: str, values: Mapping[str, str]) -> str:
         return values[name]
 
     return _REF.sub(repl, text)
+
+
+def reference_problems(data: Any, declared: Iterable[str], skip: tuple[str, ...] = ("variables",)) -> list[tuple[tuple, str]]:
+    """``(location, message)`` for every ``{var:NAME}`` in ``data`` naming no declared variable.
+
+    ``data`` is a scenario's (or solution's) raw tree; the location is the
+    path of keys and indexes to the string, for file/line/field errors.
+    Top-level keys in ``skip`` are not searched (the declarations themselves).
+    """
+    names = set(declared)
+    out: list[tuple[tuple, str]] = []
+
+    def walk(node: Any, loc: tuple) -> None:
+        if isinstance(node, str):
+            for name in references(node):
+                if name not in names:
+                    known = ", ".join(sorted(names)) or "none declared"
+                    out.append((loc, f"unknown variable '{name}' in {{var:{name}}} (variables: {known})"))
+        elif isinstance(node, Mapping):
+            for k, v in node.items():
+                if loc == () and k in skip:
+                    continue
+                walk(v, (*loc, k))
+        elif isinstance(node, list | tuple):
+            for i, v in enumerate(node):
+                walk(v, (*loc, i))
+
+    walk(data, ())
+    return out
+
+
+def substitute_all(node: Any, values: Mapping[str, str]) -> Any:
+    """A copy of a tree of dicts, lists and strings with ``{var:NAME}`` replaced in every string."""
+    if isinstance(node, str):
+        return substitute(node, values) if "{var:" in node else node
+    if isinstance(node, Mapping):
+        return {k: substitute_all(v, values) for k, v in node.items()}
+    if isinstance(node, list | tuple):
+        return [substitute_all(v, values) for v in node]
+    return node

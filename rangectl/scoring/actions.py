@@ -266,6 +266,10 @@ def submit(
         ev = tx.append(
             "submission", {**data, "correct": correct, "attempt": attempt}, team=team, actor=actor, ts=now
         )
+        flag = _flag(ctx, team, obj, answer, correct, drill_t, res.opened_t)
+        if flag is not None:
+            tx.append("submission.flagged", {**flag, "submission": ev.seq, "drill_t": drill_t},
+                      team=team, actor="scoring", ts=now)
     points = 0.0
     if correct:
         minutes = max(0.0, drill_t - (res.opened_t or 0.0)) / 60.0
@@ -274,6 +278,26 @@ def submit(
         )
     left = None if policy.max_attempts is None else max(0, policy.max_attempts - attempt)
     return SubmissionResult(team, obj.id, correct, attempt, left, None, points, drill_t, ev.seq)
+
+
+def _flag(
+    ctx: Context, team: int, obj: Objective, answer: Any, correct: bool, drill_t: float, opened_t: float | None
+) -> dict[str, Any] | None:
+    """Why this submission is suspicious, if it is (docs/scoring.md, "Flags").
+
+    A wrong answer that is another team's right one (a per-team variable or address: the
+    answer was passed on) names that team; it stays wrong. A right answer earlier after its
+    objective opened than the policy's ``flag_fast_seconds`` is flagged and keeps its points."""
+    if not correct:
+        for other in ctx.plan.teams:
+            if other.team != team and check_answer(obj.answer, answer, other):
+                return {"objective": obj.id, "reason": "another-team", "other_team": other.team}
+        return None
+    limit = ctx.policy.flag_fast_seconds
+    if limit is not None and drill_t - (opened_t or 0.0) < limit:
+        return {"objective": obj.id, "reason": "fast", "other_team": None,
+                "seconds": round(drill_t - (opened_t or 0.0), 2)}
+    return None
 
 
 # --- hints ------------------------------------------------------------------------------------
@@ -439,16 +463,19 @@ def parse_report(path: Path | str, scenario: Scenario) -> ParsedReport:
 def report_incident(
     state: RangeState | str,
     team: int,
-    report_file: Path | str,
+    report_file: Path | str | ParsedReport,
     *,
     actor: str = "trainer",
     now: float | None = None,
 ) -> ReportResult:
-    """File team ``team``'s incident report from a YAML file. The first accepted report per objective counts."""
+    """File team ``team``'s incident report from a YAML file. The first accepted report per objective counts.
+
+    A :class:`ParsedReport` (the team API's JSON, checked there) is filed as it is, without a file.
+    """
     ctx = _ctx(state)
     tp = ctx.team_plan(team)
     team = tp.team
-    rep = parse_report(report_file, ctx.scenario)
+    rep = report_file if isinstance(report_file, ParsedReport) else parse_report(report_file, ctx.scenario)
     obj = ctx.scenario.objective(rep.objective)
     assert obj.report is not None
     results = {

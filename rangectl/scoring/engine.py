@@ -31,6 +31,7 @@ from typing import Any
 
 from rangectl.plan import Plan, TeamPlan
 from rangectl.scenario.model import Answer, Objective, Scenario
+from rangectl.scenario.variables import substitute
 from rangectl.scoring.policy import Policy
 
 AVAILABILITY = "availability"
@@ -78,13 +79,21 @@ def check_answer(answer_spec: Answer, submitted: object, team_plan: TeamPlan) ->
             return IPv4Address(given) == expected_ip(answer_spec, team_plan)
         except ValueError:
             return False
+    values = team_plan.values
     if answer_spec.value is not None:
-        return _same(answer_spec.value, given, cs)
+        return _same(_fill(answer_spec.value, values), given, cs)
     if answer_spec.one_of is not None:
-        return any(_same(v, given, cs) for v in answer_spec.one_of)
+        return any(_same(_fill(v, values), given, cs) for v in answer_spec.one_of)
     if answer_spec.regex is not None:
-        return _regex(answer_spec.regex, cs).fullmatch(given) is not None
+        return _regex(_fill(answer_spec.regex, values, re.escape), cs).fullmatch(given) is not None
     return False
+
+
+def _fill(expected: object, values: dict[str, str], quote=None) -> object:
+    """``expected`` with the team's ``{var:NAME}`` values in it (escaped by ``quote`` for a regex)."""
+    if not isinstance(expected, str) or "{var:" not in expected:
+        return expected
+    return substitute(expected, {k: quote(v) for k, v in values.items()} if quote else values)
 
 
 # --- the drill clock ------------------------------------------------------------------
@@ -193,6 +202,7 @@ class ObjectiveResult:
     hint_cost: float = 0.0
     on_time: bool | None = None  # reports only
     share: float | None = None  # reports only: share of checked fields right (or 0/1)
+    revoked: int = 0  # check objectives with `hold`: times the condition was undone after earning
 
 
 @dataclass
@@ -211,11 +221,14 @@ class TeamBoard:
     availability_up: int = 0
     availability_total: int = 0
     adjustments: float = 0.0
+    # submission.flagged events: another team's answer, or solved implausibly fast (trainer side)
+    flags: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         r = _r
         return {
             "team": self.team,
+            "flags": [dict(f) for f in self.flags],
             "rank": self.rank,
             "total": r(self.total),
             "categories": {k: r(v) for k, v in self.categories.items()},
@@ -232,6 +245,15 @@ class TeamBoard:
                 for k, v in self.detail.items()
             },
         }
+
+
+def describe_flag(flag: dict[str, Any]) -> str:
+    """One ``submission.flagged`` in words, for the board and the report."""
+    if flag.get("reason") == "another-team":
+        return f"gave team {flag.get('other_team')}'s answer to {flag.get('objective')}"
+    if flag.get("reason") == "fast":
+        return f"solved {flag.get('objective')} implausibly fast"
+    return f"{flag.get('reason')} on {flag.get('objective')}"
 
 
 @dataclass
@@ -288,7 +310,7 @@ class _Obj:
 class _St:
     """Per (team, objective) state during the pass."""
 
-    __slots__ = ("solved_t", "attempts", "wrong", "refused", "hints", "hint_cost", "field_results")
+    __slots__ = ("solved_t", "attempts", "wrong", "refused", "hints", "hint_cost", "field_results", "revoked")
 
     def __init__(self) -> None:
         self.solved_t: float | None = None
@@ -298,6 +320,63 @@ class _St:
         self.hints = 0
         self.hint_cost = 0.0
         self.field_results: dict[str, bool] | None = None
+        self.revoked = 0
+
+
+class HoldTracker:
+    """Containment that holds (docs/scoring.md): pure, fed the ``check`` and ``availability``
+    events of a record in order; the engine scores from it and the drill runner records
+    ``check.revoked`` from it, so both read the record the same way.
+
+    A check objective with ``hold: N`` is earned at its N-th consecutive passing probe made
+    while every availability probe of its guarded node was last up (so unplugging the service
+    earns nothing); once earned, a failing probe revokes it, and it can be earned again by
+    holding N probes anew."""
+
+    def __init__(self, scenario: Scenario):
+        self.checks = {
+            o.id: o.check for o in scenario.objectives if o.check is not None and o.check.hold is not None
+        }
+        self.guarded = {
+            oid: [i for i, a in enumerate(scenario.availability) if a.node == chk.guarded]
+            for oid, chk in self.checks.items()
+        }
+        self.avail_idx = {(a.node, a.service): i for i, a in enumerate(scenario.availability)}
+        self.last_up: dict[tuple[int, int], bool] = {}
+        self.streak: dict[tuple[int, str], int] = {}
+        self.earned: set[tuple[int, str]] = set()
+
+    def holds(self, objective: str) -> bool:
+        return objective in self.checks
+
+    def feed(self, kind: str, team: int, data: dict[str, Any]) -> str | None:
+        """``"earned"`` or ``"revoked"`` when this event changes a hold objective, else None."""
+        if kind == "availability":
+            idx = data.get("index")
+            if idx is None:
+                idx = self.avail_idx.get((data.get("node"), data.get("service")))
+            if isinstance(idx, int):
+                self.last_up[(team, idx)] = bool(data.get("up"))
+            return None
+        if kind != "check":
+            return None
+        oid = data.get("objective")
+        chk = self.checks.get(oid)  # type: ignore[arg-type]
+        if chk is None or chk.hold is None:
+            return None
+        key = (team, str(oid))
+        passed = bool(data.get("passed"))
+        if passed and all(self.last_up.get((team, i), True) for i in self.guarded[str(oid)]):
+            self.streak[key] = self.streak.get(key, 0) + 1
+            if key not in self.earned and self.streak[key] >= chk.hold:
+                self.earned.add(key)
+                return "earned"
+            return None
+        self.streak[key] = 0
+        if not passed and key in self.earned:
+            self.earned.discard(key)
+            return "revoked"
+        return None
 
 
 def compute_board(scenario: Scenario, plan: Plan, policy: Policy, events: Iterable[Any]) -> Board:
@@ -313,6 +392,8 @@ def compute_board(scenario: Scenario, plan: Plan, policy: Policy, events: Iterab
     avail_total = dict.fromkeys(teams, 0)
     avail_points = dict.fromkeys(teams, 0.0)
     adjust: dict[int, dict[str, float]] = {k: {} for k in teams}
+    flags: dict[int, list[dict[str, Any]]] = {k: [] for k in teams}
+    holds = HoldTracker(scenario)
     team_set = set(teams)
     max_attempts = policy.max_attempts
     clock = DrillClock()
@@ -336,6 +417,7 @@ def compute_board(scenario: Scenario, plan: Plan, policy: Policy, events: Iterab
         if t is None:
             t = clock.drill_t(ev.ts)
         if kind == "availability":
+            holds.feed(kind, team, d)
             idx = d.get("index")
             if idx is None:
                 idx = avail_idx.get((d.get("node"), d.get("service")))
@@ -355,10 +437,20 @@ def compute_board(scenario: Scenario, plan: Plan, policy: Policy, events: Iterab
                 opened[(team, inj)] = float(t)
         elif kind == "check":
             o = objs.get(d.get("objective"))
-            if o is None or o.kind != "check" or not d.get("passed"):
+            if o is None or o.kind != "check":
                 continue
             st = state[(team, o.id)]
-            if st.solved_t is None and (o.after is None or (team, o.after) in opened):
+            if holds.holds(o.id):
+                if o.after is not None and (team, o.after) not in opened:
+                    continue  # not open yet: probes before its inject count for nothing
+                change = holds.feed(kind, team, d)
+                if change == "revoked":
+                    st.solved_t = None  # the award is taken back until the condition holds again
+                    st.revoked += 1
+                elif change == "earned":
+                    st.solved_t = float(t)
+                continue
+            if d.get("passed") and st.solved_t is None and (o.after is None or (team, o.after) in opened):
                 st.solved_t = float(t)
         elif kind == "submission":
             o = objs.get(d.get("objective"))
@@ -398,6 +490,16 @@ def compute_board(scenario: Scenario, plan: Plan, policy: Policy, events: Iterab
                 st.solved_t = float(t)
                 fr = d.get("field_results")
                 st.field_results = {str(k): bool(v) for k, v in fr.items()} if isinstance(fr, dict) else None
+        elif kind == "submission.flagged":
+            flags[team].append(
+                {
+                    "seq": ev.seq,
+                    "objective": d.get("objective"),
+                    "reason": d.get("reason"),
+                    "other_team": d.get("other_team"),
+                    "drill_t": float(t),
+                }
+            )
         elif kind == "score":
             pts = d.get("points")
             if isinstance(pts, int | float) and not isinstance(pts, bool):
@@ -413,7 +515,7 @@ def compute_board(scenario: Scenario, plan: Plan, policy: Policy, events: Iterab
     av_weight = policy.weight(AVAILABILITY)
     boards: list[TeamBoard] = []
     for k in teams:
-        tb = TeamBoard(team=k, categories=dict.fromkeys(categories, 0.0))
+        tb = TeamBoard(team=k, categories=dict.fromkeys(categories, 0.0), flags=flags[k])
         for oid, o in objs.items():
             st = state[(k, oid)]
             opened_t = 0.0 if o.after is None else opened.get((k, o.after))
@@ -428,6 +530,7 @@ def compute_board(scenario: Scenario, plan: Plan, policy: Policy, events: Iterab
                 refused=st.refused,
                 hints=st.hints,
                 hint_cost=st.hint_cost,
+                revoked=st.revoked,
             )
             if st.solved_t is not None and opened_t is not None:
                 minutes = max(0.0, st.solved_t - opened_t) / 60.0

@@ -45,6 +45,19 @@ class Policy(BaseModel):
     weights: dict[Category, float] = Field(
         default_factory=dict, description="category -> multiplier (default 1.0)"
     )
+    flag_fast_seconds: float | None = Field(
+        None,
+        ge=0,
+        description="flag a correct answer given less than this many drill seconds after its objective "
+        "opened (submission.flagged, reason 'fast'; points are kept); null: never",
+    )
+    idle_share_max: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="self-test bound: the idle team's total at most this share of the reference team's; "
+        "null: not checked",
+    )
     detect_categories: list[Category] = Field(default_factory=lambda: ["detection"])
     contain_categories: list[Category] = Field(default_factory=lambda: ["containment"])
 

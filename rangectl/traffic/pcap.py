@@ -21,7 +21,9 @@ the kernel allows it): timed replays sleep until shortly before each
 packet's due time on the monotonic clock and busy-wait the rest (a packet
 held up by more than 15 us moves the rest of the schedule with it, so the
 capture's gaps are kept rather than squeezed to catch up); top-speed replays
-push pre-built sendmmsg(2) batches.
+copy pre-built slots into a PACKET_MMAP TX ring and flush it with one
+sendto(2) per ring (:class:`~rangectl.traffic.base.TxRing`), or, when no ring
+can be set up, push pre-built sendmmsg(2) batches.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from rangectl.traffic.base import (
     TrafficError,
     TrafficRefused,
     TrafficResult,
+    TxRing,
     refusal,
     set_timer_slack,
     utcnow,
@@ -376,7 +379,7 @@ class SendStats:
 
 
 def send_frames(
-    sock: PacketSocket,
+    sock: PacketSocket | TxRing,
     frames: Sequence[bytes],
     schedule: Schedule,
     *,
@@ -394,7 +397,8 @@ def send_frames(
     mono = time.monotonic
     lengths = [len(f) for f in frames]
     if not schedule.timed:
-        if batch is None:
+        ring = sock if isinstance(sock, TxRing) else None
+        if ring is None and batch is None:
             batch = FrameBatch(frames)
         t0 = mono()
         i = 0
@@ -406,8 +410,13 @@ def send_frames(
                 st.stopped = "stopped"
                 break
             j = i % n
-            k = min(BATCH, total - i, n - j)
-            sock.send_batch(batch, j, k)
+            if ring is not None:
+                # one memmove of pre-built slots and one flush; the image wraps the pass end itself
+                k = min(ring.slots, total - i)
+                ring.send_range(j, k)
+            else:
+                k = min(BATCH, total - i, n - j)
+                sock.send_batch(batch, j, k)
             i += k
         st.sent = i
         st.bytes = sum(lengths) * (i // n) + sum(lengths[: i % n])
@@ -507,6 +516,7 @@ def replay_pcap(
     duration: float = 300.0,
     drop_outside: bool = False,
     qdisc_bypass: bool = True,
+    tx_ring: bool = True,
 ) -> TrafficResult:
     """Replay ``path`` from ``ctx.netns_path`` with addresses mapped (capture address -> new IPv4 address).
 
@@ -558,11 +568,24 @@ def replay_pcap(
         if not prep.frames:
             raise TrafficError(f"{path}: nothing left to replay ({dict(prep.skipped)})")
         sched = build_schedule(prep.ts_ns, speed=speed, pps=pps, topspeed=topspeed, loops=loop)
-        batch = FrameBatch(prep.frames) if not sched.timed else None
+        # Top speed: a PACKET_MMAP TX ring of pre-built slots; when the kernel (or the size of the
+        # capture) does not allow one, sendmmsg(2) batches. Timed replays send frame by frame.
+        sender, fallback = ("send" if sched.timed else "sendmmsg"), None
+        out: TxRing | PacketSocket | None = None
+        if not sched.timed and tx_ring:
+            try:
+                out = TxRing(iface, prep.frames, mtu=info.mtu or 1500, qdisc_bypass=qdisc_bypass)
+                sender = "tx_ring"
+            except (OSError, ValueError) as exc:
+                fallback = f"no TX ring ({exc}): sendmmsg batches instead"
+        batch = None
+        if out is None:
+            batch = FrameBatch(prep.frames) if not sched.timed else None
+            out = PacketSocket(iface, qdisc_bypass=qdisc_bypass)
         end = time.monotonic() + duration
         if ctx.deadline is not None:
             end = min(end, ctx.deadline)
-        with PacketSocket(iface, qdisc_bypass=qdisc_bypass) as sock:
+        with out as sock:
             started = utcnow()
             st = send_frames(
                 sock, prep.frames, sched, max_frames=max_packets, end=end, stop=ctx.stopped, batch=batch
@@ -593,7 +616,12 @@ def replay_pcap(
             "schedule_slips": st.slips,
             "qdisc_bypass": bypass,
             "send_retries": retries,
+            "sender": sender,
         }
+        if isinstance(sock, TxRing):
+            details["ring"] = {"slots": sock.slots, "slot_bytes": sock.slot, "flushes": sock.flushes}
+        if fallback:
+            details["sender_fallback"] = fallback
         if late_us:
             details["lateness_us"] = {
                 "mean": round(sum(late_us) / len(late_us), 2),

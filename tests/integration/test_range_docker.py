@@ -47,7 +47,7 @@ def two_teams(docker_engine, built_images, tmp_path_factory):
 def test_up_creates_labelled_internal_networks_and_running_nodes(docker_engine, two_teams):
     rng, rep = two_teams
     cs, ns = leftovers(docker_engine, rng)
-    assert len(cs) == 8  # 4 nodes x 2 teams
+    assert len(cs) == 10  # 4 nodes and rangectl's probe x 2 teams
     assert all(c["State"] == "running" for c in cs)
     assert len(ns) == 4
     for n in ns:
@@ -120,7 +120,9 @@ def test_exec_and_status_cli(docker_engine, two_teams):
     assert "hi-2" in p.stdout
     p = run_cli("status", rng, "--json", check=True)
     info = json.loads(p.stdout)
-    assert {(n["team"], n["node"]) for n in info["nodes"]} == {(t, n) for t in (1, 2) for n in ("gw", "portal", "soc", "scanner")}
+    assert {(n["team"], n["node"]) for n in info["nodes"]} == {
+        (t, n) for t in (1, 2) for n in ("gw", "portal", "soc", "scanner", "probe")
+    }
     p = run_cli("exec", rng, "ghost", "--", "true")
     assert p.returncode == 4 and "Traceback" not in p.stderr
 
@@ -229,7 +231,7 @@ def test_down_removes_exactly_its_range(docker_engine, built_images, tmp_path):
         scen.write_text(scen.read_text().replace("198.18.10.", "198.18.60."))
         run_cli("up", str(scen), "--name", "pytest-down-a", "--no-provision", check=True)
         p = run_cli("down", "pytest-down-a", check=True)
-        assert "4 container(s), 2 network(s)" in p.stdout
+        assert "5 container(s), 2 network(s)" in p.stdout  # 4 nodes and rangectl's probe
         cs, ns = leftovers(docker_engine, "pytest-down-a")
         assert not cs and not ns
         assert docker_engine.api.inspect_network(unrelated["Id"])["Name"] == "pytest-unrelated"

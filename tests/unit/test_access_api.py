@@ -50,6 +50,8 @@ SECRET_REPORT = "REPORT-KEY-4242"
 HIDDEN_OBJECTIVE = "future-exfil"
 HIDDEN_TITLE = "FUTURE-TITLE-exfil"
 GROUND_TRUTH = "GROUND-TRUTH-c2-beacon"
+# Each team's own narrative message: a team must never see another team's.
+PRIVATE_MESSAGE = {1: "PRIVATE-NOTE-team1-7c1e", 2: "PRIVATE-NOTE-team2-9b4d"}
 SOLUTION_TEXT = "SOLUTION-TEXT-iptables-drop"
 
 SCENARIO = {
@@ -126,7 +128,7 @@ SCENARIO = {
             "points": 10,
             "check": {
                 "http": {
-                    "from": "soc",
+                    "from": "gw",  # not a blue node: trainees are root on those and could fake a probe
                     "to": "portal",
                     "path": SECRET_CHECK_PATH,
                     "contains": SECRET_CHECK_CONTAINS,
@@ -217,7 +219,10 @@ def make_range(tmp_path: Path, name: str = "acc", teams: int = 2) -> RangeState:
             {
                 "inject": "note",
                 "title": "Heads up",
-                "text": {"en": "Scans reported on the portal.", "vi": "Có báo cáo quét cổng."},
+                "text": {
+                    "en": f"Scans reported on the portal. {private_message(k)}",
+                    "vi": f"Có báo cáo quét cổng. {private_message(k)}",
+                },
                 "drill_t": 1.0,
             },
             team=k,
@@ -225,6 +230,10 @@ def make_range(tmp_path: Path, name: str = "acc", teams: int = 2) -> RangeState:
         )
     store.close()
     return st_
+
+
+def private_message(team: int) -> str:
+    return PRIVATE_MESSAGE.get(team, f"PRIVATE-NOTE-team{team}")
 
 
 def token(st_: RangeState, team: int) -> str:
@@ -276,6 +285,7 @@ def forbidden_strings(st_: RangeState, team: int) -> list[str]:
     for tp in p.teams:
         if tp.team == team:
             continue
+        out.append(private_message(tp.team))  # another team's message
         for n in tp.nodes:
             out += [str(ip) for ip in n.interfaces.values()]
         for net in tp.networks:
@@ -527,7 +537,7 @@ def test_tour_of_every_endpoint_leaks_nothing(client, rng):
         "solved",
     }
     msgs = get("/teams/me/messages", params={"lang": "vi"}).json()["messages"]
-    assert msgs and msgs[0]["title"] == "Chú ý" and msgs[0]["text"] == "Có báo cáo quét cổng."
+    assert msgs and msgs[0]["title"] == "Chú ý" and msgs[0]["text"] == f"Có báo cáo quét cổng. {PRIVATE_MESSAGE[1]}"
     assert get("/teams/me/messages", params={"after": msgs[-1]["seq"]}).json()["messages"] == []
     assert get("/whoami").json() == {"team": 1, "range": "acc", "scenario": "access-test"}
     forbidden = forbidden_strings(rng, 1)
@@ -537,6 +547,30 @@ def test_tour_of_every_endpoint_leaks_nothing(client, rng):
     acts = [(e.kind, e.actor) for e in events(rng, team=1) if e.kind in ("submission", "hint", "report")]
     assert acts and {a for _, a in acts} == {"team-1"}
     assert [k for k, _ in acts].count("report") == 1
+
+
+def test_each_team_reads_only_its_own_messages_and_range_wide_ones(client, rng):
+    """Team 1 never sees team 2's private message (and the other way round); a range-wide one reaches both."""
+    s = EventStore(rng.db_path)
+    s.append("message", {"inject": "note", "text": "RANGE-WIDE-notice", "drill_t": 2.0}, actor="trainer")
+    s.append("message", {"text": "SECOND-for-team-2", "title": "Two", "drill_t": 3.0}, team=2, actor="trainer")
+    s.close()
+    seen = {}
+    for k in (1, 2):
+        r = client.get(f"{API}/teams/me/messages", headers=auth(token(rng, k)))
+        assert r.status_code == 200 and r.json()["team"] == k
+        seen[k] = r.text
+        texts = [m["text"] for m in r.json()["messages"]]
+        assert any(PRIVATE_MESSAGE[k] in x for x in texts) and "RANGE-WIDE-notice" in texts
+    assert PRIVATE_MESSAGE[2] not in seen[1] and "SECOND-for-team-2" not in seen[1]
+    assert PRIVATE_MESSAGE[1] not in seen[2] and "SECOND-for-team-2" in seen[2]
+    # the service itself, without the HTTP layer: same answer, seqs in order, last_seq the newest seen
+    out = client.service.messages(1, "en")
+    assert [m["text"] for m in out["messages"]] == [f"Scans reported on the portal. {PRIVATE_MESSAGE[1]}", "RANGE-WIDE-notice"]
+    assert out["last_seq"] == out["messages"][-1]["seq"]
+    two = client.service.messages(2, "en", after=out["messages"][-1]["seq"])["messages"]
+    assert [(m["title"], m["text"], m["drill_t"]) for m in two] == [("Two", "SECOND-for-team-2", 3.0)]
+    assert client.service.messages(1, "en", after=10_000) == {"team": 1, "messages": [], "last_seq": 10_000}
 
 
 def test_objective_opens_when_its_inject_starts(client, rng):
@@ -1032,6 +1066,6 @@ def test_serve_lang_is_the_default_language_of_texts(rng):
     with TestClient(create_app(svc), raise_server_exceptions=False) as c:
         h = auth(token(rng, 1))
         msgs = c.get(f"{API}/teams/me/messages", headers=h).json()["messages"]
-        assert msgs and msgs[0]["text"] == "Có báo cáo quét cổng."
+        assert msgs and msgs[0]["text"] == f"Có báo cáo quét cổng. {PRIVATE_MESSAGE[1]}"
         en = c.get(f"{API}/teams/me/messages", headers=h, params={"lang": "en"}).json()["messages"]
-        assert en[0]["text"] == "Scans reported on the portal."  # a request may still ask for its own
+        assert en[0]["text"] == f"Scans reported on the portal. {PRIVATE_MESSAGE[1]}"  # a request may ask for its own

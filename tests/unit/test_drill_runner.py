@@ -204,3 +204,38 @@ def test_a_manual_inject_does_not_replace_the_timeline_run():
     ]
     p = progress_from_events(evs)
     assert ("recon", 1) not in p.done and ("recon", 2) in p.done
+
+
+def test_a_hold_objective_is_probed_to_the_end_and_its_undoing_recorded_once(tmp_path):
+    """Team 1 blocks the attacker, holds it, then lifts the block at drill minute 7: the runner
+    keeps probing after the pass, records one check.revoked, and a restart adds no second one."""
+    from rangectl.scoring.engine import compute_board
+    from rangectl.scoring.policy import Policy
+
+    data = {**SCENARIO, "objectives": [dict(SCENARIO["objectives"][0])]}
+    data["objectives"][0]["check"] = {**data["objectives"][0]["check"], "hold": 2}
+    s = Scenario.model_validate(data)
+    store = EventStore(tmp_path / "range.db")
+    clock = {}
+
+    def check(team, obj):
+        return {"passed": team == 1 and clock["r"].clock.drill_t() < 420, "detail": "probe"}
+
+    def runner():
+        return DrillRunner(s, plan(s, 2), store, lambda *a: {}, check, lambda *a: {"passed": True, "detail": "up"})
+
+    r = clock["r"] = runner()
+    r.start(time_scale=600.0)
+    r.run()
+    events = list(store.events())
+    team1 = [e for e in events if e.kind == "check" and e.team == 1]
+    assert sum(e.data["passed"] for e in team1) >= 2 and not team1[-1].data["passed"]
+    revoked = [e for e in events if e.kind == "check.revoked"]
+    assert [(e.team, e.data["objective"]) for e in revoked] == [(1, "blocked")]
+    first_fail = next(e for e in team1 if not e.data["passed"])
+    assert revoked[0].data["check_seq"] == first_fail.seq
+    b = compute_board(s, plan(s, 2), Policy(), events)
+    assert not b.team(1).detail["blocked"].solved and b.team(1).detail["blocked"].revoked == 1
+    again = runner()
+    again.refresh()  # a restart reads the whole record again
+    assert [e.kind for e in store.events(kind="check.revoked")] == ["check.revoked"]

@@ -373,7 +373,7 @@ def test_capabilities_for_routers_and_blue_nodes():
 def test_plan_as_dict_shape():
     sc = load_scenario(ROOT / "scenarios" / "ward-portal-probe.yaml")
     d = plan(sc, 2).as_dict()
-    assert set(d) == {"scenario", "scenario_hash", "teams"}
+    assert set(d) == {"scenario", "scenario_hash", "seed", "teams"}
     assert d["teams"][1]["networks"][0] == {
         "name": "wan",
         "subnet": "198.51.101.0/24",

@@ -190,6 +190,17 @@ def test_hint_costs(sc, pl):
     assert (t1.hints, t1.detail["scanner-ip"].hint_cost) == (2, 35.0)
 
 
+def test_hint_cost_factor_multiplies_each_hint_cost(sc, pl):
+    """A policy with hint_cost_factor 2 charges 40 for a 20-point hint (and 0 charges nothing)."""
+    log = Log().opened(1)
+    log.add("hint", 1, objective="scanner-ip", index=0, cost=20, drill_t=61)
+    log.sub(1, "scanner-ip", True, 60)  # no decay
+    assert board(sc, pl, log, pol(hint_cost_factor=2.0)).team(1).objectives["scanner-ip"] == pytest.approx(60.0)
+    assert board(sc, pl, log, pol(hint_cost_factor=0.0)).team(1).objectives["scanner-ip"] == pytest.approx(100.0)
+    r = board(sc, pl, log, pol(hint_cost_factor=2.0)).team(1).detail["scanner-ip"]
+    assert r.hint_cost == 20.0  # the detail keeps the hints' own cost; the factor applies in the award
+
+
 def test_wrong_answer_penalty(sc, pl):
     log = Log().opened(1).sub(1, "scanner-ip", False, 100).sub(1, "scanner-ip", False, 200)
     log.sub(1, "scanner-ip", True, 60 + 300)  # 5 minutes

@@ -1,0 +1,227 @@
+"""Range resource names (rangectl/backend/docker.py): no two ranges can share a network or a
+container name, and an existing network is adopted only when its labels say it is this range's.
+
+Finding 6 of issue 16: ``rc-<range>-t<team>-<net>`` made range ``lab``'s network ``t2-dmz``
+of team 1 and range ``lab-t1``'s network ``dmz`` of team 2 the same name.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rangectl import labels as L
+from rangectl.backend.docker import (
+    DockerBackend,
+    bridge_name,
+    container_name,
+    foreign_network,
+    net_name,
+    team_nodes,
+)
+from rangectl.errors import RangeError
+from rangectl.plan import PROBE, NetworkPlan, plan
+from rangectl.scenario.model import NAME
+from rangectl.scenario.validate import load_scenario
+from rangectl.state import RANGE_NAME
+from tests.conftest import FIXTURES
+
+RANGES = st.from_regex(RANGE_NAME, fullmatch=True)
+NAMES = st.one_of(st.from_regex(re.compile(NAME), fullmatch=True), st.just(PROBE))
+TEAMS = st.integers(1, 64)
+TRIPLES = st.tuples(RANGES, TEAMS, NAMES)
+SETTINGS = settings(max_examples=400, deadline=None)
+
+
+def old_name(range_name: str, team: int, net: str) -> str:
+    """The scheme the finding broke (kept here to show the test attacks it)."""
+    return f"rc-{range_name}-t{team}-{net}"
+
+
+def test_the_findings_names_no_longer_collide():
+    a = ("lab", 1, "t2-dmz")
+    b = ("lab-t1", 2, "dmz")
+    assert old_name(*a) == old_name(*b)  # the finding, reproduced
+    assert net_name(*a) != net_name(*b)
+    assert container_name(*a) != container_name(*b)
+    assert bridge_name(*a) != bridge_name(*b)
+
+
+@pytest.mark.parametrize("fn", [net_name, container_name])
+@SETTINGS
+@given(t=TRIPLES)
+def test_names_read_back_one_way(fn, t):
+    """A name splits back into exactly its (range, team, name): so the map is injective."""
+    r, team, n = t
+    name = fn(r, team, n)
+    assert name.startswith("rc-")
+    parts = name[3:].split(".")
+    assert parts == [r, f"t{team}", n]
+    # Docker's rule for container names (networks accept the same)
+    assert re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+", name)
+
+
+@st.composite
+def pairs(draw):
+    """Two triples: independent, or the same text with ``-t<k>`` moved between range and name
+    (how the old ``rc-<range>-t<team>-<net>`` made two ranges share a name)."""
+    a = draw(TRIPLES)
+    if draw(st.booleans()):
+        return a, draw(TRIPLES)
+    r, t, n = a
+    k = draw(TEAMS)
+    shifted = ((r, t, f"t{k}-{n}"), (f"{r}-t{t}", k, n))
+    if RANGE_NAME.match(shifted[1][0]) and re.match(NAME, shifted[0][2]):
+        return shifted
+    return a, a
+
+
+@SETTINGS
+@given(ab=pairs())
+def test_names_are_injective(ab):
+    a, b = ab
+    assert (net_name(*a) == net_name(*b)) == (a == b)
+    assert (container_name(*a) == container_name(*b)) == (a == b)
+    assert (bridge_name(*a) == bridge_name(*b)) == (a == b)
+
+
+@SETTINGS
+@given(t=TRIPLES)
+def test_bridge_names_fit_linux(t):
+    b = bridge_name(*t)
+    assert len(b) <= 15 and re.fullmatch(r"rc-[0-9a-f]{12}", b)
+
+
+@given(r=RANGES, team=TEAMS)
+@settings(max_examples=100, deadline=None)
+def test_tricky_prefixes_stay_apart(r, team):
+    """Range ``r`` team ``team`` against range ``r-t<team>`` and friends, shifted every way."""
+    cands = [
+        (r, team, f"t{team + 1}-dmz"),
+        (f"{r}-t{team}"[:41], team + 1, "dmz"),
+        (r, team, "dmz"),
+        (f"{r}-t{team}-t{team + 1}"[:41], 1, "dmz"),
+        (r[:-1] or "x", team, f"{r[-1]}-dmz"),
+    ]
+    names = [net_name(*c) for c in cands if RANGE_NAME.match(c[0])]
+    assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("bad", ["a.b", "", "a/b"])
+def test_a_part_with_the_separator_is_refused(bad):
+    with pytest.raises(ValueError):
+        net_name(bad, 1, "dmz")
+    with pytest.raises(ValueError):
+        container_name("lab", 1, bad)
+
+
+# --- adoption by labels ------------------------------------------------------------------------
+
+NET = NetworkPlan("dmz", IPv4Network("10.231.3.0/24"), IPv4Address("10.231.3.254"))
+
+
+def info(labels: dict | None, subnet: str = "10.231.3.0/24", internal: bool = True, name: str = "x") -> dict:
+    return {
+        "Name": name,
+        "Id": name,
+        "Labels": labels,
+        "Internal": internal,
+        "IPAM": {"Config": [{"Subnet": subnet}]},
+    }
+
+
+def labels(rng: str = "lab", team: int = 1, net: str = "dmz") -> dict:
+    return {L.MANAGED: "1", L.RANGE: rng, L.TEAM: str(team), L.NETWORK: net}
+
+
+def test_foreign_network_reasons():
+    assert foreign_network(info(labels()), "lab", 1, NET) is None
+    assert "not a rangectl network" in foreign_network(info(None), "lab", 1, NET)
+    assert "not a rangectl network" in foreign_network(info({"com.example": "1"}), "lab", 1, NET)
+    why = foreign_network(info(labels("lab-t1", 2, "dmz")), "lab", 1, NET)
+    assert "belongs to range 'lab-t1' team 2" in why and L.RANGE in why and L.TEAM in why
+    why = foreign_network(info(labels("lab", 1, "t2-dmz")), "lab", 1, NET)
+    assert "network 't2-dmz'" in why and L.NETWORK in why
+    assert "not the planned 10.231.3.0/24" in foreign_network(info(labels(), "10.9.9.0/24"), "lab", 1, NET)
+    assert "not --internal" in foreign_network(info(labels(), internal=False), "lab", 1, NET)
+
+
+class FakeAPI:
+    """The few Docker API calls the pre-flight checks make, over a fixed set of resources."""
+
+    def __init__(self, networks: list[dict], containers: dict[str, dict] | None = None):
+        self._networks = networks
+        self._containers = containers or {}
+
+    def networks(self, filters=None):
+        return self._networks
+
+    def inspect_network(self, name):
+        from docker.errors import NotFound
+
+        for n in self._networks:
+            if n["Name"] == name:
+                return n
+        raise NotFound(name)
+
+    def inspect_container(self, name):
+        from docker.errors import NotFound
+
+        if name in self._containers:
+            return self._containers[name]
+        raise NotFound(name)
+
+
+def backend(api: FakeAPI) -> DockerBackend:
+    be = DockerBackend.__new__(DockerBackend)
+    be.api = api
+    return be
+
+
+MINI = load_scenario(FIXTURES / "mini-range.yaml")
+
+
+def test_preflight_refuses_a_network_of_the_planned_name_that_is_not_ours():
+    p = plan(MINI, 1)
+    name = net_name("lab", 1, "dmz")
+    stranger = info(None, "10.231.3.0/24", name=name)  # same name and subnet, no labels
+    be = backend(FakeAPI([stranger]))
+    with pytest.raises(RangeError, match=r"network 'rc-lab\.t1\.dmz' exists but is not a rangectl network"):
+        be.check_names_free("lab", p)
+    # and the subnet check no longer skips it for its name alone
+    with pytest.raises(RangeError, match="clashes with Docker network"):
+        be.check_subnets("lab", p)
+
+
+def test_preflight_adopts_only_its_own_network():
+    p = plan(MINI, 1)
+    ours = [info(labels("lab", 1, n.name), str(n.subnet), name=net_name("lab", 1, n.name)) for n in p.team(1).networks]
+    be = backend(FakeAPI(ours))
+    be.check_names_free("lab", p)
+    be.check_subnets("lab", p)
+    # the same networks seen from another range: clashes, whatever the names
+    with pytest.raises(RangeError, match="clashes with Docker network 'rc-lab.t1"):
+        be.check_subnets("lab-t1", p)
+
+
+def test_preflight_refuses_a_container_of_another_team_or_node():
+    p = plan(MINI, 2)
+    name = container_name("lab", 2, "soc")
+    wrong = {"Config": {"Labels": {L.MANAGED: "1", L.RANGE: "lab", L.TEAM: "1", L.NODE: "soc"}}}
+    with pytest.raises(RangeError, match="is not node 'soc' of team 2"):
+        backend(FakeAPI([], {name: wrong})).check_names_free("lab", p)
+    right = {"Config": {"Labels": {L.MANAGED: "1", L.RANGE: "lab", L.TEAM: "2", L.NODE: "soc"}}}
+    backend(FakeAPI([], {name: right})).check_names_free("lab", p)
+
+
+def test_the_probe_container_is_checked_too():
+    p = plan(MINI, 1)
+    assert [n.name for n in team_nodes(p.team(1))][-1] == PROBE
+    name = container_name("lab", 1, PROBE)
+    squatter = {"Config": {"Labels": {}}}
+    with pytest.raises(RangeError, match=f"'{re.escape(name)}' exists and is not node '{PROBE}'"):
+        backend(FakeAPI([], {name: squatter})).check_names_free("lab", p)
