@@ -1,20 +1,21 @@
 #!/usr/bin/env python3
 """Bench a refusal flood: one team hammers the team API while the others' latency and the store are measured.
 
-    .venv/bin/python bench/flood.py [--seconds 20] [--connections 32] [--teams 4] [--window 5] [--json]
+    .venv/bin/python bench/flood.py [--seconds 20] [--segment 2] [--connections 32] [--teams 4] [--window 5] [--json]
 
 A temporary range state (no Docker) with N teams and a running drill; the
 team API (``create_app`` + uvicorn, as ``serve`` runs it) in its own process
-on a free loopback port. Two phases of ``--seconds`` each:
-
-1. baseline: teams 2..N each make ``--other-rate`` requests/s on one
-   keep-alive connection (score, objectives, a wrong answer in turn), paced,
-   latency counted from the scheduled time;
-2. flood: the same, while team 1 opens ``--connections`` connections and
-   submits 1000-character answers as fast as the server answers.
+on a free loopback port. Teams 2..N each make ``--other-rate`` requests/s on
+one keep-alive connection (score, objectives, a wrong answer in turn), paced,
+latency counted from the scheduled time. Team 1 floods: ``--connections``
+connections submitting 1000-character answers as fast as the server answers,
+switched on and off every ``--segment`` seconds for ``--seconds`` on and as
+many off. The other teams' latencies are split by whether the flood was on
+when the request was due, so the machine's own noise (other jobs on shared
+cores) falls on both halves alike.
 
 The server is then stopped (its refusal summaries written) and the store is
-read: team 1's events written during the flood, by kind, and their size.
+read: team 1's events written during the run, by kind, and their size.
 Store growth per team-hour is the summaries' bytes per window times the
 windows in an hour at the production window (60 s), plus the one-off scored
 attempts (bounded per drill by the policy's max_attempts, not by time).
@@ -89,17 +90,28 @@ def _has_uvloop() -> bool:
         return False
 
 
-async def other_team(team: int, token: str, port: int, stop_at: float, rate: float, lat: list) -> None:
+def flood_on(t0: float, segment: float, now: float | None = None) -> bool:
+    """The schedule both processes follow (wall clock): off, on, off, on ... every ``segment`` s from t0."""
+    now = time.time() if now is None else now
+    return now >= t0 and int((now - t0) // segment) % 2 == 1
+
+
+async def other_team(
+    team: int, token: str, port: int, t0: float, stop: float, segment: float, rate: float, lat: list
+) -> None:
+    """One keep-alive connection, ``rate`` requests/s, paced; each latency tagged flood on/off."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     rnd = random.Random(team)
     interval = 1.0 / rate
-    next_at = time.monotonic() + rnd.random() * interval
+    await asyncio.sleep(max(0.0, t0 - time.time()) + rnd.random() * interval)
+    next_at = time.monotonic()
     n = 0
-    while time.monotonic() < stop_at:
+    while time.time() < stop:
         delay = next_at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         scheduled = next_at
+        on = flood_on(t0, segment)
         next_at += interval
         kind = n % 3
         if kind == 0:
@@ -114,18 +126,22 @@ async def other_team(team: int, token: str, port: int, stop_at: float, rate: flo
                 json.dumps({"answer": f"t{team}-{n}"}).encode(),
             )
         status, _ = await base.request(reader, writer, req[0], req[1], token, req[2])
-        lat.append((time.monotonic() - scheduled, status))
+        # latency from the scheduled time (no coordinated omission)
+        lat.append((time.monotonic() - scheduled, status, on, time.time() - t0))
         n += 1
     writer.close()
 
 
-async def flooder(token: str, port: int, stop_at: float, out: Counter) -> None:
+async def flooder(token: str, port: int, t0: float, stop: float, segment: float, out: Counter) -> None:
+    """One of team 1's connections: 1000-character answers as fast as the server answers, while on."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     rnd = random.Random()
-    answer = "x" * 1000
-    while time.monotonic() < stop_at:
+    body = json.dumps({"answer": "x" * 1000}).encode()
+    while time.time() < stop:
+        if not flood_on(t0, segment):
+            await asyncio.sleep(0.005)
+            continue
         oid = rnd.choice(base.OBJECTIVES)
-        body = json.dumps({"answer": answer}).encode()
         try:
             status, _ = await base.request(
                 reader, writer, "POST", f"/api/v1/teams/me/objectives/{oid}/submissions", token, body
@@ -137,24 +153,106 @@ async def flooder(token: str, port: int, stop_at: float, out: Counter) -> None:
     writer.close()
 
 
-async def phase(tokens: dict[int, str], port: int, seconds: float, rate: float, connections: int) -> dict:
-    stop_at = time.monotonic() + seconds
+def run_flooder(port: int, token: str, connections: int, t0: float, stop: float, segment: float) -> None:
+    """Team 1's flood, in a process of its own (as an attacker's machine would be): the other
+    teams' client loop never waits for it."""
+
+    async def go() -> Counter:
+        out: Counter = Counter()
+        await asyncio.gather(*(flooder(token, port, t0, stop, segment, out) for _ in range(connections)))
+        return out
+
+    print(json.dumps({str(k): v for k, v in asyncio.run(go()).items()}), flush=True)
+
+
+async def others(
+    tokens: dict[int, str], port: int, t0: float, stop: float, segment: float, rate: float
+) -> list:
     lat: list = []
-    flood: Counter = Counter()
-    jobs = [other_team(k, tok, port, stop_at, rate, lat) for k, tok in tokens.items() if k != 1]
-    jobs += [flooder(tokens[1], port, stop_at, flood) for _ in range(connections)]
-    await asyncio.gather(*jobs)
-    lats = [x for x, _ in lat]
-    return {
-        "other_requests": len(lat),
-        "other_status": dict(Counter(s for _, s in lat)),
-        "other_p50_ms": round(base.pct(lats, 50), 2),
-        "other_p99_ms": round(base.pct(lats, 99), 2),
-        "other_max_ms": round(max(lats) * 1000, 2),
-        "flood_requests": sum(flood.values()),
-        "flood_per_second": round(sum(flood.values()) / seconds, 1),
-        "flood_status": dict(flood),
-    }
+    await asyncio.gather(
+        *(other_team(k, tok, port, t0, stop, segment, rate, lat) for k, tok in tokens.items() if k != 1)
+    )
+    return lat
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_sampler(pid: int, t0: float, stop: float, segment: float, out: dict) -> None:
+    """The server's CPU time, credited to flood on or off (sampled every 0.1 s)."""
+    last = _cpu_seconds(pid)
+    while time.time() < stop:
+        await asyncio.sleep(0.1)
+        now = _cpu_seconds(pid)
+        if time.time() >= t0:
+            key = "on" if flood_on(t0, segment, time.time() - 0.05) else "off"
+            out[key] = out.get(key, 0.0) + now - last
+        last = now
+
+
+def interleaved(
+    tokens: dict[int, str],
+    port: int,
+    seconds: float,
+    segment: float,
+    rate: float,
+    connections: int,
+    server_pid: int | None = None,
+) -> dict:
+    """``seconds`` with the flood off and ``seconds`` with it on, alternating every ``segment``
+    seconds, so the machine's own noise falls on both alike."""
+    t0 = time.time() + 1.0
+    stop = t0 + 2 * seconds
+    fl = None
+    if connections:
+        argv = [str(port), tokens[1], str(connections), repr(t0), repr(stop), repr(segment)]
+        fl = subprocess.Popen(
+            [sys.executable, __file__, "--flooder", *argv],
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+    cpu: dict = {}
+
+    async def run() -> list:
+        jobs = [others(tokens, port, t0, stop, segment, rate)]
+        if server_pid is not None:
+            jobs.append(cpu_sampler(server_pid, t0, stop, segment, cpu))
+        return (await asyncio.gather(*jobs))[0]
+
+    lat = asyncio.run(run())
+    flood: dict = {}
+    if fl is not None:
+        out, _ = fl.communicate(timeout=60)
+        flood = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+
+    def stats(on: bool) -> dict:
+        xs = [x for x, _, f, _ in lat if f == on]
+        return {
+            "other_requests": len(xs),
+            "other_status": dict(Counter(str(st) for _, st, f, _ in lat if f == on)),
+            "other_p50_ms": round(base.pct(xs, 50), 2),
+            "other_p99_ms": round(base.pct(xs, 99), 2),
+            "other_max_ms": round(max(xs) * 1000, 2),
+        }
+
+    if os.environ.get("FLOOD_DEBUG"):
+        worst = sorted(lat, reverse=True)[:20]
+        print([(round(x * 1000, 1), st, f, round(t, 2)) for x, st, f, t in worst], file=sys.stderr)
+    on = stats(True)
+    on.update(
+        flood_requests=sum(flood.values()),
+        flood_per_second=round(sum(flood.values()) / seconds, 1),
+        flood_status=flood,
+    )
+    off = stats(False)
+    if cpu:
+        off["server_cpu_pct"] = round(100 * cpu.get("off", 0.0) / seconds, 1)
+        on["server_cpu_pct"] = round(100 * cpu.get("on", 0.0) / seconds, 1)
+    return {"baseline": off, "flood": on}
 
 
 def _files_size(db: Path) -> int:
@@ -171,16 +269,22 @@ def _event_bytes(e) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
+    ap.add_argument("--seconds", type=float, default=20.0, help="seconds with the flood on (and as many off)")
+    ap.add_argument("--segment", type=float, default=2.0, help="the flood goes on and off every SEGMENT s")
     ap.add_argument("--connections", type=int, default=32, help="the flooding team's connections")
     ap.add_argument("--teams", type=int, default=4)
     ap.add_argument("--other-rate", type=float, default=20.0, help="requests/s of each other team")
     ap.add_argument("--window", type=float, default=5.0, help="refusal summary window for this run (s)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--server", nargs=3, metavar=("NAME", "PORT", "WINDOW"), help=argparse.SUPPRESS)
+    ap.add_argument("--flooder", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.server:
         run_server(args.server[0], int(args.server[1]), float(args.server[2]))
+        return 0
+    if args.flooder:
+        port, token, conns, t0, stop, segment = args.flooder
+        run_flooder(int(port), token, int(conns), float(t0), float(stop), float(segment))
         return 0
 
     home = tempfile.mkdtemp(prefix="bench-flood-home-")
@@ -199,16 +303,14 @@ def main() -> int:
     )
     try:
         asyncio.run(base.wait_port(port))
-        asyncio.run(
-            phase(tokens, port, 2.0, args.other_rate, 0)
-        )  # warm-up (connections, caches): not counted
+        interleaved(tokens, port, 1.0, 1.0, args.other_rate, 0)  # warm-up: not counted
         size0 = _files_size(db)
-        baseline = asyncio.run(phase(tokens, port, args.seconds, args.other_rate, 0))
-        size1 = _files_size(db)
         t_flood = time.time()
-        flood = asyncio.run(phase(tokens, port, args.seconds, args.other_rate, args.connections))
-        t_end = time.time()
-        size2 = _files_size(db)
+        lat = interleaved(
+            tokens, port, args.seconds, args.segment, args.other_rate, args.connections, server_pid=srv.pid
+        )
+        size1 = _files_size(db)
+        baseline, flood = lat["baseline"], lat["flood"]
     finally:
         srv.send_signal(signal.SIGTERM)
         out, _ = srv.communicate(timeout=60)
@@ -225,14 +327,16 @@ def main() -> int:
     for e in mine:
         bytes_kind[e.kind] += _event_bytes(e)
     summaries = [e for e in mine if e.kind in ("submission.refused", "api.throttled")]
-    windows = max(1.0, (t_end - t_flood) / args.window)
+    # the windows the flood was in (a summary names its window by its first refusal)
+    windows = max(1, len({int(e.data["first_ts"] // args.window) for e in summaries}))
     summary_bytes_per_window = sum(_event_bytes(e) for e in summaries) / windows
     per_hour_summaries = summary_bytes_per_window * 3600 / PRODUCTION_WINDOW
     one_off = bytes_kind["submission"]
     counted = sum(int(e.data.get("count", 0)) for e in summaries)
     ratio = flood["other_p99_ms"] / baseline["other_p99_ms"] if baseline["other_p99_ms"] else None
     res = {
-        "seconds_per_phase": args.seconds,
+        "seconds_flood_on": args.seconds,
+        "segment_s": args.segment,
         "connections": args.connections,
         "teams": args.teams,
         "window_s": args.window,
@@ -246,8 +350,7 @@ def main() -> int:
         "growth_per_team_hour_bytes": round(per_hour_summaries + one_off),
         "growth_per_team_hour_summaries_bytes": round(per_hour_summaries),
         "one_off_scored_bytes": one_off,
-        "file_growth_baseline_bytes": size1 - size0,
-        "file_growth_flood_bytes": size2 - size1,
+        "file_growth_bytes": size1 - size0,
         "server_flushed": closed,
         "chain_ok": verify.ok,
     }
@@ -259,9 +362,13 @@ def main() -> int:
             f"({flood['flood_per_second']}/s) {flood['flood_status']}"
         )
         print(
-            f"other teams p99: {baseline['other_p99_ms']} ms without, {flood['other_p99_ms']} ms with the flood "
+            f"other teams p99: {baseline['other_p99_ms']} ms with the flood off, {flood['other_p99_ms']} ms on "
             f"(x{res['other_p99_ratio']}); p50 {baseline['other_p50_ms']} / {flood['other_p50_ms']} ms; "
             f"status {flood['other_status']}"
+        )
+        print(
+            f"server CPU: {baseline.get('server_cpu_pct')}% of a core with the flood off, "
+            f"{flood.get('server_cpu_pct')}% on"
         )
         print(
             f"team 1's events during the flood: {dict(by_kind)} ({sum(bytes_kind.values())} bytes) "
@@ -270,8 +377,8 @@ def main() -> int:
         print(
             f"store growth per team-hour: {res['growth_per_team_hour_bytes']} bytes "
             f"({res['growth_per_team_hour_summaries_bytes']} of summaries at a {PRODUCTION_WINDOW:g} s window "
-            f"+ {one_off} one-off scored attempts); files grew {size1 - size0} bytes without, "
-            f"{size2 - size1} with the flood; chain {'ok' if verify.ok else 'BROKEN'}"
+            f"+ {one_off} one-off scored attempts); range.db + WAL grew {size1 - size0} bytes in the run; "
+            f"chain {'ok' if verify.ok else 'BROKEN'}"
         )
         ok_growth = res["growth_per_team_hour_bytes"] < 1_000_000
         ok_lat = ratio is not None and ratio <= 1.5

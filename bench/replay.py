@@ -18,22 +18,24 @@ frames are accepted by the receiver just like rangectl's rewritten ones).
    socket, see rangectl/traffic/sniff.py) to show what got through.
 
    On a veth pair the receiver's kernel handles each frame inside the
-   sender's sendto(2) (softirq on the same CPU), so what the receiver does
-   with a frame is part of both tools' cost per frame. ``--receiver``:
-   ``discard`` (default) binds a UDP socket to the discard port that is
-   never read, so frames go through the receiver's IP and UDP layers and are
-   dropped at the full socket queue; ``closed`` leaves the port closed (each
-   frame also walks the ICMP port-unreachable path: a route lookup and the
-   per-host rate limit, about a third of a TX-ring frame's cost); ``drop``
-   drops frames at the receiver's tc ingress, after the packet taps that
-   count them (the tools' own cost only).
+   sender's sendto(2) (softirq on the same CPU), so whatever the receiver
+   does with a frame is added to both tools' cost per frame and compresses
+   their ratio. ``--receiver``: ``drop`` (default) drops frames at the
+   receiver's tc ingress, right after the packet taps that count and
+   timestamp them (what is measured is the sender and the veth pair);
+   ``discard`` binds a UDP socket to the discard port that is never read,
+   so frames also go through the receiver's IP and UDP layers and are
+   dropped at the full socket queue; ``closed`` leaves the port closed, as
+   this benchmark did before: each frame also walks the ICMP
+   port-unreachable path (a route lookup and the per-host rate limit, about
+   a third of a TX-ring frame's cost on this machine).
 2. Timing at speed 1.0: a capture with irregular gaps (``--timed-packets``,
    exponential, mean ``--mean-gap-us``), replayed by both; tcpdump in the
    receiver namespace timestamps arrivals (nanoseconds). For consecutive
    packets (matched by a sequence number in the payload) the error is
    |arrival gap - capture gap|; mean, p99 and max are printed.
 
-Run as root: .venv/bin/python bench/replay.py [--packets 100000] [--rounds 5] [--receiver discard|closed|drop]
+Run as root: .venv/bin/python bench/replay.py [--packets 100000] [--rounds 5] [--receiver drop|discard|closed]
 The namespaces are removed at the end, also on Ctrl-C or an error.
 """
 
@@ -45,6 +47,7 @@ import json
 import os
 import random
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -70,7 +73,7 @@ TX_IP, RX_IP = "198.51.100.10", "198.51.100.20"
 TX_MAC, RX_MAC = "02:72:63:00:00:0a", "02:72:63:00:00:14"
 NET = "198.51.100.0/24"
 SPORT, DPORT = 40000, 9  # the discard port (see --receiver)
-RECEIVERS = ("discard", "closed", "drop")
+RECEIVERS = ("drop", "discard", "closed")
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -119,7 +122,7 @@ class Lab:
         self.procs: list[subprocess.Popen] = []
         self.sink: socket.socket | None = None
 
-    def build(self, receiver: str = "discard") -> None:
+    def build(self, receiver: str = "drop") -> None:
         for ns in (self.tx, self.rx):
             sh("ip", "netns", "add", ns)
             self.made.append(ns)
@@ -181,6 +184,7 @@ def run_rangectl(lab: Lab, cap: Path, **timing) -> dict:
         "received": got.packets,
         "qdisc_bypass": d["qdisc_bypass"],
         "sender": d["sender"],
+        "cpu_us_per_frame": d["send_cpu_seconds"] / r.packets_sent * 1e6 if d.get("send_cpu_seconds") else None,
         "sender_fallback": d.get("sender_fallback"),
         "lateness_us": d.get("lateness_us"),
     }
@@ -188,10 +192,12 @@ def run_rangectl(lab: Lab, cap: Path, **timing) -> dict:
 
 def run_tcpreplay(lab: Lab, cap: Path, *extra: str) -> dict:
     cnt = lab.counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(
         ["ip", "netns", "exec", lab.tx, "tcpreplay", "-i", "eth0", *extra, str(cap)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     got = cnt.stop(0.5)
     if p.returncode != 0:
         raise RuntimeError(f"tcpreplay failed: {p.stderr.strip() or p.stdout.strip()}")
@@ -199,11 +205,13 @@ def run_tcpreplay(lab: Lab, cap: Path, *extra: str) -> dict:
     m = re.search(r"Actual: (\d+) packets \((\d+) bytes\) sent in ([\d.]+) seconds", out)
     rated = re.search(r"Rated: [\d.]+ Bps, [\d.]+ Mbps, ([\d.]+) pps", out)
     sent, secs = (int(m.group(1)), float(m.group(3))) if m else (None, None)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)  # the whole process, startup included
     return {
         "sent": sent,
         "seconds": secs,
         "pps": float(rated.group(1)) if rated else None,
         "received": got.packets,
+        "cpu_us_per_frame": cpu / sent * 1e6 if sent else None,
     }
 
 
@@ -262,7 +270,7 @@ def main() -> int:
     ap.add_argument("--packets", type=int, default=100_000, help="frames in the top-speed capture (>= 100000)")
     ap.add_argument("--pad", type=int, default=14, help="payload bytes after the sequence number (14: 60-byte frames)")
     ap.add_argument("--rounds", type=int, default=5, help="top-speed runs of each tool (alternating)")
-    ap.add_argument("--receiver", choices=RECEIVERS, default="discard",
+    ap.add_argument("--receiver", choices=RECEIVERS, default="drop",
                     help="what the receiver does with the frames (see the module doc)")  # fmt: skip
     ap.add_argument("--fallback", action="store_true", help="also time rangectl's sendmmsg fallback (no TX ring)")
     ap.add_argument("--timed-packets", type=int, default=5000, help="frames in the speed-1.0 capture")
@@ -309,13 +317,15 @@ def main() -> int:
                 c = rnd["rangectl_sendmmsg"] = run_rangectl(lab, big, topspeed=True, tx_ring=False)
             results["rounds"].append(rnd)
             print(f"  round {i + 1}: rangectl {a['pps']:>10,.0f} pps ({a['sent']} sent, {a['received']} received, "
-                  f"{a['sender']}, qdisc bypass {a['qdisc_bypass']})   tcpreplay {b['pps']:>10,.0f} pps "
-                  f"({b['sent']} sent, {b['received']} received)   ratio {a['pps'] / b['pps']:.2f}")  # fmt: skip
+                  f"{a['sender']}, qdisc bypass {a['qdisc_bypass']}, {a['cpu_us_per_frame']:.2f} us CPU/frame)   "
+                  f"tcpreplay {b['pps']:>10,.0f} pps ({b['sent']} sent, {b['received']} received, "
+                  f"{b['cpu_us_per_frame']:.2f} us CPU/frame)   ratio {a['pps'] / b['pps']:.2f}")  # fmt: skip
             if a["sender_fallback"]:
                 print(f"           {a['sender_fallback']}")
             if c is not None:
                 print(f"           rangectl without the ring ({c['sender']}) {c['pps']:>10,.0f} pps "
-                      f"({c['sent']} sent, {c['received']} received)   ratio {c['pps'] / b['pps']:.2f}")  # fmt: skip
+                      f"({c['sent']} sent, {c['received']} received, {c['cpu_us_per_frame']:.2f} us CPU/frame)   "
+                      f"ratio {c['pps'] / b['pps']:.2f}")  # fmt: skip
         ok_pps = None
         if results["rounds"]:
             med_a = statistics.median(r["rangectl"]["pps"] for r in results["rounds"])
@@ -323,8 +333,13 @@ def main() -> int:
             ratios = [r["rangectl"]["pps"] / r["tcpreplay"]["pps"] for r in results["rounds"]]
             results["topspeed"] = {"rangectl_pps": round(med_a), "tcpreplay_pps": round(med_b), "ratio": round(med_a / med_b, 3),
                                    "ratio_per_round": [round(x, 3) for x in ratios]}  # fmt: skip
+            cpu_a = statistics.median(r["rangectl"]["cpu_us_per_frame"] for r in results["rounds"])
+            cpu_b = statistics.median(r["tcpreplay"]["cpu_us_per_frame"] for r in results["rounds"])
+            results["topspeed"].update(rangectl_cpu_us_per_frame=round(cpu_a, 3), tcpreplay_cpu_us_per_frame=round(cpu_b, 3))
             print(f"  median:  rangectl {med_a:,.0f} pps   tcpreplay {med_b:,.0f} pps   ratio {med_a / med_b:.2f}"
                   f"   (median of the rounds' ratios {statistics.median(ratios):.2f})")  # fmt: skip
+            print(f"           CPU per frame: rangectl {cpu_a:.2f} us (sending thread), tcpreplay {cpu_b:.2f} us "
+                  f"(whole process); ratio {cpu_b / cpu_a:.2f}")  # fmt: skip
             if args.fallback:
                 med_c = statistics.median(r["rangectl_sendmmsg"]["pps"] for r in results["rounds"])
                 results["topspeed"]["rangectl_sendmmsg_pps"] = round(med_c)

@@ -35,6 +35,7 @@ from typing import Any
 from rangectl.errors import NotFound, RangeError, UsageError
 from rangectl.netns import netns_path_of_pid
 from rangectl.plan import NodePlan, Plan, TeamPlan
+from rangectl.scenario.durations import parse_duration
 from rangectl.scenario.variables import substitute_all
 from rangectl.traffic.base import TrafficContext, TrafficError, TrafficResult, refusal
 from rangectl.traffic.generators import GENERATORS, parse_params, run_traffic
@@ -297,14 +298,22 @@ def run_traffic_inject(
     *,
     stop: threading.Event | None = None,
     deadline: float | None = None,
+    time_scale: float = 1.0,
 ) -> dict[str, Any]:
-    """Run traffic inject ``inj`` for ``team`` now; return its ground truth (the caller records it)."""
+    """Run traffic inject ``inj`` for ``team`` now; return its ground truth (the caller records it).
+
+    A ``duration`` parameter is drill time: at ``time_scale`` x the traffic lasts
+    duration / time_scale seconds, so a flood covers the same part of the drill at any speed
+    (its ``rate`` stays packets per real second: the strength of an attack is physical)."""
     tr = getattr(inj, "traffic", None)
     if tr is None:
         raise UsageError(f"inject '{inj.id}' is a message, not traffic")
     src_file = getattr(state, "source_path", None)
+    params = dict(tr.params)
+    if time_scale > 0 and time_scale != 1.0 and params.get("duration") is not None:
+        params["duration"] = parse_duration(params["duration"]) / time_scale
     return run_job(
-        state, plan, backend, team, kind=tr.kind, params=tr.params, src_node=tr.from_, target_node=tr.target,
+        state, plan, backend, team, kind=tr.kind, params=params, src_node=tr.from_, target_node=tr.target,
         inject_id=inj.id, scenario_file=src_file, stop=stop, deadline=deadline,
     )  # fmt: skip
 

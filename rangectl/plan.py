@@ -72,6 +72,7 @@ class NodePlan:
     gateway: IPv4Address | None = None
     forward: bool = False
     capabilities: list[str] = field(default_factory=list)
+    sysctls: dict[str, str] = field(default_factory=dict)  # the scenario's, for the node's netns
 
     @property
     def primary_ip(self) -> IPv4Address:
@@ -86,6 +87,7 @@ class NodePlan:
             "gateway": str(self.gateway) if self.gateway else None,
             "forward": self.forward,
             "capabilities": self.capabilities,
+            **({"sysctls": dict(self.sysctls)} if self.sysctls else {}),
         }
 
 
@@ -317,6 +319,7 @@ def plan(scenario: Scenario, teams: int = 1, seed: str | None = None) -> Plan:
                     gateway=amap.get(node.gateway) if node.gateway else None,
                     forward=node.forward,
                     capabilities=caps,
+                    sysctls=dict(node.sysctls),
                 )
             )
         probe = None

@@ -60,6 +60,7 @@ class ReportData:
     verify: VerifyResult
     generated: float = field(default_factory=time.time)
     lang: str = "en"
+    checkpoint: Any = None  # the record's latest checkpoint outside the database (store.Checkpoint)
 
     @property
     def end_t(self) -> float:
@@ -87,7 +88,9 @@ def collect(state: Any, lang: str = "en") -> ReportData:
 
     ctx = context(state)
     events = ctx.store.events()
-    return build(state.name, ctx.scenario, ctx.plan, ctx.policy, events, ctx.store.verify(), lang)
+    data = build(state.name, ctx.scenario, ctx.plan, ctx.policy, events, ctx.store.verify(), lang)
+    data.checkpoint = ctx.store.last_checkpoint()
+    return data
 
 
 def build(
@@ -145,9 +148,15 @@ def _facts(d: ReportData) -> list[tuple[str, str]]:
     b = d.board
     v = d.verify
     log = (
-        f"intact, {v.count} events, head {v.head_hash[:16]}"
+        f"intact, {v.count} events, head {v.head_hash}"
         if v.ok
         else (f"BROKEN at event {v.first_bad_seq}: {v.reason}")
+    )
+    cp = d.checkpoint
+    anchor = (
+        f"event {cp.seq}, head {cp.hash} (check it later: rangectl verify {d.range} --expect-head {cp.hash})"
+        if cp is not None
+        else "none yet"
     )
     return [
         ("Range", d.range),
@@ -157,6 +166,7 @@ def _facts(d: ReportData) -> list[tuple[str, str]]:
         ("Drill", f"{b.status}, drill time {_dt(b.drill_t)}"),
         ("Events", str(len(d.events))),
         ("Event log", log),
+        ("Record checkpoint", anchor),
         ("Generated", time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(d.generated))),
     ]
 

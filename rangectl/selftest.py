@@ -291,7 +291,7 @@ def _assess(res: SelftestResult, state: Any, scenario: Any, plan: Any, player: A
         not free,
         f"earned without doing anything: {', '.join(free)}" if free else f"{t2.total:.1f} (availability only)",
     )
-    idle_bound(res, t1, t2, board_policy(state))
+    idle_bound(res, t1, t2, board_policy(state), scenario.scoring.idle_share_max)
     v = store.verify()
     res.add("verify", v.ok, f"{v.count} events, chain intact" if v.ok else f"broken at seq {v.first_bad_seq}: {v.reason}")
 
@@ -302,11 +302,12 @@ def board_policy(state: Any) -> Any:
     return context(state).policy
 
 
-def idle_bound(res: SelftestResult, ref: Any, idle: Any, policy: Any) -> None:
-    """``idle-bound``: the idle team ends at most the policy's ``idle_share_max`` of the reference
-    team's total (not checked when the policy sets none). The detail says where the idle team's
-    points came from, so a scenario whose attacks do not hurt is told why it fails."""
-    bound = policy.idle_share_max
+def idle_bound(res: SelftestResult, ref: Any, idle: Any, policy: Any, scenario_bound: float | None = None) -> None:
+    """``idle-bound``: the idle team ends at most ``idle_share_max`` of the reference team's total
+    (the scenario's ``scoring.idle_share_max``, else the policy's; not checked when neither sets
+    one). The detail says where the idle team's points came from, so a scenario whose attacks do
+    not hurt is told why it fails."""
+    bound = scenario_bound if scenario_bound is not None else policy.idle_share_max
     if bound is None:
         return
     share = idle.total / ref.total if ref.total > 0 else (0.0 if idle.total <= 0 else float("inf"))

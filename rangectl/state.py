@@ -14,6 +14,7 @@ time, and status. The event store (``events`` table) is owned by
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -77,6 +78,10 @@ class RangeState:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _init_db(self) -> None:
+        # the record is the trainer's: made 0600 before SQLite opens it (and its WAL/SHM follow it)
+        fd = os.open(self.db_path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+        os.chmod(self.db_path, 0o600)
         with closing(connect(self.db_path)) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 

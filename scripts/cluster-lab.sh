@@ -16,7 +16,9 @@
 #   --engines N      engines in the lab (default 3; 1-9); engine 1 is the swarm manager
 #   --name NAME      lab name (default rangectl-lab, or $RANGECTL_LAB_NAME); several labs
 #                    with different names can live side by side
-#   --subnet CIDR    subnet of the lab network (default: Docker picks one)
+#   --subnet CIDR    subnet of the lab network, /28 or larger (default: the first free of
+#                    172.30.213.0/24 ... 172.30.220.0/24, 192.168.213.0/24, 192.168.214.0/24);
+#                    engine I gets address .(1+I), kept when it is stopped and started
 #   --state-dir DIR  where the lab's files go (default $RANGECTL_HOME/cluster-lab/NAME,
 #                    RANGECTL_HOME defaulting to ~/.local/state/rangectl)
 #
@@ -271,6 +273,50 @@ teardown() { # remove everything labelled with this lab; quiet when there is not
     [ "$left" -eq 0 ] || die "lab $LAB: $left labelled object(s) are still there after removal (docker ps -a / volume ls / network ls --filter label=$LABEL=$LAB)"
 }
 
+# -- the lab network ----------------------------------------------------------------------
+# The engines get fixed addresses (gateway .1, engine I at .(1+I)), so an engine stopped and
+# started again keeps the address the swarm and the node label know. Fixed addresses need
+# a subnet the lab chooses: --subnet, or the first of CANDIDATES that no Docker network
+# and no route of this machine overlaps.
+CANDIDATES=(172.30.213.0/24 172.30.214.0/24 172.30.215.0/24 172.30.216.0/24 172.30.217.0/24
+    172.30.218.0/24 172.30.219.0/24 172.30.220.0/24 192.168.213.0/24 192.168.214.0/24)
+ip2int() {
+    local a b c d
+    IFS=. read -r a b c d <<<"$1"
+    echo $(((a << 24) + (b << 16) + (c << 8) + d))
+}
+int2ip() { echo "$(($1 >> 24 & 255)).$(($1 >> 16 & 255)).$(($1 >> 8 & 255)).$(($1 & 255))"; }
+net_base() { # network address of CIDR as an integer
+    local ip=${1%/*} len=${1#*/}
+    echo $(($(ip2int "$ip") & (0xffffffff << (32 - len)) & 0xffffffff))
+}
+engine_ip() { int2ip $(($(net_base "$LAB_SUBNET") + 1 + $1)); }
+route_overlaps() { # a route of this machine (not the default one) inside or around CIDR
+    command -v ip >/dev/null 2>&1 || return 1
+    (ip -4 route show root "$1"; ip -4 route show match "$1") 2>/dev/null | grep -v '^default' | grep -q .
+}
+make_network() {
+    local c out
+    if [ -n "$SUBNET" ]; then
+        [ "${SUBNET#*/}" -le 28 ] || die "--subnet $SUBNET is too small for the engines (use /28 or larger)"
+        out=$(hostd network create --driver bridge --internal --label "$LABEL=$LAB" --subnet "$SUBNET" \
+            --gateway "$(int2ip $(($(net_base "$SUBNET") + 1)))" "$LAB" 2>&1) ||
+            die "cannot make network $LAB on $SUBNET: $out"
+        LAB_SUBNET=$SUBNET
+    else
+        for c in "${CANDIDATES[@]}"; do
+            route_overlaps "$c" && continue
+            if hostd network create --driver bridge --internal --label "$LABEL=$LAB" --subnet "$c" \
+                --gateway "$(int2ip $(($(net_base "$c") + 1)))" "$LAB" >/dev/null 2>&1; then
+                LAB_SUBNET=$c
+                break
+            fi
+        done
+        [ -n "${LAB_SUBNET:-}" ] || die "no free subnet for the lab network among ${CANDIDATES[*]}: pass --subnet CIDR"
+    fi
+    say "network $LAB (internal bridge, $LAB_SUBNET)"
+}
+
 # -- up -----------------------------------------------------------------------------------
 UP_DONE=0
 up_failed() {
@@ -319,8 +365,7 @@ cmd_up() {
     trap up_failed EXIT
     trap 'exit 130' INT TERM
 
-    say "network $LAB (internal bridge${SUBNET:+, $SUBNET})"
-    hostd network create --driver bridge --internal --label "$LABEL=$LAB" ${SUBNET:+--subnet "$SUBNET"} "$LAB" >/dev/null
+    make_network
 
     say "starting $ENGINES engine(s) from $IMAGE ($PRIV_NOTE)"
     for i in $(seq 1 "$ENGINES"); do
@@ -328,7 +373,7 @@ cmd_up() {
         role=worker
         [ "$i" = 1 ] && role=manager
         hostd volume create --label "$LABEL=$LAB" --label "$LABEL.engine=$name" "$name" >/dev/null
-        hostd run -d --name "$name" --hostname "$name" --network "$LAB" \
+        hostd run -d --name "$name" --hostname "$name" --network "$LAB" --ip "$(engine_ip "$i")" \
             --label "$LABEL=$LAB" --label "$LABEL.role=$role" --label "$LABEL.engine=$i" \
             -v "$name:/var/lib/docker" "${PRIV_ARGS[@]}" \
             -e ENGINE_API_PORT="$API_PORT" -e ENGINE_POOL="$ENGINE_POOL" \

@@ -12,7 +12,12 @@ application (pure ASGI, before routing and before the body is read):
 * takes one request from the team's budget (:class:`~rangectl.access.ratelimit.TeamBudget`);
   over it, the request is held for ``tarpit`` seconds (1) and answered 429
   with ``Retry-After``, and only counted (``api.throttled``, one summary per
-  team and minute), so a flooding team slows itself, not the others;
+  team and minute), so a flooding team slows itself, not the others; a team
+  turned away has a small burst for a minute (no full burst at every restart
+  of a pulsed flood);
+* lets each team have ``budget.concurrency`` (2) requests in the application
+  at once; the rest of that team's wait their turn, so one team's burst
+  queues behind itself rather than in front of the other teams;
 * refuses bodies over ``max_body`` bytes with 413 (Content-Length or counted);
 * adds ``Cache-Control: no-store`` and ``X-Content-Type-Options: nosniff``.
 
@@ -33,6 +38,7 @@ import json
 import logging
 import math
 import sqlite3
+import weakref
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Security
@@ -281,6 +287,8 @@ class Guard:
         self.app = app
         self.service = service
         self.max_body = max_body
+        # per event loop (a test client may run the app on several), team -> its request slots
+        self._slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     async def _reply(
         self, send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None
@@ -325,6 +333,7 @@ class Guard:
             return
         headers = scope.get("headers") or []
         path = scope.get("path", "")
+        team = None
         if path not in PUBLIC:
             token = None
             for k, v in headers:
@@ -351,6 +360,25 @@ class Guard:
                 await self._throttle(scope, send, team, wait)
                 return
             scope.setdefault("state", {})["team"] = team
+        if team is None:
+            await self._serve(scope, receive, send, headers)
+            return
+        # a team's requests take turns for a few slots: 32 at once from one team wait for each
+        # other here (costing nothing), not in the event loop's queue in front of the other teams
+        async with self._slot(team):
+            await self._serve(scope, receive, send, headers)
+
+    def _slot(self, team: int) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        per = self._slots.get(loop)
+        if per is None:
+            per = self._slots[loop] = {}
+        sem = per.get(team)
+        if sem is None:
+            sem = per[team] = asyncio.Semaphore(max(1, self.service.settings.budget.concurrency))
+        return sem
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, headers: list) -> None:
         # body: declared size first, then counted
         declared = None
         for k, v in headers:

@@ -9,7 +9,9 @@ Thread-safe; memory is bounded by teams x objectives.
 request (key ``(team, "")``): ``per_second`` with bursts of ``burst``. The
 team API's guard takes from it before anything else is done for the request,
 so one team's flood is turned away at the cost of parsing its headers, and
-the other teams' buckets (and latency) do not move.
+the other teams' buckets (and latency) do not move. A team turned away has a
+burst of only ``penalty_burst`` until ``penalty_seconds`` pass without that
+(the service keeps the time; ``take(..., burst=...)`` caps the bucket).
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ class TeamBudget:
     per_second: float = 50.0
     burst: int = 100
     tarpit: float = 1.0  # an over-budget request is answered (429) after this many seconds
+    # a team turned away keeps a smaller burst for a while: a flood pulsed on and off cannot spend
+    # a full refilled burst at every restart
+    penalty_burst: int = 10
+    penalty_seconds: float = 60.0
+    concurrency: int = 2  # a team's requests in the application at once; the others wait their turn
 
     def as_rate(self) -> RateLimit:
         return RateLimit(per_minute=self.per_second * 60.0, burst=self.burst)
@@ -60,12 +67,15 @@ class RateLimiter:
         self._buckets: dict[tuple[int, str], tuple[float, float]] = {}  # key -> (tokens, at)
         self._lock = threading.Lock()
 
-    def take(self, team: int, objective: str) -> float:
-        """Take a token: 0.0 when allowed, else the seconds to wait before the next try (> 0)."""
+    def take(self, team: int, objective: str, burst: int | None = None) -> float:
+        """Take a token: 0.0 when allowed, else the seconds to wait before the next try (> 0).
+
+        ``burst`` caps the bucket below the limit's own burst for this take (a penalty).
+        """
         if not self.limit.enabled:
             return 0.0
         rate = self.limit.per_minute / 60.0
-        cap = float(max(1, self.limit.burst))
+        cap = float(max(1, self.limit.burst if burst is None else min(burst, self.limit.burst)))
         now = self.clock()
         key = (team, objective)
         with self._lock:

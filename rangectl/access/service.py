@@ -159,6 +159,7 @@ class TeamService:
         self.verifier = TokenVerifier(state)
         self.limiter = RateLimiter(self.settings.rate)
         self.budget = RateLimiter(self.settings.budget.as_rate())
+        self._throttled: dict[int, float] = {}  # team -> when it was last over its budget
         self.reader = Reader(state.db_path)
         self.refusals = RefusalLog(self)
         # serve calls close(); should a process end without it, the open summaries are still written
@@ -207,8 +208,18 @@ class TeamService:
         return self.verifier.team_for(token)
 
     def over_budget(self, team: int) -> float:
-        """Take one request from the team's whole-API budget: 0 = go, else seconds to wait."""
-        return self.budget.take(team, "")
+        """Take one request from the team's whole-API budget: 0 = go, else seconds to wait.
+
+        A team turned away in the last ``penalty_seconds`` has a burst of ``penalty_burst``.
+        """
+        b = self.settings.budget
+        now = self.budget.clock()
+        last = self._throttled.get(team)
+        penalty = last is not None and now - last < b.penalty_seconds
+        wait = self.budget.take(team, "", burst=b.penalty_burst if penalty else None)
+        if wait > 0:
+            self._throttled[team] = now
+        return wait
 
     def close(self) -> None:
         """Write the refusal summaries still open (serve calls this when it stops)."""

@@ -9,7 +9,9 @@ removes exactly one range's resources, even when its state folder is gone or
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from rangectl.errors import EnvironmentProblem, RangeError
 from rangectl.errors import NotFound as RangeNotFound
 from rangectl.plan import PROBE_ROLE, NetworkPlan, NodePlan, Plan, TeamPlan
 from rangectl.scenario.model import Scenario
+from rangectl.scenario.variables import substitute_all
 
 Progress = Callable[[str, str], None]  # (phase, item) -> None
 
@@ -83,8 +86,9 @@ def allow_bridged(range_name: str, bridge: str) -> None:
             )
 
 
-def remove_bridge_rules(range_name: str | None) -> int:
-    """Delete the DOCKER-USER rules of a range (of every range when None)."""
+def remove_bridge_rules(range_name: str | None, part: str | None = None) -> int:
+    """Delete the DOCKER-USER rules of a range (of every range when None); with ``part``, only
+    the range's rules commented ``rangectl:<range>:<part>`` (range names have no ':')."""
     listing = _iptables("-S", "DOCKER-USER")
     removed = 0
     tag = "rangectl:" if range_name is None else f"rangectl:{range_name}"
@@ -93,7 +97,11 @@ def remove_bridge_rules(range_name: str | None) -> int:
             continue
         parts = shlex.split(line)
         comment = parts[parts.index("--comment") + 1] if "--comment" in parts else ""
-        if comment == tag or (range_name is None and comment.startswith(tag)):
+        if part is not None:
+            hit = range_name is not None and comment == f"{tag}:{part}"
+        else:
+            hit = comment == tag or comment.startswith(tag if range_name is None else f"{tag}:")
+        if hit:
             if _iptables("-D", *parts[1:]).returncode == 0:
                 removed += 1
     return removed
@@ -237,7 +245,7 @@ class DockerBackend:
         with ThreadPoolExecutor(WORKERS) as pool:
             for t in plan.teams:
                 for node in team_nodes(t):
-                    env = scenario.nodes[node.name].env if node.role != PROBE_ROLE else {}
+                    env = substitute_all(scenario.nodes[node.name].env, t.values) if node.role != PROBE_ROLE else {}
                     jobs.append(
                         pool.submit(
                             self._ensure_container, range_name, t, node, env, images[node.image], nets, base_labels, res
@@ -252,9 +260,9 @@ class DockerBackend:
                     errors.append(exc)
             if errors:
                 raise errors[0]
-        # each probe's neighbours, once every container (and so every MAC) exists
+        # each probe's neighbours and bridge ports, once every container (MAC, veth) exists
         with ThreadPoolExecutor(WORKERS) as pool:
-            for fut in [pool.submit(self.pin_probe_neighbours, range_name, t) for t in plan.teams if t.probe]:
+            for fut in [pool.submit(self.secure_probe, range_name, t) for t in plan.teams if t.probe]:
                 fut.result()
         res.seconds = time.monotonic() - t0
         return res
@@ -402,14 +410,16 @@ class DockerBackend:
 
     @staticmethod
     def _sysctls(node: NodePlan) -> dict[str, str]:
+        """A router's forwarding settings, then the scenario's own (net.* of the node's netns only)."""
+        out: dict[str, str] = {}
         if node.forward:
-            return {
+            out = {
                 "net.ipv4.ip_forward": "1",
                 "net.ipv4.conf.all.rp_filter": "0",
                 "net.ipv4.conf.default.rp_filter": "0",
                 "net.ipv4.conf.all.send_redirects": "0",
             }
-        return {}
+        return {**out, **node.sysctls}
 
     def _configure(self, cid: str, node: NodePlan) -> None:
         """Default route through the scenario gateway, set from the host in the node's netns."""
@@ -425,6 +435,66 @@ class DockerBackend:
         )
         if r.returncode != 0 and node.gateway is not None:
             raise RangeError(f"cannot set the default route of {node.name}: {r.stderr.strip()}")
+
+    def secure_probe(self, range_name: str, team: TeamPlan) -> None:
+        """What keeps a team's own workstation from fooling its probe at layer 2."""
+        self.pin_probe_neighbours(range_name, team)
+        self.isolate_probe(range_name, team)
+
+    def _host_port(self, container: str, ip: Any) -> str:
+        """The host-side veth (bridge port) of ``container``'s interface holding ``ip``."""
+        from rangectl.netns import addresses
+
+        ns = f"/proc/{self.pid(container)}/ns/net"
+        ifname = next((a.ifname for a in addresses(ns) if str(a.interface.ip) == str(ip)), None)
+        if ifname is None:
+            raise RangeError(f"container {container} has no interface with {ip}")
+        r = subprocess.run(
+            ["nsenter", f"--net={ns}", "--", "ip", "-o", "link", "show", "dev", ifname],
+            capture_output=True, text=True, check=False,
+        )
+        m = re.search(r"@if(\d+):", r.stdout)
+        if m is None:
+            raise RangeError(f"cannot find the bridge port of {container}'s {ifname}: {r.stderr.strip() or r.stdout}")
+        return socket.if_indextoname(int(m.group(1)))
+
+    def isolate_probe(self, range_name: str, team: TeamPlan) -> list[list[str]]:
+        """On each of the probe's networks, frames reach the probe's bridge port only from the
+        ports of the team's non-blue nodes and leave it only towards them (DOCKER-USER rules with
+        ``physdev``, commented ``rangectl:<range>:probe-t<K>``; `down` removes them). So a
+        workstation that takes another node's MAC and address never sees the probe's packets
+        and never reaches it; a re-created workstation (new port) is outside the list too.
+        Made again at every ``up`` (re-created containers have new ports). Returns the rules."""
+        probe = team.probe
+        if probe is None:
+            return []
+        part = f"probe-t{team.team}"
+        remove_bridge_rules(range_name, part)
+        comment = ["-m", "comment", "--comment", f"rangectl:{range_name}:{part}"]
+        rules: list[list[str]] = []
+        for net, pip in probe.interfaces.items():
+            br = bridge_name(range_name, team.team, net)
+            mine = self._host_port(container_name(range_name, team.team, probe.name), pip)
+            allowed = [
+                self._host_port(container_name(range_name, team.team, n.name), n.interfaces[net])
+                for n in team.nodes
+                if n.role != "blue" and net in n.interfaces
+            ]
+            base = ["DOCKER-USER", "-i", br, "-o", br, "-m", "physdev"]
+            # inserted at the top one by one: the ACCEPTs end above the DROPs, all above allow_bridged
+            rules.append([*base, "--physdev-out", mine, *comment, "-j", "DROP"])
+            rules.append([*base, "--physdev-in", mine, *comment, "-j", "DROP"])
+            for port in allowed:
+                rules.append([*base, "--physdev-in", port, "--physdev-out", mine, *comment, "-j", "ACCEPT"])
+                rules.append([*base, "--physdev-in", mine, "--physdev-out", port, *comment, "-j", "ACCEPT"])
+        for rule in rules:
+            r = _iptables("-I", *rule)
+            if r.returncode != 0:
+                raise EnvironmentProblem(
+                    f"cannot add the probe's bridge rule for team {team.team}: {r.stderr.strip()}",
+                    fix="run as root with iptables and its physdev match (xt_physdev) installed",
+                )
+        return rules
 
     def pin_probe_neighbours(self, range_name: str, team: TeamPlan) -> dict[str, str]:
         """Fix the probe's ARP entries (``nud permanent``) for its gateway and every node it

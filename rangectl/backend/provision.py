@@ -30,6 +30,7 @@ from rangectl.plan import Plan
 from rangectl.scenario.model import Scenario
 from rangectl.scenario.trust import reserved_var, scan_playbooks
 from rangectl.scenario.validate import resolve_path
+from rangectl.scenario.variables import substitute_all
 
 EventNote = Callable[[str, str, str], None]  # (kind, host, text)
 
@@ -64,7 +65,7 @@ def build_inventory(range_name: str, scenario: Scenario, plan: Plan, scenario_fi
             # of the scenario's at all: a node's `vars` can never change how (ansible_*: the
             # connection, the container, the engine) or as which team (rangectl_*) the node
             # is provisioned. Validation refuses those keys too; this holds if it is bypassed.
-            scenario_vars = {k: v for k, v in spec.vars.items() if not reserved_var(k)}
+            scenario_vars = substitute_all({k: v for k, v in spec.vars.items() if not reserved_var(k)}, t.values)
             hosts[h] = {
                 **scenario_vars,
                 "ansible_connection": "community.docker.docker_api",
@@ -81,6 +82,7 @@ def build_inventory(range_name: str, scenario: Scenario, plan: Plan, scenario_fi
                 "rangectl_node_addresses": {n.name: {k: str(v) for k, v in n.interfaces.items()} for n in t.nodes},
                 "rangectl_subnets": {n.name: str(n.subnet) for n in t.networks},
                 "rangectl_scenario": scenario.name,
+                "rangectl_vars": dict(t.values),  # the team's own variable values (docs/planning.md)
             }
             for g in (node.role, f"team{t.team}", f"node_{node.name.replace('-', '_')}"):
                 groups.setdefault(g, {"hosts": {}})["hosts"][h] = None

@@ -102,7 +102,8 @@ def build_runner(state: RangeState, backend: DockerBackend, on_tick=None) -> Dri
             return {"message": True}
         from rangectl.inject import run_traffic_inject
 
-        return run_traffic_inject(state, scenario, plan, backend, team, inj)
+        # `duration` of traffic is drill time: scaled by the drill clock's speed
+        return run_traffic_inject(state, scenario, plan, backend, team, inj, time_scale=runner.clock.scale)
 
     def check(team: int, obj: Any) -> dict[str, Any]:
         spec = for_team(obj.check, plan.team(team).values)
@@ -111,4 +112,5 @@ def build_runner(state: RangeState, backend: DockerBackend, on_tick=None) -> Dri
     def avail(team: int, av: Any) -> dict[str, Any]:
         return availability_probe(scenario, for_team(av, plan.team(team).values), probes.vantage(team)).as_dict()
 
-    return DrillRunner(scenario, plan, store, run_inject, check, avail, on_tick=on_tick)
+    runner = DrillRunner(scenario, plan, store, run_inject, check, avail, on_tick=on_tick)
+    return runner

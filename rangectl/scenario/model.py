@@ -33,6 +33,8 @@ NAME = r"^[a-z0-9]([a-z0-9_-]{0,30}[a-z0-9])?$"
 Slug = Annotated[str, Field(pattern=SLUG)]
 Name = Annotated[str, Field(pattern=NAME)]
 VarName = Annotated[str, Field(pattern=VAR_NAME)]
+# only the node's own network namespace: Docker sets these per container, they never reach the host
+SYSCTL = r"^net\.(ipv4|ipv6|core)\.[a-z0-9_]+(\.[a-z0-9_]+)*$"
 
 Duration = Annotated[
     float,
@@ -116,7 +118,17 @@ class Node(Strict):
     env: dict[str, str] = Field(default_factory=dict)
     capabilities: list[Annotated[str, Field(pattern=r"^[A-Z_]+$")]] = Field(default_factory=list)
     vars: dict[str, Any] = Field(default_factory=dict, description="extra Ansible host variables")
+    sysctls: dict[Annotated[str, Field(pattern=SYSCTL)], str | int] = Field(
+        default_factory=dict,
+        description="network sysctls of the node's own namespace (net.ipv4.*, net.ipv6.*, net.core.*), "
+        "e.g. an unprotected service: net.ipv4.tcp_syncookies: 0",
+    )
     description: Text | None = None
+
+    @field_validator("sysctls", mode="after")
+    @classmethod
+    def _sysctl_strings(cls, v: dict[str, str | int]) -> dict[str, str]:
+        return {k: str(x) for k, x in v.items()}
 
     @field_validator("env", mode="before")
     @classmethod
@@ -351,6 +363,9 @@ class Availability(Strict):
 
 class Scoring(Strict):
     policy: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")] = "standard"
+    idle_share_max: float | None = Field(
+        None, ge=0, le=1, description="self-test bound for this scenario (overrides the policy's idle_share_max)"
+    )
 
 
 class Scenario(Strict):

@@ -181,6 +181,8 @@ SRC_MODULES = {"copy", "template", "unarchive", "assemble", "script", "include_v
 INCLUDES = {"include_tasks", "import_tasks", "include"}
 ROLE_INCLUDES = {"include_role", "import_role"}
 
+# The one templated `hosts:` rangectl accepts: the group of nodes that list the playbook.
+_RANGECTL_HOSTS = re.compile(r"\{\{\s*rangectl_hosts\s*(\|\s*default\(\s*(['\"])all\2\s*\)\s*)?\}\}")
 _LOOKUP = re.compile(r"\b(lookup|query|q)\s*\(\s*(?:(['\"])([\w.]+)\2)?")
 _DUNDER = re.compile(r"\{[{%][^}]*__")
 
@@ -202,6 +204,7 @@ class _Scan:
         self.roots = roots
         self.problems: list[PlayProblem] = []
         self.seen: set[Path] = set()
+        self.seen_dirs: set[tuple[str, Path]] = set()
 
     # -- helpers
     def bad(self, file: Path, node: Any, key: Any, message: str) -> None:
@@ -228,18 +231,26 @@ class _Scan:
             self.problems.append(PlayProblem(str(path), line, col, "playbook", "invalid YAML"))
             return None
 
-    def resolve(self, ref: Any, base: Path, file: Path, node: Any, key: Any, subdirs: tuple[str, ...] = ("",)) -> Path | None:
-        """A file a playbook refers to: inside the allowed folders, or a problem."""
+    def resolve(
+        self, ref: Any, base: Path, file: Path, node: Any, key: Any, subdirs: tuple[str, ...] = ("",), dirs: bool = False
+    ) -> Path | None:
+        """A file (or, with ``dirs``, a folder: every entry in it) a playbook refers to:
+        inside the allowed folders, or a problem."""
         if not isinstance(ref, str) or "{{" in ref or "{%" in ref:
             self.bad(file, node, key, f"templated path {ref!r} cannot be checked; write a literal path")
             return None
         for sub in subdirs:
             c = (base / sub / ref) if sub else (base / ref)
             try:
-                if c.is_file():
+                if c.is_file() or (dirs and c.is_dir()):
                     if not inside(c, self.roots):
                         self.bad(file, node, key, outside_message("file", ref, c.resolve()))
                         return None
+                    if c.is_dir():  # copy follows symlinks inside a source folder
+                        for n, entry in enumerate(c.rglob("*")):
+                            if n > 10_000 or not inside(entry, self.roots):
+                                self.bad(file, node, key, outside_message("file", str(entry), entry.resolve()))
+                                return None
                     return c.resolve()
             except (OSError, RuntimeError, ValueError):
                 continue
@@ -255,6 +266,7 @@ class _Scan:
             self.problems.append(PlayProblem(str(path), 1, 1, "playbook", f"more than {MAX_FILES} playbook files"))
             return
         self.seen.add(real)
+        self.folder(path.parent)
         data = self.load(path, origin)
         if data is None:
             return
@@ -291,45 +303,97 @@ class _Scan:
         if isinstance(roles, list):
             for i, r in enumerate(roles):
                 name = r.get("role", r.get("name")) if isinstance(r, dict) else r
-                self.role(file, roles, i, name)
+                self.role(file, roles, i, name, r if isinstance(r, dict) else None)
         for section in ("pre_tasks", "tasks", "post_tasks", "handlers"):
             self.tasks(file, play.get(section))
 
     def hosts(self, file: Path, play: CommentedMap, value: Any) -> None:
         text = value if isinstance(value, str) else ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
-        if "{{" in text:
-            if "rangectl_hosts" not in text:
-                self.bad(file, play, "hosts", "templated hosts other than \"{{ rangectl_hosts }}\" cannot be checked")
-            return
+        shown = text
+        if "{{" in text or "{%" in text:
+            rest = _RANGECTL_HOSTS.sub("", text)
+            if "{{" in rest or "{%" in rest:
+                self.bad(file, play, "hosts", "templated hosts other than \"{{ rangectl_hosts | default('all') }}\" "
+                         "cannot be checked")
+                return
+            text = rest
         parts = [p.strip().lstrip("!&") for p in re.split(r"[,:]", text) if p.strip()]
         for p in parts:
             if p.lower() in LOCAL_NAMES or p.startswith("127.") or p.lower().startswith("localhost"):
-                self.bad(file, play, "hosts", f"hosts: {text} runs on the trainer's host")
+                self.bad(file, play, "hosts", f"hosts: {shown} runs on the trainer's host")
                 return
             if p in ("all", "*") or "*" in p or p.startswith("~"):
-                self.bad(file, play, "hosts", f"hosts: {text} would include the trainer's host; "
+                self.bad(file, play, "hosts", f"hosts: {shown} would include the trainer's host; "
                          "use hosts: \"{{ rangectl_hosts | default('all') }}\"")
                 return
 
-    def role(self, file: Path, node: Any, key: Any, name: Any) -> None:
+    def folder(self, folder: Path) -> None:
+        """What Ansible loads from beside a playbook (or in a role) without being asked:
+        plugin folders (Python run on the controller) and group_vars/host_vars."""
+        real = folder.resolve()
+        if ("dir", real) in self.seen_dirs:
+            return
+        self.seen_dirs.add(("dir", real))
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:
+            return
+        for d in entries:
+            if not d.is_dir():
+                continue
+            if d.name.endswith("_plugins") or d.name == "collections":
+                self.problems.append(
+                    PlayProblem(str(d), 1, 1, d.name, "Ansible loads plugins from this folder and runs them on the "
+                                "trainer's host")
+                )
+            elif d.name in ("group_vars", "host_vars"):
+                for f in sorted(d.rglob("*")):
+                    if f.is_file() and f.suffix in ("", ".yml", ".yaml", ".json"):
+                        self.vars_file(f, None)
+
+    def role(self, file: Path, node: Any, key: Any, name: Any, args: Any = None, where: Path | None = None) -> None:
+        """Scan a role named in ``file`` (found in roles/ beside it, or beside ``where``)."""
         if not isinstance(name, str) or "{{" in name:
             self.bad(file, node, key, f"role {name!r} cannot be checked; name a role beside the playbook")
             return
-        for base in (file.parent / "roles" / name, file.parent / name):
-            tasks = base / "tasks" / "main.yml"
-            if tasks.is_file():
-                if not inside(tasks, self.roots):
-                    self.bad(file, node, key, outside_message("role", name, tasks.resolve()))
-                    return
-                for sub in ("tasks", "handlers"):
-                    main = base / sub / "main.yml"
-                    if main.is_file():
-                        self.task_file(main, (file, node, key))
-                for sub in ("vars", "defaults"):
-                    main = base / sub / "main.yml"
-                    if main.is_file():
-                        self.vars_file(main, (file, node, key))
+        args = args if isinstance(args, dict) else {}
+        here = where or file.parent
+        for base in (here / "roles" / name, here / name):
+            if not (base / "tasks").is_dir() and not (base / "meta").is_dir():
+                continue
+            if not inside(base, self.roots):
+                self.bad(file, node, key, outside_message("role", name, base.resolve()))
                 return
+            if base.resolve() in self.seen:
+                return
+            self.seen.add(base.resolve())
+            self.folder(base)
+            for sub, arg, scan in (
+                ("tasks", "tasks_from", self.task_file),
+                ("handlers", "handlers_from", self.task_file),
+                ("vars", "vars_from", self.vars_file),
+                ("defaults", "defaults_from", self.vars_file),
+            ):
+                want = args.get(arg, "main")
+                if not isinstance(want, str) or "{{" in want:
+                    self.bad(file, node, key, f"templated {arg} cannot be checked")
+                    continue
+                for cand in (base / sub / want, base / sub / f"{want}.yml", base / sub / f"{want}.yaml"):
+                    if cand.is_file():
+                        if not inside(cand, self.roots):
+                            self.bad(file, node, key, outside_message("file", want, cand.resolve()))
+                        else:
+                            scan(cand, (file, node, key))
+                        break
+            meta = base / "meta" / "main.yml"
+            if meta.is_file():
+                data = self.load(meta, (file, node, key))
+                deps = data.get("dependencies") if isinstance(data, dict) else None
+                if isinstance(deps, list):
+                    for i, dep in enumerate(deps):
+                        dname = dep.get("role", dep.get("name")) if isinstance(dep, dict) else dep
+                        self.role(meta, deps, i, dname, dep if isinstance(dep, dict) else None, base.parent)
+            return
         self.bad(file, node, key, f"role '{name}' not found in roles/ beside the playbook")
 
     def task_file(self, path: Path, origin: tuple[Path, Any, Any]) -> None:
@@ -345,7 +409,7 @@ class _Scan:
         self.strings(path, data)
         self.tasks(path, data)
 
-    def vars_file(self, path: Path, origin: tuple[Path, Any, Any]) -> None:
+    def vars_file(self, path: Path, origin: tuple[Path, Any, Any] | None) -> None:
         data = self.load(path, origin)
         if data is None:
             return
@@ -418,7 +482,7 @@ class _Scan:
                     self.task_file(target, (file, t, key))
             elif mod in ROLE_INCLUDES:
                 name = args.get("name") if isinstance(args, dict) else args
-                self.role(file, t, key, name)
+                self.role(file, t, key, name, args)
             elif mod in SRC_MODULES:
                 self.src(file, t, key, mod, args)
 
@@ -442,7 +506,7 @@ class _Scan:
                 self.bad(file, t, key, "include_vars without a literal file cannot be checked")
             return
         subdirs = {"template": ("templates", ""), "include_vars": ("vars", "")}.get(mod, ("files", ""))
-        target = self.resolve(ref, file.parent, file, t, key, subdirs)
+        target = self.resolve(ref, file.parent, file, t, key, subdirs, dirs=mod in ("copy", "assemble"))
         if target is None:
             return
         if mod == "include_vars":

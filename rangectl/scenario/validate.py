@@ -21,6 +21,7 @@ from rangectl import paths
 from rangectl.scenario.loader import Loaded, Problem, load_file
 from rangectl.scenario.model import Answer, Scenario
 from rangectl.scenario.trust import capability_problem, find_side_file, outside_message, reserved_var
+from rangectl.scenario.variables import VariableError, draw, substitute_all
 from rangectl.scenario.variables import reference_problems as variable_reference_problems
 
 SCENARIO_SUFFIXES = (".yaml", ".yml")
@@ -303,6 +304,13 @@ def _check_traffic(loaded: Loaded, sc: Scenario, i: int, node_names: set[str]) -
     target_required = tr.kind not in ("pcap",)
     if target_required and tr.target is None:
         out.append(loaded.problem(loc, f"a {tr.kind} inject needs a 'target' node"))
+    if sc.variables and "{var:" in str(params):
+        # {var:NAME} in a parameter: check the parameter with a value the variable can take
+        try:
+            sample = draw(sc.variables, sc.name, [1])[1]
+        except VariableError:
+            sample = {}
+        params = substitute_all(params, {**{k: "x" for k in sc.variables}, **sample})
     for fpath, message in validate_params(tr.kind, params):
         parts = tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", fpath) if p) if fpath else ()
         out.append(loaded.problem(loc + parts if parts else loc + ("kind",), message))

@@ -628,24 +628,42 @@ class TxRing:
             ctypes.memmove(self.addr, src + first * sz, (count - first) * sz)
         last = (head + count - 1) % self.slots
         send = self.sock.send
-        tries = 0
         while True:
+            clean = True  # a blocking flush that returns has seen every frame of this socket complete
             try:
                 send(b"")
             except OSError as exc:
                 if exc.errno not in (errno.ENOBUFS, errno.EAGAIN, errno.ETIMEDOUT):
                     raise
+                clean = False
                 self.retries += 1
                 if exc.errno == errno.ENOBUFS:
                     time.sleep(0.00005)
             st = self.status(last)
-            if not st & TP_STATUS_BUSY:
-                break
-            if st & TP_STATUS_WRONG_FORMAT or self.status(head) & TP_STATUS_WRONG_FORMAT:
+            if st & TP_STATUS_WRONG_FORMAT:
                 raise OSError(errno.EINVAL, f"TX ring on {self.ifname}: the kernel refused a frame")
-            tries += 1
-            if tries > 100_000:
-                raise OSError(errno.EIO, f"TX ring on {self.ifname}: frames still pending after {tries} flushes")
+            if not st & TP_STATUS_SEND_REQUEST:
+                break
+            # slots from the kernel's head on are still to send (a frame was refused): flush again
+        if not clean:
+            # The kernel took every frame but the flush gave up before they all completed (its wait
+            # timed out, or it refused the last one and the retry was not needed). Never flush with
+            # nothing marked (the kernel would spin until they complete): wait here instead.
+            self._wait_done(head, count)
         self.head = (head + count) % self.slots
         self.flushes += 1
         return count
+
+    def _wait_done(self, head: int, count: int, timeout: float = 10.0) -> None:
+        slots = [(head + k) % self.slots for k in range(count)]
+        until = time.monotonic() + timeout
+        while True:
+            busy = [k for k in slots if self.status(k) & TP_STATUS_BUSY]
+            if not busy:
+                return
+            if any(self.status(k) & TP_STATUS_WRONG_FORMAT for k in busy):
+                raise OSError(errno.EINVAL, f"TX ring on {self.ifname}: the kernel refused a frame")
+            if time.monotonic() > until:
+                raise OSError(errno.ETIMEDOUT, f"TX ring on {self.ifname}: {len(busy)} frames still in flight")
+            slots = busy
+            time.sleep(0.0005)

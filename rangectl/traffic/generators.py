@@ -220,7 +220,10 @@ def run_traffic(kind: str, params: dict[str, Any] | Params | None, ctx: TrafficC
     model = params if isinstance(params, spec.params) else parse_params(kind, params)  # type: ignore[arg-type]
     if spec.needs_target and ctx.dst_ip is None:
         raise TrafficError(f"a {kind} run needs a target address")
-    return spec.run(model, ctx)
+    try:
+        return spec.run(model, ctx)
+    except OSError as exc:  # the node's network went away mid-run (range taken down, node reset)
+        raise TrafficError(f"{kind} stopped: {exc.strerror or exc} (was the range or node taken down?)") from None
 
 
 # --- descriptions ------------------------------------------------------------------------

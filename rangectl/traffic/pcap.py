@@ -373,6 +373,7 @@ class SendStats:
     bytes: int = 0
     stopped: str = "done"
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # CPU time of the sending thread (top speed), kernel work in its syscalls included
     lateness: list[float] = field(default_factory=list)
     slip: float = 0.0  # seconds the schedule was moved back by hiccups (timed replays)
     slips: int = 0
@@ -401,6 +402,7 @@ def send_frames(
         if ring is None and batch is None:
             batch = FrameBatch(frames)
         t0 = mono()
+        c0 = time.thread_time()
         i = 0
         while i < total:
             if mono() >= end:
@@ -421,6 +423,7 @@ def send_frames(
         st.sent = i
         st.bytes = sum(lengths) * (i // n) + sum(lengths[: i % n])
         st.seconds = mono() - t0
+        st.cpu_seconds = time.thread_time() - c0
         if st.stopped == "done" and total < len(schedule):
             st.stopped = "count"
         return st
@@ -611,6 +614,7 @@ def replay_pcap(
             "timing": mode,
             "schedule_seconds": round(sched.seconds, 6),
             "send_seconds": round(st.seconds, 6),
+            "send_cpu_seconds": round(st.cpu_seconds, 6) if not sched.timed else None,
             "pps_achieved": round(st.sent / st.seconds, 1) if st.seconds > 0 else None,
             "schedule_slip_ms": round(st.slip * 1000, 3),
             "schedule_slips": st.slips,

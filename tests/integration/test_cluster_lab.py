@@ -161,6 +161,23 @@ def test_lab_up_swarm_overlay_across_engines_and_down(docker_engine, tmp_path):
         for _name, _addr, api, _role, _nid in engines:
             assert _d(api, "image", "inspect", "-f", "{{.Id}}", base).stdout.strip() == host_id
 
+        # an engine stopped and started keeps its address, its API and its place in the swarm
+        t = time.monotonic()
+        name3, addr3, api3 = engines[2][:3]
+        subprocess.run(["docker", "stop", name3], check=True, capture_output=True, timeout=120)
+        subprocess.run(["docker", "start", name3], check=True, capture_output=True, timeout=120)
+        ip3 = docker_engine.api.inspect_container(name3)["NetworkSettings"]["Networks"][LAB]["IPAddress"]
+        assert ip3 == addr3
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            ready = _d(manager, "node", "ls", "--format", "{{.Hostname}} {{.Status}}").stdout
+            if _d(api3, "version").returncode == 0 and ready.count(" Ready") == 3:
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError(f"{name3} did not come back: {ready}")
+        times["engine stop and start"] = time.monotonic() - t
+
         # an attachable internal overlay made through the manager, containers on two other engines
         t = time.monotonic()
         net = "labtest-overlay"

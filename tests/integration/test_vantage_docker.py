@@ -26,7 +26,7 @@ import pytest
 
 from rangectl import labels as L
 from rangectl import ranges
-from rangectl.backend.docker import container_name, net_name
+from rangectl.backend.docker import container_name, net_name, remove_bridge_rules
 from rangectl.drill import checks
 from rangectl.drill.wiring import RangeProbes
 from rangectl.netns import NUD_PERMANENT, addresses, interface, mac_bytes, neighbours, routes, run_in_netns
@@ -51,7 +51,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *a):
         pass
-http.server.HTTPServer(("0.0.0.0", 8080), H).serve_forever()
+http.server.HTTPServer(("0.0.0.0", int(__import__("sys").argv[1])), H).serve_forever()
 """
 
 
@@ -66,6 +66,8 @@ def rng(docker_engine, built_images, tmp_path_factory):
         ranges.down(RANGE)
         cs, ns = leftovers(docker_engine, RANGE)
         assert not cs and not ns, "down left resources behind"
+        rules = subprocess.run(["iptables", "-S", "DOCKER-USER"], capture_output=True, text=True).stdout
+        assert f"rangectl:{RANGE}" not in rules, "down left forwarding rules behind"
 
 
 def _exec(client, node: str, cmd: str, team: int = 1) -> tuple[int, str]:
@@ -134,16 +136,26 @@ def test_a_redirect_in_the_workstation_no_longer_fakes_the_portal(docker_engine,
     t = rep.plan.team(1)
     portal_ip = str(t.ip_of("portal"))
     # the trainee's side: a REDIRECT and a stub in the blue workstation
-    code, out = _exec(docker_engine, "soc", "iptables -t nat -A OUTPUT -p tcp --dport 80 -j REDIRECT --to-ports 8080")
+    code, out = _exec(
+        docker_engine, "soc", "iptables -t nat -A OUTPUT -p tcp --dport 80 -j REDIRECT --to-ports 8080"
+    )
     assert code == 0, out
-    docker_engine.containers.get(container_name(RANGE, 1, "soc")).exec_run(["python3", "-c", STUB], detach=True)
+    docker_engine.containers.get(container_name(RANGE, 1, "soc")).exec_run(
+        ["python3", "-c", STUB, "8080"], detach=True
+    )
     # ... and the portal's web service stopped
-    code, out = _exec(docker_engine, "portal", "touch /run/rangectl/portal.down; kill $(cat /run/rangectl/portal.pid)")
+    code, out = _exec(
+        docker_engine, "portal", "touch /run/rangectl/portal.down; kill $(cat /run/rangectl/portal.pid)"
+    )
     assert code == 0, out
     gw_ns = _ns(be, "gw")
-    assert _wait(lambda: not run_in_netns(gw_ns, checks.tcp_connect, portal_ip, 80, 1.0)[0]), "portal still listens"
+    assert _wait(lambda: not run_in_netns(gw_ns, checks.tcp_connect, portal_ip, 80, 1.0)[0]), (
+        "portal still listens"
+    )
     soc_ns = _ns(be, "soc")
-    assert _wait(lambda: run_in_netns(soc_ns, checks.tcp_connect, "127.0.0.1", 8080, 1.0)[0]), "stub did not start"
+    assert _wait(lambda: run_in_netns(soc_ns, checks.tcp_connect, "127.0.0.1", 8080, 1.0)[0]), (
+        "stub did not start"
+    )
 
     # the attack works against the workstation's vantage ...
     status, body, detail = run_in_netns(soc_ns, checks.http_get, portal_ip, 80, "/", 2.0)
@@ -211,8 +223,10 @@ def test_the_probe_ignores_arp_spoofing_from_the_workstation(docker_engine, rng)
 
     # the control: an entry the probe learnt by ARP is taken over by the workstation's replies
     pid = be.running_pid(RANGE, PROBE, 1)
-    subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "--", "ip", "neigh", "del", portal_ip, "dev", probe_if],
-                   check=True)
+    subprocess.run(
+        ["nsenter", f"--net=/proc/{pid}/ns/net", "--", "ip", "neigh", "del", portal_ip, "dev", probe_if],
+        check=True,
+    )
     run_in_netns(probe_ns, checks.icmp_ping, portal_ip, 1.0)
     learnt = _entry(probe_ns, portal_ip)
     assert learnt is not None and learnt.mac == mac_of[portal_ip] and not learnt.state & NUD_PERMANENT
@@ -225,6 +239,62 @@ def test_the_probe_ignores_arp_spoofing_from_the_workstation(docker_engine, rng)
     run_in_netns(soc_ns, _spoof, soc_if, frame)
     e = _entry(probe_ns, portal_ip)
     assert e.mac == mac_of[portal_ip] and e.state & NUD_PERMANENT
+
+
+def _probe_rules() -> list[str]:
+    out = subprocess.run(["iptables", "-S", "DOCKER-USER"], capture_output=True, text=True).stdout
+    return [ln for ln in out.splitlines() if f"rangectl:{RANGE}:probe-t1" in ln]
+
+
+def test_a_workstation_that_takes_the_portals_mac_does_not_reach_the_probe(docker_engine, rng):
+    """The trainee takes the portal's MAC and address on the shared segment and serves the page
+    itself: the bridge then delivers the probe's frames for the portal to the workstation.
+    Without the probe's port rules that fools it; with them its frames never reach the workstation."""
+    rep, st, be = rng
+    sc = st.scenario()
+    t = rep.plan.team(1)
+    portal_ip, gw_ip = str(t.ip_of("portal")), str(t.node("gw").interfaces["dmz"])
+    dmz = docker_engine.api.inspect_network(net_name(RANGE, 1, "dmz"))["Containers"]
+    portal_mac = next(c["MacAddress"] for c in dmz.values() if c["IPv4Address"].split("/")[0] == portal_ip)
+    # the rules `up` made: DROP by default, ACCEPT from and to the gateway's and the portal's ports
+    rules = _probe_rules()
+    assert sum("-j DROP" in r for r in rules) == 2 and sum("-j ACCEPT" in r for r in rules) == 4, rules
+    v = RangeProbes(st, rep.plan, be).vantage(1)
+    av = sc.availability[0]
+    # the portal's web service down again
+    _exec(docker_engine, "portal", "touch /run/rangectl/portal.down; kill $(cat /run/rangectl/portal.pid)")
+    gw_ns = _ns(be, "gw")
+    assert _wait(lambda: not run_in_netns(gw_ns, checks.tcp_connect, portal_ip, 80, 1.0)[0])
+    # the trainee: the portal's MAC and address, a stub on :80, frames that keep the bridge's table pointing here
+    soc_if = next(a.ifname for a in addresses(_ns(be, "soc")) if str(a.interface.ip) == str(t.ip_of("soc")))
+    code, out = _exec(
+        docker_engine,
+        "soc",
+        f"iptables -t nat -F OUTPUT && ip link set {soc_if} address {portal_mac} && "
+        f"ip addr add {portal_ip}/32 dev {soc_if}",
+    )
+    assert code == 0, out
+    soc = docker_engine.containers.get(container_name(RANGE, 1, "soc"))
+    soc.exec_run(["python3", "-c", STUB, "80"], detach=True)
+    soc.exec_run(["ping", "-q", "-i", "0.2", gw_ip], detach=True)
+
+    # the control: without the probe's port rules, the probe is fooled
+    assert remove_bridge_rules(RANGE, "probe-t1") == 6 and _probe_rules() == []
+    try:
+        assert _wait(lambda: checks.availability_probe(sc, av, v).passed, 20), (
+            "the takeover did not fool the probe"
+        )
+        res = checks.run_check(sc, sc.objective("restore-page").check, v)
+        assert res.passed, res.detail  # the stub's page passes the content check too
+    finally:
+        be.isolate_probe(RANGE, t)
+    # with them (what `up` makes), it is not, round after round
+    assert len(_probe_rules()) == 6
+    for _ in range(3):
+        r = checks.availability_probe(sc, av, v)
+        assert not r.passed, r.detail
+    res = checks.run_check(sc, sc.objective("restore-page").check, v)
+    assert not res.passed, res.detail
 
 
 # --- finding 6: names two ranges could share -----------------------------------------------------

@@ -631,26 +631,18 @@ def test_rate_limit_429_retry_after_and_every_attempt_recorded(rng):
         now[0] += 10
         assert c.post(url, json={"answer": "192.0.2.9"}, headers=a).status_code == 200
         assert c.post(url, json={"answer": "192.0.2.10"}, headers=a).status_code == 429
-    subs = [
-        e
-        for e in events(rng, ("submission", "submission.refused"), team=1)
-        if e.data["objective"] == "scanner-ip"
-    ]
-    assert [e.data["answer"] for e in subs] == [f"192.0.2.{i}" for i in (0, 1, 2, 3, 9, 10)]
-    kinds = [e.kind for e in subs]
-    assert kinds == [
-        "submission",
-        "submission",
-        "submission.refused",
-        "submission.refused",
-        "submission",
-        "submission.refused",
-    ]
-    refused = [e for e in subs if e.kind == "submission.refused"]
+    # refused attempts are counted in memory and written as one summary per team, objective and
+    # window (docs/access.md); closing the service (serve does it when it stops) writes the open ones
+    svc.close()
+    subs = [e for e in events(rng, "submission", team=1) if e.data["objective"] == "scanner-ip"]
+    assert [e.data["answer"] for e in subs] == [f"192.0.2.{i}" for i in (0, 1, 9)]
+    summaries = [e for e in events(rng, "submission.refused", team=1) if e.data["objective"] == "scanner-ip"]
+    assert summaries and sum(e.data["count"] for e in summaries) == 3  # one, or two across a window edge
+    assert [s for e in summaries for s in e.data["samples"]] == [f"192.0.2.{i}" for i in (2, 3, 10)]
     assert all(
-        e.actor == "team-1" and e.data["attempt"] is None and e.data["correct"] is False for e in refused
+        e.actor == "team-1" and e.data["attempt"] is None and e.data["correct"] is False for e in summaries
     )
-    assert all(e.data["refused"].startswith("rate limited") for e in refused)
+    assert all(e.data["refused"].startswith("rate limited") for e in summaries)
     # refused submissions do not count as attempts
     score = svc.score(1)
     assert next(o for o in score["objectives"] if o["id"] == "scanner-ip")["attempts"] == 3
@@ -768,22 +760,39 @@ def test_openapi_lists_exactly_these_operations(client):
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
 def test_openapi_fuzz(tmp_path, method, path):
-    """Schemathesis cases from the OpenAPI description: no 500, no leak, conformant, rejections write nothing."""
-    schemathesis = pytest.importorskip("schemathesis")
+    """Schemathesis cases from the OpenAPI description: no 500, no leak, conformant, rejections write nothing.
+
+    Deterministic (``derandomize``): the same cases on every run, so CI cannot go red at random.
+    Negative cases whose only fault is an undeclared query parameter are the API's leniency, not a
+    bug: unknown query parameters are ignored on purpose (the team never comes from the request, see
+    test_team_a_cannot_read_or_act_as_team_b...). For those the test checks exactly that: the same
+    request without the extra parameters gets the same status.
+    """
+    import schemathesis
+    from schemathesis.specs.openapi.checks import negative_data_rejection
+
     st_ = make_range(tmp_path, name="fuzz")
     svc = TeamService(st_, Settings(rate=RateLimit(per_minute=30, burst=5)))
     schema = schemathesis.openapi.from_asgi(f"{API}/openapi.json", create_app(svc))
     op = next(
         r.ok() for r in schema.get_all_operations() if (r.ok().method, r.ok().path) == (method, API + path)
     )
+    declared_query = {p.name for p in op.query}
     forbidden = forbidden_strings(st_, 1)
     tok = token(st_, 1)
     seen: set[int] = set()
+    lenient: list[set[str]] = []
 
     mode = schemathesis.GenerationMode
     positive, negative = op.as_strategy(mode.POSITIVE), op.as_strategy(mode.NEGATIVE)
 
-    @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(
+        max_examples=50,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+        derandomize=True,
+    )
     @given(
         data=st.data(), valid=st.booleans(), own=st.booleans(), known=st.sampled_from([None, *OBJECTIVE_IDS])
     )
@@ -803,6 +812,17 @@ def test_openapi_fuzz(tmp_path, method, path):
         if response.status_code == 413:
             # an oversized body is refused before it is parsed; schemathesis's negative-data
             # check does not list 413 among the rejections it expects
+            return
+        extra = set(case.query or {}) - declared_query
+        if not valid and response.status_code < 400 and extra:
+            # accepted only because undeclared query parameters are ignored: without them, same answer
+            query = case.query
+            case.query = {k: v for k, v in query.items() if k in declared_query}
+            again = case.call(headers=auth(tok))
+            case.query = query
+            assert again.status_code == response.status_code, (extra, again.status_code, again.text)
+            lenient.append(extra)
+            case.validate_response(response, excluded_checks=[negative_data_rejection])
             return
         case.validate_response(response)
 

@@ -107,6 +107,9 @@ def test_busy_store_is_a_generic_503_without_paths(svc, rng):
                 headers=a,
             )
             _assert_generic_busy(r, rng)
+            with pytest.raises(ApiError) as exc:  # the service's own entry point (not batched)
+                svc.submit(1, "victim", "x")
+            assert exc.value.status == 503 and exc.value.detail == "busy, retry"
         finally:
             lock.execute("ROLLBACK")
             lock.close()

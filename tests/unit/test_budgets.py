@@ -83,13 +83,20 @@ def test_refusal_flood_is_summarised_not_stored_per_attempt(tmp_path):
         assert r.status_code == 200 and r.json()["attempt"] == 1
     svc.close()  # serve's stop: the open windows are written
     refused = events(rng, REFUSED_KIND)
-    assert {e.data["objective"] for e in refused} == set(codes) and len(refused) == 2
+    assert {e.data["objective"] for e in refused} == set(codes)
+    for oid in codes:
+        # one summary per objective and minute: the flood took seconds, so one, or two if it
+        # crossed a minute's end
+        mine = [e for e in refused if e.data["objective"] == oid]
+        assert 1 <= len(mine) <= 2
+        assert sum(e.data["count"] for e in mine) == codes[oid].count(429) == 147
+        assert mine[0].data["samples"][0] == f"{3:04d}{LONG}"[:SAMPLE_BYTES]  # the first refused attempt
+        assert all(int(e.data["first_ts"] // 60) == int(e.data["last_ts"] // 60) for e in mine)
     for e in refused:
         assert e.team == 1 and e.actor == "team-1"
-        assert e.data["count"] == codes[e.data["objective"]].count(429) == 147
-        assert len(e.data["samples"]) == REFUSAL_SAMPLES
+        assert 1 <= len(e.data["samples"]) <= REFUSAL_SAMPLES
+        assert len(e.data["samples"]) == min(REFUSAL_SAMPLES, e.data["count"])
         assert all(len(s) == SAMPLE_BYTES for s in e.data["samples"])
-        assert e.data["samples"][0] == f"{3:04d}{LONG}"[:SAMPLE_BYTES]  # the first refused attempt
         assert e.data["first_ts"] <= e.data["last_ts"] and e.data["refused"] == "rate limited"
         assert e.data["attempt"] is None and e.data["correct"] is False
         assert len(json.dumps(e.data)) < 800
@@ -135,6 +142,7 @@ def test_answers_to_a_closed_objective_are_summarised(tmp_path):
     rng = make_range(tmp_path)
     # no rate limit, no budget: the drill rules only
     svc = TeamService(rng, Settings(rate=RateLimit(per_minute=0), budget=TeamBudget(per_second=0)))
+    svc.refusals = RefusalLog(svc, window=1e9)  # one window for the whole test (windows: see above)
     a = auth(rng, 1)
     url = f"{API}/teams/me/objectives/victim/submissions"
     with TestClient(create_app(svc)) as c:
@@ -159,6 +167,7 @@ def test_answers_to_a_closed_objective_are_summarised(tmp_path):
 def test_team_budget_turns_one_team_away_not_the_others(tmp_path):
     rng = make_range(tmp_path)
     svc = TeamService(rng, Settings(budget=TeamBudget(per_second=0.5, burst=5, tarpit=0)))
+    svc.refusals = RefusalLog(svc, window=1e9)  # one window for the whole test
     a1, a2 = auth(rng, 1), auth(rng, 2)
     n = _count(rng)
     with TestClient(create_app(svc)) as c:
@@ -240,9 +249,14 @@ def test_runner_reads_only_its_kinds_and_only_new_events(tmp_path):
 
 
 def test_flood_on_loopback_keeps_others_served_and_the_store_bounded():
-    """bench/flood.py, short: team 1 with 32 connections against the API in its own process."""
+    """bench/flood.py, short: team 1 with 32 connections against the API in its own process,
+    switched on and off every second while teams 2-4 keep working."""
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "flood.py"), "--seconds", "3", "--window", "2", "--json"],
+        [
+            sys.executable,
+            str(ROOT / "bench" / "flood.py"),
+            *("--seconds", "4", "--segment", "1", "--window", "2", "--json"),
+        ],
         capture_output=True,
         text=True,
         timeout=180,
@@ -250,21 +264,20 @@ def test_flood_on_loopback_keeps_others_served_and_the_store_bounded():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout)
-    flood = res["flood"]
+    flood, base = res["flood"], res["baseline"]
     assert res["server_flushed"] and res["chain_ok"]
     # every refused or throttled request is counted in a summary; none is an event of its own
     assert res["refused_or_throttled_counted"] == flood["flood_status"].get("429", 0) > 0
-    assert res["team1_events_during_flood"].get("submission", 0) <= 12  # bursts of 3 x 4 objectives
+    assert res["team1_events_during_flood"].get("submission", 0) <= 4 * 5  # max_attempts x 4 objectives
     assert res["growth_per_team_hour_bytes"] < 1_000_000
-    # the flood is held at the door: a few hundred requests a second at most, not thousands
-    assert flood["flood_per_second"] < 400
-    # the others are all served, none turned away by the flood (their own per-objective limit aside)
-    assert (
-        set(flood["other_status"]) <= {"200", "429"}
-        and flood["other_requests"] >= 0.8 * res["baseline"]["other_requests"]
-    )
-    # latency: the target (<= 1.5x) is measured by the bench on a quiet machine; here only a gross slowdown fails
-    assert flood["other_p99_ms"] < max(5 * res["baseline"]["other_p99_ms"], 500)
+    # the flood is held at the door: at most ~connections + budget requests a second, not thousands
+    assert flood["flood_per_second"] < 32 + 50 + 100
+    # the others are all served while it runs (their own per-objective limit and attempts aside)
+    assert set(flood["other_status"]) <= {"200", "409", "429"}
+    assert flood["other_requests"] >= 0.8 * base["other_requests"]
+    # latency: the target (<= 1.5x) is measured by the bench on a quiet machine; a test on shared
+    # cores can only catch a gross slowdown
+    assert flood["other_p99_ms"] < max(5 * base["other_p99_ms"], 500)
 
 
 def test_budget_off_means_no_limit(tmp_path):
@@ -272,4 +285,80 @@ def test_budget_off_means_no_limit(tmp_path):
     svc = TeamService(rng, Settings(budget=TeamBudget(per_second=0)))
     with TestClient(create_app(svc)) as c:
         assert {c.get(f"{API}/whoami", headers=auth(rng, 1)).status_code for _ in range(200)} == {200}
+    svc.close()
+
+
+def test_a_teams_requests_take_turns_and_never_hold_up_another_team(tmp_path):
+    """Raw ASGI: team 1's third concurrent request waits for a turn; team 2's goes straight in."""
+    import asyncio
+
+    from rangectl.access.api import Guard
+
+    rng = make_range(tmp_path)
+    svc = TeamService(rng, Settings(budget=TeamBudget(per_second=0, concurrency=2)))
+    inside: list[int] = []
+    release = None
+
+    async def app(scope, receive, send):
+        inside.append(scope["state"]["team"])
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    guard = Guard(app, svc, 1024)
+
+    def scope(team: int) -> dict:
+        tok = auth(rng, team)["Authorization"].encode()
+        return {
+            "type": "http",
+            "path": f"{API}/whoami",
+            "method": "GET",
+            "headers": [(b"authorization", tok)],
+        }
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(msg):
+        pass
+
+    async def main():
+        nonlocal release
+        release = asyncio.Event()
+        t1 = [asyncio.create_task(guard(scope(1), receive, send)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        assert inside == [1, 1]  # two turns; the third waits
+        t2 = asyncio.create_task(guard(scope(2), receive, send))
+        await asyncio.sleep(0.05)
+        assert inside == [1, 1, 2]  # team 2 is not behind team 1's queue
+        release.set()
+        await asyncio.gather(*t1, t2)
+        assert inside == [1, 1, 2, 1]
+
+    asyncio.run(main())
+    svc.close()
+
+
+def test_a_team_turned_away_gets_a_small_burst_for_a_while(tmp_path):
+    """A flood pulsed on and off: after the first refusal, each restart gets penalty_burst, not burst."""
+    from rangectl.access.ratelimit import RateLimiter
+
+    rng = make_range(tmp_path)
+    budget = TeamBudget(per_second=10, burst=50, tarpit=0, penalty_burst=5, penalty_seconds=60)
+    svc = TeamService(rng, Settings(budget=budget))
+    now = [1000.0]
+    svc.budget = RateLimiter(budget.as_rate(), clock=lambda: now[0])
+
+    def pulse(team: int) -> int:
+        n = 0
+        while svc.over_budget(team) == 0:
+            n += 1
+        return n
+
+    assert pulse(1) == 50  # a full burst the first time
+    now[0] += 30  # off for 30 s: the bucket refills
+    assert pulse(1) == 5  # but a team turned away a moment ago gets the small burst
+    assert pulse(2) == 50  # another team is untouched
+    now[0] += 61  # a minute with nothing refused: the full burst again
+    assert pulse(1) == 50
     svc.close()

@@ -61,11 +61,32 @@ async def _many(svc, n: int):
     return await asyncio.gather(*jobs, return_exceptions=True)
 
 
+class _Counting:
+    """The store's connection, counting COMMITs (each is one fsync with synchronous=FULL)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.commits = 0
+
+    def execute(self, sql, *a):
+        if sql == "COMMIT":
+            self.commits += 1
+        return self.conn.execute(sql, *a)
+
+
 def test_queued_answers_share_commits_and_every_ack_is_recorded(tmp_path):
+    from rangectl.scoring import actions
+
     rng, svc = _service(tmp_path)
-    results = asyncio.run(_many(svc, 30))
+    store = actions.context(rng).store
+    real = store._conn
+    store._conn = counting = _Counting(real)
+    try:
+        results = asyncio.run(_many(svc, 30))
+    finally:
+        store._conn = real
     assert all(not isinstance(r, BaseException) for r in results), results
-    assert svc.scoring.batches < 30  # several answers per commit
+    assert 1 <= counting.commits == svc.scoring.batches < 30  # several answers per commit (one fsync)
     by_seq = {e.seq: e for e in events(rng, "submission")}
     for i, (status, body, _) in enumerate(results):
         assert status in (200, 409) and body["seq"] in by_seq

@@ -53,3 +53,12 @@ def test_a_reference_team_with_nothing_fails_against_an_idle_team_with_something
 def test_the_bound_must_be_a_share():
     with pytest.raises(ValueError):
         Policy(idle_share_max=1.5)
+
+
+def test_the_scenarios_bound_overrides_the_policys():
+    res = _res()
+    idle_bound(res, _team(1, 1000.0), _team(2, 150.0), Policy(idle_share_max=0.1), 0.2)
+    assert res.assertions[0].ok and "(at most 20%)" in res.assertions[0].detail
+    res = _res()
+    idle_bound(res, _team(1, 1000.0), _team(2, 150.0), Policy(), 0.1)
+    assert not res.assertions[0].ok

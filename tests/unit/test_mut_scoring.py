@@ -437,3 +437,334 @@ def test_regex_answers_are_case_insensitive_unless_asked(pl):
     assert not check_answer(Answer(regex="[a-z]+-[0-9]+", case_sensitive=True), "ABC-12", t1)
     assert check_answer(Answer(one_of=["High"], case_sensitive=True), "High", t1)
     assert not check_answer(Answer(one_of=["High"], case_sensitive=True), "high", t1)
+
+
+# --- containment that holds: the guard reads availability like the engine does ----------------------------
+
+
+def _hold_sc(**second) -> Scenario:
+    d = json.loads(json.dumps(SCENARIO))
+    block = next(o for o in d["objectives"] if o["id"] == "block-scanner")
+    block["check"]["hold"] = 2
+    if second:
+        d["objectives"].append(
+            {
+                "id": "block-https",
+                "category": "containment",
+                "after": "recon",
+                "points": 50,
+                "check": {"blocked": {"from": "scanner", "to": "portal", "port": 443}, "hold": 2},
+            }
+        )
+    return Scenario.model_validate(d)
+
+
+def _probe(log: Log, t: float, passed: bool, objective: str = "block-scanner") -> None:
+    log.add("check", 1, objective=objective, passed=passed, drill_t=t)
+
+
+@pytest.mark.parametrize(
+    "down",
+    [
+        {"index": 0},  # by index alone
+        {"node": "portal", "service": "http"},  # by node and service alone
+    ],
+    ids=["by-index", "by-node-and-service"],
+)
+def test_hold_waits_while_the_guarded_service_is_down_however_the_round_names_it(down):
+    sc = _hold_sc()
+    log = Log().opened(1)
+    log.add("availability", 1, round=1, up=False, drill_t=100, **down)
+    _probe(log, 120, True)
+    _probe(log, 135, True)
+    assert not compute_board(sc, plan(sc, 1), pol(), log.events).team(1).detail["block-scanner"].solved
+    log.add("availability", 1, round=2, up=True, drill_t=140, **down)
+    _probe(log, 150, True)
+    _probe(log, 165, True)
+    r = compute_board(sc, plan(sc, 1), pol(), log.events).team(1).detail["block-scanner"]
+    assert r.solved and r.solved_t == 165.0
+
+
+def test_hold_ignores_rounds_of_other_services():
+    sc = _hold_sc()
+    log = Log().opened(1)
+    log.add("availability", 1, node="portal", service="ssh", round=1, up=False, drill_t=100)  # not a probe
+    _probe(log, 120, True)
+    _probe(log, 135, True)
+    assert compute_board(sc, plan(sc, 1), pol(), log.events).team(1).detail["block-scanner"].solved_t == 135.0
+
+
+def test_hold_streaks_are_counted_per_objective():
+    """Passing probes of one hold objective do not count towards another's streak."""
+    sc = _hold_sc(second=True)
+    log = Log().opened(1)
+    _probe(log, 120, True, "block-scanner")
+    _probe(log, 125, True, "block-https")
+    d = compute_board(sc, plan(sc, 1), pol(), log.events).team(1).detail
+    assert not d["block-scanner"].solved and not d["block-https"].solved
+    _probe(log, 135, True, "block-scanner")
+    d = compute_board(sc, plan(sc, 1), pol(), log.events).team(1).detail
+    assert d["block-scanner"].solved_t == 135.0 and not d["block-https"].solved
+
+
+# --- flags and the board's JSON -------------------------------------------------------------------------------
+
+
+def test_flags_are_described_in_words():
+    from rangectl.scoring.engine import describe_flag
+
+    assert describe_flag({"reason": "another-team", "other_team": 2, "objective": "tool"}) == "gave team 2's answer to tool"
+    assert describe_flag({"reason": "fast", "objective": "tool"}) == "solved tool implausibly fast"
+    assert describe_flag({"reason": "odd", "objective": "tool"}) == "odd on tool"
+
+
+def test_flagged_submissions_are_listed_on_the_team_board(sc, pl):
+    log = Log()
+    log.add("submission.flagged", 2, objective="flag", reason="another-team", other_team=1, drill_t=42.0)
+    b = board(sc, pl, log)
+    assert b.team(1).flags == []
+    assert b.team(2).flags == [
+        {"seq": 2, "objective": "flag", "reason": "another-team", "other_team": 1, "drill_t": 42.0}
+    ]
+    assert b.team(2).as_dict()["flags"] == b.team(2).flags and b.team(2).total == 0.0
+
+
+def test_board_json_carries_ttc_and_the_drill_clock(sc, pl):
+    log = Log().opened(1)
+    log.add("check", 1, objective="block-scanner", passed=True, drill_t=60 + 200)  # containment, 3.33 min
+    log.add("score", 1, ts=1300.0, points=0, reason="")
+    d = board(sc, pl, log).as_dict()
+    assert d["teams"][0]["ttc_minutes"] == {"recon": 3.33, "exfil": None}
+    assert d["drill_t"] == 300.0  # the clock at the last event: wall 1300 - 1000
+
+
+def test_a_list_mapping_or_none_is_never_an_answer_even_to_a_pattern_matching_anything(pl):
+    t1 = pl.team(1)
+    anything = Answer(regex=".*")
+    assert check_answer(anything, "whatever", t1)
+    for given in (None, ["x"], {"x": 1}):
+        assert not check_answer(anything, given, t1)
+
+
+def test_per_team_values_fill_expected_answers_of_every_kind(pl):
+    """{var:NAME} in value, one_of and regex is the team's own value (regex-escaped inside a regex)."""
+    import dataclasses
+
+    t1 = dataclasses.replace(pl.team(1), values={"code": "K.42"})
+    t2 = dataclasses.replace(pl.team(2), values={"code": "Q-7"})
+    assert check_answer(Answer(value="{var:code}"), "K.42", t1) and not check_answer(Answer(value="{var:code}"), "K.42", t2)
+    assert check_answer(Answer(one_of=["none", "{var:code}"]), "q-7", t2)
+    assert not check_answer(Answer(one_of=["none", "{var:code}"]), "K.42", t2)
+    assert check_answer(Answer(regex="ticket {var:code}"), "ticket K.42", t1)
+    assert not check_answer(Answer(regex="ticket {var:code}"), "ticket Kx42", t1)  # the dot is escaped
+
+
+# --- one odd event never stops the pass: everything after it still counts ------------------------------------
+
+
+def test_events_after_ignored_ones_still_count(sc, pl):
+    """Each kind of ignored event (other team, unknown objective, wrong kind, closed or solved objective,
+    bad availability index) is skipped, and the events after it are scored as usual."""
+    log = Log()
+    log.add("score", 7, points=5, reason="no such team")  # ignored
+    log.add("check", 1, objective="nope", passed=True, drill_t=10)  # ignored
+    log.add("submission", 1, objective="block-scanner", answer="x", correct=True, drill_t=11)  # a check objective
+    log.sub(1, "tool", True, 12)  # tool is not open yet (recon has not started)
+    log.add("availability", 1, index=1, round=0, up=True, drill_t=13)  # index == len(availability)
+    log.add("hint", 1, objective="flag", index=2, drill_t=14)  # flag has no hints: costs 0
+    log.opened(1)
+    log.sub(1, "tool", True, 70)
+    log.sub(1, "tool", False, 80)  # after solving: ignored
+    log.add("check", 1, objective="block-scanner", passed=True, drill_t=90)
+    log.add("availability", 1, index=0, round=0, up=True, drill_t=95)
+    log.sub(1, "flag", True, 100)
+    t1 = board(sc, pl, log).team(1)
+    assert t1.detail["tool"].solved and t1.detail["tool"].wrong == 0
+    assert t1.detail["block-scanner"].solved and t1.detail["flag"].solved
+    assert (t1.availability_up, t1.availability_total, t1.hints) == (1, 1, 1)
+
+
+def test_a_hint_index_one_past_the_last_costs_nothing(sc, pl):
+    log = Log().opened(1)
+    log.add("hint", 1, objective="scanner-ip", index=2, drill_t=61)  # scanner-ip has 2 hints: 0 and 1
+    log.sub(1, "scanner-ip", True, 60)
+    r = board(sc, pl, log).team(1).detail["scanner-ip"]
+    assert (r.hints, r.hint_cost, r.points) == (1, 0.0, 100.0)
+
+
+def test_the_recorded_hint_cost_wins_over_the_scenarios(sc, pl):
+    """A hint is charged what was recorded when it was taken (20 in the scenario, 5 in the record)."""
+    log = Log().opened(1)
+    log.add("hint", 1, objective="scanner-ip", index=0, cost=5, drill_t=61)
+    log.sub(1, "scanner-ip", True, 60)
+    assert board(sc, pl, log).team(1).detail["scanner-ip"].hint_cost == 5.0
+
+
+def test_every_refusal_over_max_attempts_is_counted(sc, pl):
+    log = Log().opened(1)
+    for t in (100, 110, 120, 130, 140):
+        log.sub(1, "tool", False, t)
+    r = board(sc, pl, log).team(1).detail["tool"]
+    assert (r.attempts, r.wrong, r.refused) == (3, 3, 2)
+
+
+def test_every_revocation_of_a_hold_is_counted():
+    sc = _hold_sc()
+    log = Log().opened(1)
+    for t, ok in ((100, True), (110, True), (120, False), (130, True), (140, True), (150, False)):
+        _probe(log, t, ok)
+    r = compute_board(sc, plan(sc, 1), pol(), log.events).team(1).detail["block-scanner"]
+    assert (r.solved, r.revoked) == (False, 2)
+
+
+def test_reports_on_other_objectives_do_not_earn_them(sc, pl):
+    log = Log().opened(1)
+    log.add("report", 1, objective="tool", accepted=True, drill_t=95)  # an answer objective
+    log.add("report", 1, objective="nope", accepted=True, drill_t=96)
+    log.add("report", 1, objective="incident-report", accepted=True, drill_t=97)
+    d = board(sc, pl, log).team(1).detail
+    assert not d["tool"].solved and d["incident-report"].solved
+
+
+def test_a_round_without_a_number_is_not_round_one(sc, pl):
+    log = Log()
+    log.add("availability", 1, index=0, round=1, up=True, drill_t=30)
+    log.add("availability", 1, index=0, up=True, drill_t=60)  # no round recorded
+    t1 = board(sc, pl, log).team(1)
+    assert (t1.availability_up, t1.availability_total) == (2, 2)
+
+
+def test_board_team_lookup_names_the_missing_team(sc, pl):
+    b = board(sc, pl, Log())
+    with pytest.raises(KeyError) as e:
+        b.team(9)
+    assert e.value.args == (9,)
+
+
+# --- policy files -------------------------------------------------------------------------------------------
+
+
+def _policy_file(tmp_path, text: str, name: str = "house"):
+    from rangectl.scoring.policy import parse_policy
+
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(text)
+    return parse_policy(f)
+
+
+def test_an_empty_policy_file_is_the_standard_numbers_under_its_own_name(tmp_path):
+    p = _policy_file(tmp_path, "# nothing here\n")
+    assert p.name == "house" and p == Policy(name="house")
+    assert _policy_file(tmp_path, "name: other\n").name == "other"  # a name in the file wins
+
+
+def test_policy_yaml_values_become_plain_numbers_lists_and_nulls(tmp_path):
+    p = _policy_file(
+        tmp_path,
+        "half_life_minutes: null\nmax_attempts: null\nfloor: 0\nwrong_answer_penalty: 2.5\n"
+        "weights:\n  detection: 2\n  7: 0.5\ndetect_categories: [detection, analysis]\n",
+    )
+    assert p.half_life_minutes is None and p.max_attempts is None and p.floor == 0.0
+    assert p.wrong_answer_penalty == 2.5
+    assert p.weights == {"detection": 2.0, "7": 0.5}  # a number as a category name is its text
+    assert p.detect_categories == ["detection", "analysis"]
+    assert type(p.weights["detection"]) is float and p.weight("7") == 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        ("- 1\n- 2\n", ":1:1: ", "a policy is a mapping (half_life_minutes: ..., weights: ...)"),
+        ("floor: 0.5\nreport_answers: some\n", ":2:17: report_answers: ", "must be 'fraction' or 'all'"),
+        ("floor: 0.5\nhint_cost_factor: -1\n", ":2:19: hint_cost_factor: ", "must be greater than or equal to 0"),
+        ("weights:\n  detection: lots\n", ":2:14: weights.detection: ", "must be a valid number, unable to parse string as a number"),
+        ("policy: 2\n", ":1:9: policy: ", "must be 1"),
+        ("colour: red\n", ":1:9: colour: ", "unknown field"),
+    ],
+)
+def test_policy_errors_name_file_line_column_field(tmp_path, text, where, message):
+    from rangectl.errors import ScenarioError
+
+    with pytest.raises(ScenarioError) as e:
+        _policy_file(tmp_path, text)
+    assert str(e.value) == f"{tmp_path / 'house.yaml'}{where}{message}"
+
+
+def test_policies_are_found_beside_the_scenario_or_in_the_project(tmp_path, monkeypatch):
+    from rangectl.errors import ScenarioError
+    from rangectl.scoring.policy import load_policy
+
+    (tmp_path / "scen" / "scoring").mkdir(parents=True)
+    (tmp_path / "scen" / "scoring" / "local.yml").write_text("wrong_answer_penalty: 3\n")
+    p = load_policy("local", tmp_path / "scen" / "x.yaml")
+    assert (p.name, p.wrong_answer_penalty) == ("local", 3.0)
+    with pytest.raises(ScenarioError) as e:
+        load_policy("local")  # not in the project
+    assert str(e.value) == (
+        "no scoring policy 'local' (looked for scoring/local.yaml beside the scenario and in the project)"
+    )
+
+
+# --- totals, ranks and time to detect ---------------------------------------------------------------------
+
+
+def _two_detections() -> Scenario:
+    d = json.loads(json.dumps(SCENARIO))
+    d["objectives"].append(
+        {"id": "scan-port", "category": "detection", "after": "recon", "points": 10, "answer": {"value": 22}}
+    )
+    return Scenario.model_validate(d)
+
+
+@pytest.mark.parametrize(("first", "second", "ttd"), [(120, 300, 1.0), (300, 120, 1.0), (120, None, 1.0), (None, 120, 1.0)])
+def test_ttd_is_the_earliest_solved_detection_whatever_the_order(first, second, ttd):
+    sc2 = _two_detections()
+    log = Log().opened(1)
+    if first is not None:
+        log.sub(1, "scanner-ip", True, 60 + first - 60)
+    if second is not None:
+        log.sub(1, "scan-port", True, 60 + second - 60)
+    t1 = compute_board(sc2, plan(sc2, 1), pol(), log.events).team(1)
+    assert t1.ttd["recon"] == pytest.approx(ttd)
+
+
+def test_adjustments_add_to_an_objectives_category(sc, pl):
+    log = Log().sub(1, "flag", True, 0)  # 40 points, no decay
+    log.add("score", 1, points=5, category="detection", reason="good write-up")
+    t1 = board(sc, pl, log).team(1)
+    assert t1.categories["detection"] == 45.0 and t1.total == 45.0 and t1.adjustments == 5.0
+
+
+def test_solved_counts_every_earned_objective_and_detail_names_it(sc, pl):
+    log = Log().opened(1).sub(1, "flag", True, 60).sub(1, "tool", True, 60).sub(1, "port", True, 60)
+    t1 = board(sc, pl, log).team(1)
+    assert t1.solved == 3
+    assert all(t1.detail[oid].objective == oid for oid in t1.detail)
+    assert t1.as_dict()["detail"]["tool"]["objective"] == "tool"
+
+
+@pytest.mark.parametrize(("a", "b", "ranks"), [(10.2, 10.4, [2, 1]), (10.0000003, 10.0, [1, 1]), (10.0, 10.000002, [2, 1])])
+def test_totals_within_a_millionth_of_a_point_share_a_rank(sc, pl, a, b, ranks):
+    log = Log()
+    log.add("score", 1, points=a, reason="")
+    log.add("score", 2, points=b, reason="")
+    assert [t.rank for t in board(sc, pl, log).teams] == ranks
+
+
+def test_a_report_due_at_once_filed_later_is_late():
+    d = json.loads(json.dumps(SCENARIO))
+    rep = next(o for o in d["objectives"] if o["id"] == "incident-report")
+    rep["report"]["deadline"] = "0s"
+    sc0 = Scenario.model_validate(d)
+    log = Log().opened(1)
+    log.add("report", 1, objective="incident-report", accepted=True, drill_t=60.5)
+    r = compute_board(sc0, plan(sc0, 1), pol(), log.events).team(1).detail["incident-report"]
+    assert r.on_time is False and r.points == pytest.approx(100 * 0.5 ** (0.5 / 600) * 0.5)
+
+
+def test_an_oversized_policy_file_is_refused_by_name(tmp_path):
+    from rangectl.errors import ScenarioError
+
+    with pytest.raises(ScenarioError) as e:
+        _policy_file(tmp_path, "# " + "x" * 100_001 + "\n")
+    assert str(e.value) == f"{tmp_path / 'house.yaml'}:1:1: a policy file may be at most 100,000 bytes"

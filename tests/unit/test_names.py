@@ -199,7 +199,10 @@ def test_preflight_refuses_a_network_of_the_planned_name_that_is_not_ours():
 
 def test_preflight_adopts_only_its_own_network():
     p = plan(MINI, 1)
-    ours = [info(labels("lab", 1, n.name), str(n.subnet), name=net_name("lab", 1, n.name)) for n in p.team(1).networks]
+    ours = [
+        info(labels("lab", 1, n.name), str(n.subnet), name=net_name("lab", 1, n.name))
+        for n in p.team(1).networks
+    ]
     be = backend(FakeAPI(ours))
     be.check_names_free("lab", p)
     be.check_subnets("lab", p)
@@ -225,3 +228,62 @@ def test_the_probe_container_is_checked_too():
     squatter = {"Config": {"Labels": {}}}
     with pytest.raises(RangeError, match=f"'{re.escape(name)}' exists and is not node '{PROBE}'"):
         backend(FakeAPI([], {name: squatter})).check_names_free("lab", p)
+
+
+# --- host forwarding rules: `down` removes exactly the range's -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "range_name, part, removed",
+    [
+        ("lab", None, {"rangectl:lab", "rangectl:lab:probe-t1", "rangectl:lab:probe-t2"}),
+        ("lab", "probe-t1", {"rangectl:lab:probe-t1"}),
+        ("lab-t1", None, {"rangectl:lab-t1", "rangectl:lab-t1:probe-t1"}),
+        (
+            None,
+            None,
+            {
+                "rangectl:lab",
+                "rangectl:lab:probe-t1",
+                "rangectl:lab:probe-t2",
+                "rangectl:lab-t1",
+                "rangectl:lab-t1:probe-t1",
+            },
+        ),
+    ],
+)
+def test_bridge_rules_of_a_range_and_of_its_probes(monkeypatch, range_name, part, removed):
+    from rangectl.backend import docker as d
+
+    comments = [
+        "rangectl:lab",
+        "rangectl:lab:probe-t1",
+        "rangectl:lab:probe-t2",
+        "rangectl:lab-t1",
+        "rangectl:lab-t1:probe-t1",
+        "someone-else",
+    ]
+    listing = (
+        "-N DOCKER-USER\n"
+        + "".join(
+            f'-A DOCKER-USER -i br{i} -o br{i} -m comment --comment "{c}" -j ACCEPT\n'
+            for i, c in enumerate(comments)
+        )
+        + "-A DOCKER-USER -j RETURN\n"
+    )
+    deleted = []
+
+    class Done:
+        def __init__(self, out=""):
+            self.stdout, self.returncode = out, 0
+
+    def fake(*args):
+        if args[0] == "-S":
+            return Done(listing)
+        assert args[0] == "-D"
+        deleted.append(args[args.index("--comment") + 1])
+        return Done()
+
+    monkeypatch.setattr(d, "_iptables", fake)
+    assert d.remove_bridge_rules(range_name, part) == len(removed)
+    assert set(deleted) == removed

@@ -90,10 +90,10 @@ def scenarios(draw) -> Scenario:
     def host(i: int) -> IPv4Address:
         net = nets[i]
         usable = net.num_addresses - 2
-        # leave at least one usable address free for the bridge
+        # leave at least two usable addresses free: the bridge's and rangectl's probe's (beside a blue node)
         free = [o for o in range(1, usable + 1) if o not in used[names[i]]] if usable <= 64 else None
         if free is not None:
-            if len(free) <= 1:
+            if len(free) <= 2:
                 return None
             off = draw(st.sampled_from(free[:-1] if draw(st.booleans()) else free[1:]))
         else:

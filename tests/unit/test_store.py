@@ -296,7 +296,7 @@ def test_tampering_with_one_field_is_named(tmp_path, store, field):
     res = s.verify()
     assert (res.ok, res.first_bad_seq, res.count) == (False, seq, seq - 1)
     assert res.head_hash == (before.prev_hash if seq > 1 else GENESIS)  # the last event that checked out
-    assert "hash does not match" in res.reason
+    assert res.reason == "hash does not match the event's contents (edited after it was written)"
     s.close()
 
 
@@ -308,7 +308,7 @@ def test_prev_hash_rewritten_is_named(tmp_path, store):
     new_hash = event_hash(ev.seq, ev.ts, ev.kind, ev.team, ev.actor, canonical_json(ev.data), fake_prev)
     _tamper(tmp_path / "range.db", "UPDATE events SET prev_hash = ?, hash = ? WHERE seq = 5", fake_prev, new_hash)
     res = EventStore(tmp_path / "range.db").verify()
-    assert (res.first_bad_seq, res.count) == (5, 4) and "prev_hash does not link" in res.reason
+    assert (res.first_bad_seq, res.count) == (5, 4) and res.reason == "prev_hash does not link to the previous event"
 
 
 def test_seq_renumbered_is_named(tmp_path, store):
@@ -420,8 +420,8 @@ def test_append_many_mappings_and_tuples(store):
 @pytest.mark.parametrize(
     ("kind", "data", "team", "actor", "message"),
     [
-        ("Hint", {}, None, "x", "event kind 'Hint' is not valid"),
-        ("drill..start", {}, None, "x", "is not valid"),
+        ("Hint", {}, None, "x", "event kind 'Hint' is not valid (lower-case words joined by '.', e.g. inject.done)"),
+        ("drill..start", {}, None, "x", "event kind 'drill..start' is not valid (lower-case words joined by '.'"),
         (3, {}, None, "x", "event kind 3 is not valid"),
         ("hint", [], None, "x", "event data must be a mapping, not list"),
         ("hint", {}, True, "x", "event team must be an integer or None, not True"),
@@ -431,8 +431,9 @@ def test_append_many_mappings_and_tuples(store):
     ],
 )
 def test_bad_items_are_refused_with_a_reason(store, kind, data, team, actor, message):
-    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace("[", r"\[")):
+    with pytest.raises(UsageError) as e:
         store.append(kind, data, team=team, actor=actor)
+    assert str(e.value).startswith(message), str(e.value)
     with pytest.raises(UsageError):
         store.append_many([("drill.start", {}), (kind, data, team, actor)])
     assert store.count() == 0

@@ -333,12 +333,17 @@ def test_http_attack_plan_defaults():
 
 
 def test_repo_scenarios_have_valid_traffic():
+    from rangectl.plan import plan
     from rangectl.scenario.loader import load_file
+    from rangectl.scenario.variables import substitute_all
 
     for f in sorted((ROOT / "scenarios").glob("*.yaml")):
         loaded = load_file(f)
         if loaded.scenario is None:
             continue
+        # a {var:NAME} parameter is checked with the value team 1 gets (as validation does)
+        values = plan(loaded.scenario, 1).team(1).values
         for inj in loaded.scenario.injects:
             if inj.traffic is not None:
-                assert validate_params(inj.traffic.kind, inj.traffic.params) == [], (f.name, inj.id)
+                params = substitute_all(inj.traffic.params, values)
+                assert validate_params(inj.traffic.kind, params) == [], (f.name, inj.id)

@@ -186,6 +186,10 @@ HOSTILE = {
                              "ansible.builtin.local"),
     "hosts-localhost": ("- hosts: localhost\n  tasks:\n    - shell: id\n", 1, "hosts", "runs on the trainer's host"),
     "hosts-all-plus-localhost": ("- hosts: all:localhost\n  tasks:\n    - shell: id\n", 1, "hosts", "trainer's host"),
+    "hosts-templated-plus-localhost": ("- hosts: \"{{ rangectl_hosts }}:localhost\"\n  tasks:\n    - shell: id\n", 1,
+                                       "hosts", "trainer's host"),
+    "hosts-templated-concat": ("- hosts: \"{{ rangectl_hosts ~ ',localhost' }}\"\n  tasks:\n    - shell: id\n", 1,
+                               "hosts", "cannot be checked"),
     "hosts-all": ("- hosts: all\n  tasks:\n    - shell: id\n", 1, "hosts", "would include the trainer's host"),
     "local-action": (TASK_HEAD + "    - local_action: ansible.builtin.command id\n", 4, "local_action",
                      "runs on the trainer's host"),
@@ -207,6 +211,7 @@ HOSTILE = {
                              3, "ansible_connection", "ansible_* variables"),
     "copy-host-file": (TASK_HEAD + "    - copy: {src: /etc/shadow, dest: /tmp/shadow}\n", 4, "copy",
                        "resolves to /etc/shadow"),
+    "copy-folder-with-link-out": (TASK_HEAD + "    - copy: {src: files/, dest: /srv/}\n", 4, "copy", "resolves to /etc/shadow"),
     "python-internals": (TASK_HEAD + "    - debug: {msg: \"{{ self.__init__.__globals__ }}\"}\n", 4, "msg",
                          "Python internals"),
 }
@@ -215,6 +220,9 @@ HOSTILE = {
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_host_side_plays_are_refused_with_file_line_and_key(mini: Path, case: str):
     body, line, key, msg = HOSTILE[case]
+    (mini.parent / "playbooks" / "files").mkdir()
+    (mini.parent / "playbooks" / "files" / "motd").write_text("hello\n")
+    (mini.parent / "playbooks" / "files" / "motd2").symlink_to("/etc/shadow")
     (mini.parent / "playbooks" / "stamp.yml").write_text(body)
     probs = _problems(mini)
     assert probs, f"{case}: not refused"
@@ -241,6 +249,32 @@ def test_included_task_files_and_templates_are_scanned(mini: Path):
     probs = _problems(mini)
     assert any(str((pbdir / "tasks" / "more.yml").resolve()) + ":2:3: delegate_to:" in p for p in probs), probs
     assert any(":5:7: template: template page.j2: lookup('pipe')" in p for p in probs), probs
+
+
+def test_what_ansible_loads_by_itself_beside_a_playbook_is_scanned(mini: Path):
+    """Plugin folders (Python run on the controller), group_vars/host_vars, and roles with
+    their tasks_from and meta dependencies."""
+    pbdir = mini.parent / "playbooks"
+    (pbdir / "filter_plugins").mkdir()
+    (pbdir / "filter_plugins" / "x.py").write_text("import os; os.system('id > /tmp/pwned')\n")
+    (pbdir / "group_vars").mkdir()
+    (pbdir / "group_vars" / "all.yml").write_text("ansible_connection: local\n")
+    role = pbdir / "roles" / "web"
+    (role / "tasks").mkdir(parents=True)
+    (role / "tasks" / "main.yml").write_text("- debug: {msg: hi}\n")
+    (role / "tasks" / "evil.yml").write_text("- shell: id\n  delegate_to: localhost\n")
+    (role / "meta").mkdir()
+    (role / "meta" / "main.yml").write_text("dependencies: [{role: dep}]\n")
+    dep = pbdir / "roles" / "dep" / "tasks"
+    dep.mkdir(parents=True)
+    (dep / "main.yml").write_text("- debug: {msg: \"{{ lookup('env', 'HOME') }}\"}\n")
+    (pbdir / "stamp.yml").write_text(TASK_HEAD + "    - include_role: {name: web, tasks_from: evil}\n")
+    probs = _problems(mini)
+    joined = "\n".join(probs)
+    assert f"{pbdir / 'filter_plugins'}:1:1: filter_plugins: Ansible loads plugins" in joined, joined
+    assert f"{pbdir / 'group_vars' / 'all.yml'}:1:1: ansible_connection: " in joined, joined
+    assert f"{(role / 'tasks' / 'evil.yml').resolve()}:2:3: delegate_to:" in joined, joined
+    assert f"{(dep / 'main.yml').resolve()}:1:11: msg: lookup('env')" in joined, joined
 
 
 def test_an_import_out_of_the_allowed_folders_is_refused(mini: Path, tmp_path_factory):
@@ -373,3 +407,35 @@ def test_oversized_and_directory_scenarios_are_refused(tmp_path: Path):
     assert "is a directory" in str(validate_file(tmp_path).problems[0])
     with pytest.raises(ScenarioError, match="is a character device"):
         load_scenario("/dev/zero")
+
+
+# --- --trust-playbooks reaches everything that provisions -------------------------------------
+
+
+@pytest.mark.parametrize("cmd", ["up", "selftest"])
+def test_trust_playbooks_is_an_option_of_every_command_that_provisions(cmd: str):
+    p = run_cli(cmd, "--help", env={**os.environ, "COLUMNS": "200"})
+    assert p.returncode == 0 and "--trust-playbooks" in p.stdout
+
+
+def test_selftest_passes_the_trainers_trust_to_up(mini: Path, monkeypatch):
+    from rangectl import ranges
+    from rangectl.errors import RangeError
+    from rangectl.selftest import run_selftest
+
+    seen: list[bool] = []
+
+    def fake_up(*a, **kw):
+        seen.append(kw.get("trust_playbooks"))
+        raise RangeError("stop here")
+
+    monkeypatch.setattr(ranges, "up", fake_up)
+    monkeypatch.setattr(ranges, "down", lambda name: (0, 0))
+    def no_engine():
+        raise RuntimeError("no engine in a unit test")
+
+    monkeypatch.setattr("rangectl.backend.engine.client", no_engine)
+    shutil.copy(FIXTURES / "mini-range.solution.yaml", mini.parent)
+    for trust in (False, True):
+        assert run_selftest(mini, trust_playbooks=trust).error == "stop here"
+    assert seen == [False, True]

@@ -3,6 +3,7 @@ tests/integration/test_replay_ring.py)."""
 
 from __future__ import annotations
 
+import errno
 import math
 import struct
 import time
@@ -133,3 +134,38 @@ def test_send_frames_ring_stops_at_end_and_when_told():
     st_ = send_frames(ring, frames, sched, max_frames=10**12, end=time.monotonic() + 5,
                       stop=lambda: calls.append(1) or len(calls) > 3)  # fmt: skip
     assert st_.stopped == "stopped" and st_.sent == 24 == len(ring.sent)
+
+
+class StatusRing(TxRing):
+    """Only the status words: ``script[slot]`` is the list of statuses the slot reports, one per look."""
+
+    def __init__(self, script, slots):
+        self.script = script
+        self.slots = slots
+        self.ifname = "veth-test"
+
+    def status(self, slot):
+        seq = self.script.get(slot, [0])
+        return seq.pop(0) if len(seq) > 1 else seq[0]
+
+
+def test_wait_done_waits_for_frames_in_flight_then_returns():
+    ring = StatusRing({3: [2, 2, 2, 0], 5: [2, 0]}, slots=8)
+    t = time.monotonic()
+    ring._wait_done(2, 6)  # slots 2..7
+    assert ring.script[3] == [0] and ring.script[5] == [0] and time.monotonic() - t < 1
+
+
+def test_wait_done_wraps_the_ring_and_gives_up():
+    ring = StatusRing({1: [2]}, slots=8)  # slot 1 never completes; 6, 7, 0, 1 are checked
+    with pytest.raises(OSError, match="1 frames still in flight") as e:
+        ring._wait_done(6, 4, timeout=0.05)
+    assert e.value.errno == errno.ETIMEDOUT
+    StatusRing({1: [2]}, slots=8)._wait_done(2, 4, timeout=0.05)  # slot 1 is not part of 2..5
+
+
+def test_wait_done_reports_a_refused_frame():
+    ring = StatusRing({4: [4]}, slots=8)
+    with pytest.raises(OSError, match="refused") as e:
+        ring._wait_done(0, 8)
+    assert e.value.errno == errno.EINVAL

@@ -505,14 +505,24 @@ def test_missing_playbook(project):
     )
 
 
-@pytest.mark.parametrize("where", ["scen", ".", "playbooks"], ids=["beside", "root", "playbooks"])
+@pytest.mark.parametrize("where", ["scen", "playbooks"], ids=["beside", "playbooks"])
 def test_playbook_resolution(project, where):
-    """A playbook is found beside the scenario, at the project root, or in <root>/playbooks."""
+    """A playbook is found beside the scenario or in <root>/playbooks (docs/security.md: side files
+    resolve inside the scenario's folder or the project's playbooks/ and scenarios/)."""
     (project / "scen").mkdir()
     (project / where).mkdir(exist_ok=True)
-    (project / where / "setup.yml").write_text("- hosts: all\n")
+    (project / where / "setup.yml").write_text("- hosts: \"{{ rangectl_hosts | default('all') }}\"\n")
     text = sub(BASE, "      dmz: 10.10.1.50\n", "      dmz: 10.10.1.50\n    provision: [setup.yml]\n")
     assert check(project, text, "scen/s.yaml") == []
+
+
+def test_playbook_at_the_project_root_is_outside_the_allowed_folders(project):
+    (project / "scen").mkdir()
+    (project / "setup.yml").write_text("- hosts: \"{{ rangectl_hosts | default('all') }}\"\n")
+    text = sub(BASE, "      dmz: 10.10.1.50\n", "      dmz: 10.10.1.50\n    provision: [setup.yml]\n")
+    p = expect(check(project, text, "scen/s.yaml"), "nodes.soc.provision[0]", line_of(text, "provision: [setup.yml]"),
+               "outside the scenario's folder")
+    assert str(project / "setup.yml") in p.message
 
 
 def test_missing_pcap(project):
@@ -706,6 +716,17 @@ def test_traffic_unknown_target(project):
     )
 
 
+@pytest.mark.parametrize("kind", ["portscan", "http"])
+def test_traffic_inject_needs_a_target(project, kind):
+    """A traffic inject without `target` (other than pcap replay) is refused, naming the inject's traffic."""
+    text = sub(BASE, "      target: portal\n", "")
+    text = sub(text, "kind: portscan", f"kind: {kind}")
+    if kind != "portscan":
+        text = sub(text, '      ports: "80"\n', "")
+    problems = check(project, text)
+    expect(problems, "injects[1].traffic", line_of(text, "    traffic:"), f"a {kind} inject needs a 'target' node", alone=False)
+
+
 def test_traffic_bad_kind(project):
     text = sub(BASE, "kind: portscan", "kind: Port Scan")
     expect(
@@ -847,8 +868,8 @@ def test_check_unknown_node(project):
 @pytest.mark.parametrize(
     "spec, path",
     [
-        ("http: {from: soc, to: ghost}", "objectives[1].check.http.to"),
-        ("dns: {from: soc, server: ghost, name: portal.range.test}", "objectives[1].check.dns.server"),
+        ("http: {from: gw, to: ghost}", "objectives[1].check.http.to"),
+        ("dns: {from: gw, server: ghost, name: portal.range.test}", "objectives[1].check.dns.server"),
         ("file: {node: ghost, path: /etc/hosts}", "objectives[1].check.file.node"),
         ("command: {node: ghost, run: 'true'}", "objectives[1].check.command.node"),
         ("reachable: {from: ghost, to: portal, port: 80}", "objectives[1].check.reachable.from"),
@@ -879,6 +900,48 @@ def test_check_with_two_kinds(project):
     expect(check(project, text), "objectives[1].check", line_of(text, "    check:"), "give exactly one check")
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "reachable: {from: scanner, to: portal, port: 80, control: gw}",
+        "reachable: {from: scanner, to: portal, port: 80, outage_ok: true}",
+        "reachable: {from: scanner, to: portal, port: 80, control: gw, outage_ok: false}",
+    ],
+    ids=["control", "outage_ok", "control-and-outage_ok-false"],
+)
+def test_control_and_outage_ok_only_on_blocked_checks(project, spec):
+    """`control` and `outage_ok` mean something only for a `blocked` check; elsewhere they are refused."""
+    text = sub(
+        BASE,
+        "      blocked:\n        from: scanner\n        to: portal\n        port: 80\n",
+        f"      {spec}\n",
+    )
+    kind = spec.split(":")[0]
+    p = expect(
+        check(project, text),
+        f"objectives[1].check.{kind}",
+        line_of(text, spec),
+        "`control` and `outage_ok` belong to `blocked` checks",
+    )
+    assert p.file.endswith("s.yaml")
+
+
+def test_blocked_check_may_have_control_and_outage_ok(project):
+    text = sub(BASE, "        port: 80\navailability", "        port: 80\n        control: gw\n        outage_ok: true\navailability")
+    assert check(project, text) == []
+
+
+@pytest.mark.parametrize("node", ["scanner", "portal"])
+def test_blocked_control_must_differ_from_both_ends(project, node):
+    text = sub(BASE, "        port: 80\navailability", f"        port: 80\n        control: {node}\navailability")
+    expect(
+        check(project, text),
+        "objectives[1].check.blocked.control",
+        line_of(text, f"control: {node}"),
+        "the control node must be neither `from` nor `to`",
+    )
+
+
 def test_tcp_check_needs_a_port(project):
     text = sub(BASE, "        port: 80\navailability", "availability")
     expect(
@@ -890,7 +953,7 @@ def test_tcp_check_needs_a_port(project):
 
 
 def test_dns_expect_unknown_ip_of(project):
-    spec = "dns: {from: soc, server: portal, name: portal.range.test, expect: {ip_of: ghost}}"
+    spec = "dns: {from: gw, server: portal, name: portal.range.test, expect: {ip_of: ghost}}"
     text = sub(
         BASE,
         "      blocked:\n        from: scanner\n        to: portal\n        port: 80\n",
@@ -1097,13 +1160,27 @@ def test_directory_given_as_file(tmp_path):
 
 
 def test_unreadable_file(tmp_path):
+    """A regular file that exists but cannot be read, even by root: x.yaml is a link to /proc/self/mem,
+    whose first page is never mapped (read() fails with EIO). The loader names the file and says why,
+    in one line; nothing raises."""
+    f = tmp_path / "x.yaml"
+    f.symlink_to("/proc/self/mem")
+    assert f.is_file()
+    p = _only(f)
+    assert p.message == "cannot read: Input/output error"
+    assert (p.file, p.line, p.col) == (str(f), 1, 1)
+    assert str(p).startswith(f"{f}:1:1: ") and "\n" not in str(p)
+
+
+def test_unreadable_file_without_permission(tmp_path):
+    """The plain permission case, where it can happen (root reads everything; the socket case above always runs)."""
     if os.geteuid() == 0:
-        pytest.skip("root reads everything")
+        pytest.skip("root reads everything; test_unreadable_file covers root")
     f = tmp_path / "locked.yaml"
     f.write_text(BASE)
     f.chmod(0)
     try:
-        assert "cannot read" in _only(f).message
+        assert _only(f).message == "cannot read: Permission denied"
     finally:
         f.chmod(0o644)
 
@@ -1425,8 +1502,9 @@ def test_cli_schema_accepts_examples(capsys, path):
     assert _mini_validate(doc, doc, data) == []
     try:
         import jsonschema
-    except ImportError:
-        return
+    except ImportError:  # a dev dependency (pyproject.toml): a missing one must not pass silently
+        pytest.fail("jsonschema is not installed (pip install -e '.[dev]'): the JSON Schema check cannot run")
+    jsonschema.Draft202012Validator.check_schema(doc)
     jsonschema.validate(data, doc)
 
 

@@ -92,14 +92,23 @@ def test_base_is_valid(project):
     "old, new, path",
     [
         ("http: {from: probe,", "http: {from: soc,", "objectives[0].check.http.from"),
-        ("http: {from: probe, to: portal, contains: ok}", "dns: {from: soc2, server: portal, name: x.test}",
-         "objectives[0].check.dns.from"),
-        ("blocked: {from: scanner, to: portal, port: 80}", "blocked: {from: scanner, to: portal, port: 80, control: soc}",
-         "objectives[1].check.blocked.control"),
+        (
+            "http: {from: probe, to: portal, contains: ok}",
+            "dns: {from: soc2, server: portal, name: x.test}",
+            "objectives[0].check.dns.from",
+        ),
+        (
+            "blocked: {from: scanner, to: portal, port: 80}",
+            "blocked: {from: scanner, to: portal, port: 80, control: soc}",
+            "objectives[1].check.blocked.control",
+        ),
         ("blocked: {from: scanner,", "blocked: {from: soc,", "objectives[1].check.blocked.from"),
         ("blocked: {from: scanner,", "reachable: {from: soc2,", "objectives[1].check.reachable.from"),
-        ("{node: portal, service: http, points: 5}", "{node: portal, service: http, points: 5, from: soc}",
-         "availability[0].from"),
+        (
+            "{node: portal, service: http, points: 5}",
+            "{node: portal, service: http, points: 5, from: soc}",
+            "availability[0].from",
+        ),
     ],
 )
 def test_a_blue_vantage_is_refused_with_file_line_and_field(project, old, new, path):
@@ -119,11 +128,19 @@ def test_a_blue_vantage_is_refused_with_file_line_and_field(project, old, new, p
     [
         ("http: {from: probe,", "http: {from: gw,"),  # infra
         ("http: {from: probe,", "http: {from: scanner,"),  # red
-        ("{node: portal, service: http, points: 5}", "{node: portal, service: http, points: 5, from: scanner}"),
+        (
+            "{node: portal, service: http, points: 5}",
+            "{node: portal, service: http, points: 5, from: scanner}",
+        ),
         ("{node: portal, service: http, points: 5}", "{node: portal, service: http, points: 5, from: probe}"),
-        ("blocked: {from: scanner, to: portal, port: 80}", "blocked: {from: scanner, to: portal, port: 80, control: gw}"),
-        ("blocked: {from: scanner, to: portal, port: 80}",
-         "blocked: {from: scanner, to: portal, port: 80, control: probe}"),
+        (
+            "blocked: {from: scanner, to: portal, port: 80}",
+            "blocked: {from: scanner, to: portal, port: 80, control: gw}",
+        ),
+        (
+            "blocked: {from: scanner, to: portal, port: 80}",
+            "blocked: {from: scanner, to: portal, port: 80, control: probe}",
+        ),
     ],
 )
 def test_vantages_trainees_do_not_control_stay_allowed(project, old, new):
@@ -153,7 +170,10 @@ def test_probe_is_a_reserved_node_name(project):
 def test_probe_needs_a_blue_node(project):
     # without a blue node there is no probe: `from: probe` names nothing
     text = BASE.replace("role: blue", "role: target").replace("objectives:", "objectives_off:", 1)
-    text = text.split("objectives_off:")[0] + "availability:\n  - {node: portal, service: http, points: 5, from: probe}\n"
+    text = (
+        text.split("objectives_off:")[0]
+        + "availability:\n  - {node: portal, service: http, points: 5, from: probe}\n"
+    )
     text += "scoring: {policy: standard}\n"
     probs = problems(project, text)
     assert [p.path for p in probs] == ["availability[0].from"] and "unknown node 'probe'" in probs[0].message
@@ -162,11 +182,14 @@ def test_probe_needs_a_blue_node(project):
 def test_a_full_subnet_leaves_no_room_for_the_probe(project):
     # /29: 6 hosts; lan holds gw, soc and four more: the bridge fits, the probe does not
     extra = "".join(
-        f"  h{i}: {{image: web, role: target, gateway: 10.10.2.1, interfaces: {{lan: 10.10.2.{i}}}}}\n" for i in (2, 3, 4)
+        f"  h{i}: {{image: web, role: target, gateway: 10.10.2.1, interfaces: {{lan: 10.10.2.{i}}}}}\n"
+        for i in (2, 3, 4)
     )
-    text = BASE.replace("lan: {subnet: 10.10.2.0/24}", "lan: {subnet: 10.10.2.0/29}").replace(
-        "10.10.2.50", "10.10.2.5"
-    ).replace("  scanner:", extra + "  scanner:")
+    text = (
+        BASE.replace("lan: {subnet: 10.10.2.0/24}", "lan: {subnet: 10.10.2.0/29}")
+        .replace("10.10.2.50", "10.10.2.5")
+        .replace("  scanner:", extra + "  scanner:")
+    )
     probs = problems(project, text)
     assert [p.path for p in probs] == ["networks.lan.subnet"], probs
     assert "rangectl's probe" in probs[0].message
@@ -228,7 +251,12 @@ def blue_scenarios(draw):
         used[net].add(off)
         return str(nets[net].network_address + off)
 
-    nodes["gw"] = {"image": "router", "role": "infra", "forward": True, "interfaces": {n: addr(n) for n in nets}}
+    nodes["gw"] = {
+        "image": "router",
+        "role": "infra",
+        "forward": True,
+        "interfaces": {n: addr(n) for n in nets},
+    }
     blue_nets = draw(st.lists(st.sampled_from(sorted(nets)), min_size=1, max_size=count, unique=True))
     nodes["soc"] = {"image": "workstation", "role": "blue", "interfaces": {n: addr(n) for n in blue_nets}}
     nodes["soc"]["gateway"] = nodes["gw"]["interfaces"][blue_nets[0]]
@@ -236,11 +264,19 @@ def blue_scenarios(draw):
         net = draw(st.sampled_from(sorted(nets)))
         if len(used[net]) + 3 >= nets[net].num_addresses - 2:
             continue
-        nodes[f"t{k}"] = {"image": "web", "role": draw(st.sampled_from(["target", "red", "blue"])),
-                          "interfaces": {net: addr(net)}}
+        nodes[f"t{k}"] = {
+            "image": "web",
+            "role": draw(st.sampled_from(["target", "red", "blue"])),
+            "interfaces": {net: addr(net)},
+        }
     return Scenario.model_validate(
-        {"rangectl": 1, "name": "prop", "title": "p", "networks": {n: {"subnet": str(s)} for n, s in nets.items()},
-         "nodes": nodes}
+        {
+            "rangectl": 1,
+            "name": "prop",
+            "title": "p",
+            "networks": {n: {"subnet": str(s)} for n, s in nets.items()},
+            "nodes": nodes,
+        }
     )
 
 
@@ -310,7 +346,9 @@ def test_blocked_control_is_the_probe(mini, monkeypatch):
         return reach[ns.rsplit("/", 1)[1]], "x"
 
     monkeypatch.setattr(checks, "_in_ns", tcp)
-    res = checks.run_check(sc, Check.model_validate({"blocked": {"from": "scanner", "to": "portal", "port": 80}}), v)
+    res = checks.run_check(
+        sc, Check.model_validate({"blocked": {"from": "scanner", "to": "portal", "port": 80}}), v
+    )
     assert res.passed and v.asked == ["scanner", PROBE]
     assert checks.control_vantage(sc, {"scanner", "portal"}) == PROBE
     assert checks.control_vantage(sc, {PROBE}) is None
@@ -319,7 +357,9 @@ def test_blocked_control_is_the_probe(mini, monkeypatch):
 def test_http_and_dns_from_probe(mini):
     sc, v, calls = mini
     checks.run_check(sc, Check.model_validate({"http": {"from": PROBE, "to": "portal"}}), v)
-    checks.run_check(sc, Check.model_validate({"dns": {"from": PROBE, "server": "portal", "name": "x.test"}}), v)
+    checks.run_check(
+        sc, Check.model_validate({"dns": {"from": PROBE, "server": "portal", "name": "x.test"}}), v
+    )
     assert v.asked == [PROBE, PROBE]
 
 
@@ -336,7 +376,9 @@ def test_a_blue_vantage_is_refused_at_run_time(mini, check, monkeypatch):
     """Defence in depth: a scenario that skipped validation still never probes from soc."""
     sc, v, calls = mini
     monkeypatch.setattr(
-        checks, "_in_ns", lambda ns, fn, *a: (False, "refused") if fn is not checks.http_get else (None, "", "x")
+        checks,
+        "_in_ns",
+        lambda ns, fn, *a: (False, "refused") if fn is not checks.http_get else (None, "", "x"),
     )
     with pytest.raises(checks.VantageRefused, match="trainees control it"):
         checks.run_check(sc, Check.model_validate(check), v)

@@ -2,7 +2,8 @@
 
 Standard library only. Pages:
   /            static files from WEB_ROOT (/srv/www), index.html for folders
-  /lookup      citizen lookup by national ID: SQL INJECTION on purpose (string-built query)
+  /lookup      citizen lookup by national ID: SQL INJECTION on purpose (string-built query);
+               its path is WEB_LOOKUP_PATH (default /lookup), so each team's portal can differ
   /upload      file upload, stored as sent into WEB_ROOT/uploads/ and served back: UNRESTRICTED on purpose
   /login       login form checked against the users table (weak passwords)
   /healthz     "ok", for availability checks
@@ -34,6 +35,7 @@ LOG_DIR = Path(os.environ.get("WEB_LOG_DIR", "/var/log/web"))
 DB = os.environ.get("WEB_DB", "/var/lib/web/portal.db")
 MAX_UPLOAD = int(os.environ.get("WEB_MAX_UPLOAD", str(10 * 1024 * 1024)))
 SITE = os.environ.get("WEB_SITE_NAME", "District e-Government Portal")
+LOOKUP = "/" + os.environ.get("WEB_LOOKUP_PATH", "/lookup").strip().lstrip("/")
 
 _log_lock = threading.Lock()
 SESSIONS: dict[str, str] = {}
@@ -54,7 +56,7 @@ def page(title: str, body: str) -> bytes:
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)} - {html.escape(SITE)}</title>"
         "<link rel='stylesheet' href='/style.css'></head><body>"
-        f"<header><a href='/'>{html.escape(SITE)}</a> | <a href='/lookup'>Citizen lookup</a> | "
+        f"<header><a href='/'>{html.escape(SITE)}</a> | <a href='{LOOKUP}'>Citizen lookup</a> | "
         "<a href='/upload'>Submit documents</a> | <a href='/login'>Staff login</a></header>"
         f"<main><h1>{html.escape(title)}</h1>{body}</main></body></html>"
     ).encode()
@@ -114,7 +116,7 @@ class Handler(BaseHTTPRequestHandler):
         q = urllib.parse.parse_qs(url.query)
         if url.path == "/healthz":
             return self.send(200, b"ok\n", "text/plain")
-        if url.path == "/lookup":
+        if url.path == LOOKUP:
             return self.lookup(q.get("id", [""])[0])
         if url.path == "/upload":
             return self.send(200, page("Submit documents", UPLOAD_FORM))
@@ -144,7 +146,7 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/login":
             form = urllib.parse.parse_qs(data.decode("utf-8", "replace"))
             return self.login(form.get("username", [""])[0], form.get("password", [""])[0])
-        if url.path == "/lookup":
+        if url.path == LOOKUP:
             form = urllib.parse.parse_qs(data.decode("utf-8", "replace"))
             return self.lookup(form.get("id", [""])[0])
         return self.send(404, page("Not found", ""))
@@ -252,7 +254,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 LOOKUP_FORM = (
-    "<form method='get' action='/lookup'><label>National ID <input name='id' value='{value}'></label>"
+    "<form method='get' action='" + LOOKUP + "'><label>National ID <input name='id' value='{value}'></label>"
     " <button>Search</button></form>"
 )
 UPLOAD_FORM = (
