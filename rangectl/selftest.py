@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from rangectl.errors import RangeError
+from rangectl.errors import EnvironmentProblem, RangeError
 
 TEAMS = 2
 TARGET_WALL_SECONDS = 150.0  # default time scale: the whole drill in about this long
@@ -207,6 +207,11 @@ def run_selftest(
 
             write_report(state, report_dir, lang=lang)
             res.report_dir = str(report_dir)
+    except EnvironmentProblem:
+        # the engine is down, an image or a tool is missing: no verdict on the scenario, so it
+        # is raised (one line, exit 3) instead of becoming a failed result; `finally` still
+        # takes down whatever was made
+        raise
     except RangeError as exc:
         res.error = exc.message if hasattr(exc, "message") else str(exc)
     finally:

@@ -209,6 +209,8 @@ async def _main(state: RangeState, opts: ServeOptions, served: Served, note: Cal
             await gateway.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(srv_task, 10)
+        with contextlib.suppress(Exception):  # the refusal summaries still open go to the record
+            service.close()
         with contextlib.suppress(FileNotFoundError):
             unix_path.unlink()
 

@@ -208,7 +208,7 @@ class FlowCheck(Strict):
     control: Name | None = Field(
         None,
         description="blocked: the node that must still reach `to`, so a block is not an outage "
-        "(default: the first blue node)",
+        "(default: rangectl's probe 'probe', beside the first blue node; never a blue node)",
     )
     outage_ok: bool = Field(False, description="blocked: pass even when `to` is unreachable for everyone")
 
@@ -350,7 +350,7 @@ class Availability(Strict):
         None, description="default: http for a service named http/https, else tcp connect"
     )
     path: str = "/"
-    from_: Name | None = Field(None, alias="from", description="node the probe runs from (default: the first blue node)")
+    from_: Name | None = Field(None, alias="from", description="node the probe runs from (default: rangectl's probe 'probe', beside the first blue node; never a blue node)")
     points: int = Field(ge=0)
     every: Duration = 30.0
     timeout: Duration = 3.0

@@ -531,8 +531,9 @@ class TxRing:
     The frames are laid out once as ring slots (:func:`ring_image`); a batch is
     one memmove of up to ``slots`` pre-built slots into the ring and one
     blocking ``sendto(fd, NULL, 0)``: the kernel sends every slot marked
-    SEND_REQUEST, in order, and returns once all are done (each slot is back to
-    AVAILABLE), so the next batch starts at slot 0 again. A frame the device
+    SEND_REQUEST, in order from its head, and returns once all are done (each
+    slot is back to AVAILABLE); the next batch starts where this one ended
+    (``head``). A frame the device
     refused (ENOBUFS: the peer's backlog was full) stays SEND_REQUEST and is
     sent again by the retry, so nothing is lost and nothing is sent twice.
 
@@ -582,7 +583,7 @@ class TxRing:
                     self.qdisc_bypass = True
             with contextlib.suppress(OSError):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-            # a flush waits for its frames to complete; never forever (a stuck device): ETIMEDOUT, then again
+            # a flush waits for its frames to complete; never forever (a stuck device): see send_range
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 1, 0))
             s.setsockopt(SOL_PACKET, PACKET_TX_RING, struct.pack("IIII", block, blocks, self.slot, self.slots))
             s.bind((ifname, 0))
@@ -596,7 +597,6 @@ class TxRing:
             self.close()
             raise
         self.fd = self.sock.fileno()
-        self.lengths = [len(f) for f in frames]
 
     def close(self) -> None:
         self._view = None
@@ -647,8 +647,8 @@ class TxRing:
             # slots from the kernel's head on are still to send (a frame was refused): flush again
         if not clean:
             # The kernel took every frame but the flush gave up before they all completed (its wait
-            # timed out, or it refused the last one and the retry was not needed). Never flush with
-            # nothing marked (the kernel would spin until they complete): wait here instead.
+            # timed out). Never flush with nothing marked (the kernel would spin until they
+            # complete): wait here instead.
             self._wait_done(head, count)
         self.head = (head + count) % self.slots
         self.flushes += 1

@@ -389,7 +389,11 @@ def send_frames(
     stop: Callable[[], bool] | None = None,
     batch: FrameBatch | None = None,
 ) -> SendStats:
-    """Send ``frames`` (cycled for loops) on ``sock`` following ``schedule``; stop at ``max_frames`` or ``end``."""
+    """Send ``frames`` (cycled for loops) on ``sock`` following ``schedule``; stop at ``max_frames`` or ``end``.
+
+    ``sock`` is a :class:`TxRing` (top speed only: whole ring flushes, bounds checked between
+    them) or a :class:`PacketSocket` (``sendmmsg`` batches at top speed, one frame at a time when timed).
+    """
     total = min(len(schedule), max_frames)
     n = len(frames)
     st = SendStats()

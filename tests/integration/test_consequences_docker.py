@@ -52,7 +52,10 @@ def test_the_flood_downs_the_idle_teams_portal_and_the_edge_filter_saves_team_1(
     truths: dict[int, dict] = {}
 
     def run(team: int) -> None:  # 10 drill minutes at x40: 15 s of flood
-        truths[team] = run_traffic_inject(st, sc, plan, be, team, flood, time_scale=40.0)
+        try:
+            truths[team] = run_traffic_inject(st, sc, plan, be, team, flood, time_scale=40.0)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            truths[team] = {"error": repr(exc)}
 
     threads = [threading.Thread(target=run, args=(k,)) for k in (1, 2)]
     for th in threads:
@@ -64,10 +67,11 @@ def test_the_flood_downs_the_idle_teams_portal_and_the_edge_filter_saves_team_1(
         time.sleep(1)
     for th in threads:
         th.join(timeout=60)
+    for k in (1, 2):
+        assert truths[k].get("packets", 0) > 1000, (k, truths[k])  # both floods really ran
     assert all(r1[0] for r1, _r2 in rounds), f"team 1 filtered the botnet's block at the edge, yet: {rounds}"
     # a full handshake queue still lets the odd SYN in when an entry expires: most rounds are down
     assert sum(not r2[0] for _r1, r2 in rounds) >= 2, f"team 2 did nothing, yet its portal answered: {rounds}"
-    assert truths[2]["packets"] > 1000  # the flood really ran for team 2
     # the flood is over: team 2's portal comes back by itself within the handshake timeouts
     deadline = time.monotonic() + 30
     while not _portal_up(st, plan, be, 2)[0]:

@@ -25,8 +25,8 @@ def _run(monkeypatch, reach: dict[tuple[str, str], bool], **blocked):
     "reach,extra,passed,why",
     [
         ({("scanner", "portal"): True}, {}, False, "not blocked"),
-        ({("scanner", "portal"): False, ("soc", "portal"): True}, {}, True, "blocked"),
-        ({("scanner", "portal"): False, ("soc", "portal"): False}, {}, False, "an outage is not a block"),
+        ({("scanner", "portal"): False, ("probe", "portal"): True}, {}, True, "blocked"),
+        ({("scanner", "portal"): False, ("probe", "portal"): False}, {}, False, "an outage is not a block"),
         ({("scanner", "portal"): False, ("gw", "portal"): True}, {"control": "gw"}, True, "blocked"),
         ({("scanner", "portal"): False, ("gw", "portal"): False}, {"control": "gw"}, False, "down for gw"),
         ({("scanner", "portal"): False}, {"outage_ok": True}, True, "blocked"),

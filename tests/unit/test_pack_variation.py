@@ -4,11 +4,15 @@ reference solution's own answers are right for each team that plays them."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from rangectl.plan import plan
 from rangectl.scenario.validate import load_scenario
+from rangectl.scoring.actions import _flag
 from rangectl.scoring.engine import check_answer
+from rangectl.scoring.policy import Policy
 from rangectl.solution import fill, load_solution
 from tests.conftest import ROOT
 
@@ -64,5 +68,9 @@ def test_the_reference_answers_are_right_for_their_team_and_wrong_for_the_other(
         assert check_answer(spec, mine, t1), (step.submit.objective, mine)
         assert check_answer(spec, theirs, t2), (step.submit.objective, theirs)
         assert not check_answer(spec, mine, t2), f"{name}: team 1's {step.submit.objective} is right for team 2"
+        # ... and when team 2 submits it, the scoring flags it as team 1's answer
+        obj = sc.objective(step.submit.objective)
+        flag = _flag(SimpleNamespace(plan=p, policy=Policy()), 2, obj, mine, False, 600.0, 0.0)
+        assert flag == {"objective": obj.id, "reason": "another-team", "other_team": 1}, (name, obj.id, flag)
         checked += 1
     assert checked, f"{name}: the reference solution submits no per-team answer"

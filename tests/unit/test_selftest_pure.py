@@ -325,9 +325,8 @@ def test_up_with_the_engine_down_exits_3_and_leaves_nothing(tmp_path):
     assert not (home / "engine-down").exists() and not any(home.glob("**/range.db"))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: selftest turns an engine-down error into a failed result (exit 1); "
-                                      "docs/cli.md says environment problems exit 3")
 def test_selftest_with_the_engine_down_exits_3(tmp_path):
+    """Engine down is an environment problem (exit 3, docs/cli.md), not a failed self-test (1)."""
     env = {**os.environ, **ENGINE_DOWN, "RANGECTL_HOME": str(tmp_path / "home")}
     p = run_cli("selftest", str(ROOT / "scenarios" / "tet-portal.yaml"), "--no-live", env=env, timeout=120,
                 stdin=subprocess.DEVNULL)
