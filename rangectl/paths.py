@@ -41,3 +41,14 @@ def state_home() -> Path:
     xdg = os.environ.get("XDG_STATE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "state"
     return base / "rangectl"
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if it does not exist (no descriptor of an existing file is
+    ever opened or closed: that would drop this process's SQLite locks on it)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:  # SQLite says what is wrong when it opens the file
+        pass

@@ -78,9 +78,10 @@ class RangeState:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _init_db(self) -> None:
-        # the record is the trainer's: made 0600 before SQLite opens it (and its WAL/SHM follow it)
-        fd = os.open(self.db_path, os.O_CREAT | os.O_WRONLY, 0o600)
-        os.close(fd)
+        # the record is the trainer's: made 0600 before SQLite opens it (its WAL/SHM follow it).
+        # O_EXCL only: opening and closing a database file this process already holds would drop
+        # its SQLite locks (rangectl/paths.py create_private)
+        paths.create_private(self.db_path)
         os.chmod(self.db_path, 0o600)
         with closing(connect(self.db_path)) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")

@@ -83,6 +83,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from rangectl.errors import RangeError, UsageError
+from rangectl.paths import create_private
 
 GENESIS = "0" * 64
 
@@ -418,11 +419,12 @@ class EventStore:
             raise RangeError(f"cannot open the event store: folder {self.db_path.parent} does not exist")
         self._lock = threading.RLock()
         self._stack: list[Transaction] = []  # open transaction, then its savepoints (under _lock)
-        # the record is the trainer's alone: 0600 before SQLite makes a WAL/SHM (they copy the mode)
-        try:
-            os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, 0o600))
-        except OSError:  # SQLite says what is wrong below
-            pass
+        # the record is the trainer's alone: 0600 before SQLite makes a WAL/SHM (they copy the mode).
+        # Never open() and close() a database file this process may already hold: closing any
+        # descriptor of a file drops every POSIX lock the process has on it, and SQLite's
+        # connections would then write unlocked (a corrupt database). So: only a file that does
+        # not exist yet is created here (O_EXCL), and the mode of an existing one is set by path.
+        create_private(self.db_path)
         _restrict(self.db_path)
         try:
             self._conn = sqlite3.connect(

@@ -743,7 +743,16 @@ def test_solved_counts_every_earned_objective_and_detail_names_it(sc, pl):
     assert t1.as_dict()["detail"]["tool"]["objective"] == "tool"
 
 
-@pytest.mark.parametrize(("a", "b", "ranks"), [(10.2, 10.4, [2, 1]), (10.0000003, 10.0, [1, 1]), (10.0, 10.000002, [2, 1])])
+@pytest.mark.parametrize(
+    ("a", "b", "ranks"),
+    [
+        (10.2, 10.4, [2, 1]),
+        (10.0000003, 10.0, [1, 1]),
+        (10.0000004, 10.0000001, [1, 1]),
+        (12.5, 12.5, [1, 1]),
+        (10.0, 10.000002, [2, 1]),
+    ],
+)
 def test_totals_within_a_millionth_of_a_point_share_a_rank(sc, pl, a, b, ranks):
     log = Log()
     log.add("score", 1, points=a, reason="")
@@ -768,3 +777,20 @@ def test_an_oversized_policy_file_is_refused_by_name(tmp_path):
     with pytest.raises(ScenarioError) as e:
         _policy_file(tmp_path, "# " + "x" * 100_001 + "\n")
     assert str(e.value) == f"{tmp_path / 'house.yaml'}:1:1: a policy file may be at most 100,000 bytes"
+
+
+def test_a_resume_after_the_drill_stopped_changes_nothing():
+    c = DrillClock()
+    c.feed("drill.start", 0.0, {"wall_start": 0.0})
+    c.feed("drill.stop", 100.0, {})
+    c.feed("drill.resume", 150.0, {})
+    assert (c.status, c.drill_t(500.0)) == ("stopped", 100.0)
+
+
+def test_every_pause_is_taken_off_the_clock():
+    c = DrillClock()
+    c.feed("drill.start", 0.0, {"wall_start": 0.0})
+    for pause, resume in ((100.0, 130.0), (200.0, 250.0)):
+        c.feed("drill.pause", pause, {})
+        c.feed("drill.resume", resume, {})
+    assert (c.paused_total, c.drill_t(300.0)) == (80.0, 220.0)
