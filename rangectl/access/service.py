@@ -38,6 +38,8 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,24 @@ def actor(team: int) -> str:
 def busy() -> ApiError:
     """The one answer to a busy or failing store: no lower layer's text (it may hold a path)."""
     return ApiError(503, BUSY, headers={"Retry-After": "1"})
+
+
+@contextmanager
+def api_errors(usage: int | None = 422, refused: Callable[[str], int] = lambda msg: 409) -> Iterator[None]:
+    """What a scoring action's errors mean to a team: a busy store is a generic 503, an unknown
+    objective 404, bad input ``usage`` (422; None: like any other refusal), any other refusal
+    ``refused(message)`` (409), its message cleaned of trainer-side paths."""
+    try:
+        yield
+    except (StoreBusy, StoreError, sqlite3.OperationalError):
+        raise busy() from None
+    except NotFound:
+        raise ApiError(404, "no such objective") from None
+    except RangeError as exc:
+        msg = _clean(exc.message)
+        if usage is not None and isinstance(exc, UsageError):
+            raise ApiError(usage, msg) from None
+        raise ApiError(refused(msg), msg) from None
 
 
 def _clean(msg: str, path: Path | None = None) -> str:
@@ -412,16 +432,8 @@ class TeamService:
 
     def scored(self, team: int, objective_id: str, answer: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         """The scoring module's ``submit``, as the trainer's CLI calls it (with actor team-K)."""
-        try:
+        with api_errors():
             res = actions.submit(self.state, team, objective_id, answer, actor=actor(team))
-        except (StoreBusy, StoreError, sqlite3.OperationalError):
-            raise busy() from None
-        except NotFound:
-            raise ApiError(404, "no such objective") from None
-        except UsageError as exc:
-            raise ApiError(422, _clean(exc.message)) from None
-        except RangeError as exc:
-            raise ApiError(409, _clean(exc.message)) from None
         if res.refused is not None and (res.attempts_left == 0 or "already solved" in res.refused):
             self._final[(team, res.objective)] = (id(self.ctx()), res.refused, res.attempts_left)
         body = {
@@ -475,14 +487,8 @@ class TeamService:
         obj = self._open_objective(ctx, team, objective_id)
         if not obj.hints:
             raise ApiError(409, f"objective '{obj.id}' has no hints")
-        try:
+        with api_errors(usage=None):
             h = actions.take_hint_info(self.state, team, obj.id, lang=lang, actor=actor(team))
-        except (StoreBusy, StoreError, sqlite3.OperationalError):
-            raise busy() from None
-        except NotFound:
-            raise ApiError(404, "no such objective") from None
-        except RangeError as exc:
-            raise ApiError(409, _clean(exc.message)) from None
         return {
             "team": team,
             "objective": h.objective,
@@ -525,17 +531,8 @@ class TeamService:
                 raise ApiError(422, f"report field '{k}' is not valid Unicode text")
             values[k] = v
         rep = actions.ParsedReport(obj.id, values, API_REPORT_FILE)
-        try:
+        with api_errors(refused=lambda msg: 409 if msg.startswith("report not accepted") else 422):
             res = actions.report_incident(self.state, team, rep, actor=actor(team))
-        except (StoreBusy, StoreError, sqlite3.OperationalError):
-            raise busy() from None
-        except NotFound:
-            raise ApiError(404, "no such objective") from None
-        except UsageError as exc:
-            raise ApiError(422, _clean(exc.message)) from None
-        except RangeError as exc:
-            msg = _clean(exc.message)
-            raise ApiError(409 if msg.startswith("report not accepted") else 422, msg) from None
         return {
             "team": team,
             "objective": res.objective,

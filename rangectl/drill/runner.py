@@ -212,6 +212,7 @@ class DrillRunner:
         self.local_checked: dict[tuple[str, int], float] = {}
         # containment that holds: read from the record in seq order, like the scoring engine
         self.holds = HoldTracker(scenario)
+        self.objectives = {o.id: o for o in scenario.objectives}
         self.revocations: set[tuple[int, str, int]] = set()  # (team, objective, seq of the failing check)
 
     # -- record ------------------------------------------------------------------
@@ -245,8 +246,7 @@ class DrillRunner:
         objective is open for the team (as the scoring engine does)."""
         if ev.kind != "check":
             return True
-        oid = ev.data.get("objective")
-        obj = next((o for o in self.scenario.objectives if o.id == oid), None)
+        obj = self.objectives.get(ev.data.get("objective"))
         return obj is not None and (obj.after is None or (obj.after, ev.team) in self.progress.started)
 
     def _record_revocations(self, undone: list[Any]) -> None:
