@@ -261,7 +261,7 @@ def _files_size(db: Path) -> int:
 
 def _event_bytes(e) -> int:
     """What one event holds: its columns as stored (the two indexes add about kind + 20 bytes each)."""
-    from rangectl.drill.store import canonical_json
+    from rangectl.store import canonical_json
 
     text = canonical_json(e.data)
     return len(text.encode()) + len(e.kind) * 3 + len(e.actor) + 64 * 2 + 8 * 3 + 40
@@ -290,8 +290,8 @@ def main() -> int:
     home = tempfile.mkdtemp(prefix="bench-flood-home-")
     os.environ["RANGECTL_HOME"] = home
     name, tokens, _ = base.make_state(args.teams)
-    from rangectl.drill.store import EventStore
     from rangectl.state import RangeState
+    from rangectl.store import EventStore
 
     db = RangeState.open(name).db_path
     port = base.free_port()

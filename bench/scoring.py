@@ -248,13 +248,13 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="rangectl-bench-"))
     os.environ["RANGECTL_HOME"] = str(tmp / "home")
 
-    from rangectl.drill.store import EventStore
     from rangectl.plan import plan as make_plan
     from rangectl.scenario.model import Scenario
     from rangectl.scoring import actions
     from rangectl.scoring.engine import compute_board
     from rangectl.scoring.policy import load_policy
     from rangectl.state import RangeState
+    from rangectl.store import EventStore
 
     src = tmp / "bench.yaml"
     src.write_text(json.dumps(SCENARIO))

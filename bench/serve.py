@@ -94,8 +94,8 @@ def make_state(teams: int) -> tuple[str, dict[int, str], dict[int, dict[str, str
     from ruamel.yaml import YAML
 
     from rangectl.access import credentials as creds
-    from rangectl.drill.store import EventStore
     from rangectl.state import RangeState
+    from rangectl.store import EventStore
 
     d = Path(tempfile.mkdtemp(prefix="bench-serve-scn-"))
     f = d / "bench-serve.yaml"
@@ -295,8 +295,8 @@ def main() -> int:
         srv.terminate()
         srv.wait(20)
 
-    from rangectl.drill.store import EventStore
     from rangectl.state import RangeState
+    from rangectl.store import EventStore
 
     store = EventStore(RangeState.open(name).db_path)
     subs = store.events(kind="submission")

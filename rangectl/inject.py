@@ -370,7 +370,7 @@ def record(db_path: Path | str, team: int, truth: Mapping[str, Any], *, kind: st
     the ground truth. Actor ``trainer``. Returns the appended event.
     """
     from rangectl.drill.runner import clock_from_events
-    from rangectl.drill.store import EventStore
+    from rangectl.store import EventStore
 
     with EventStore(db_path) as store:
         clock = clock_from_events(store.events(kind="drill.*"))

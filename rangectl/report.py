@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rangectl.drill.store import Event, VerifyResult
 from rangectl.plan import Plan
 from rangectl.scenario.durations import format_duration
 from rangectl.scenario.model import Scenario, localize
 from rangectl.scoring.engine import Board, DrillClock, TeamBoard, compute_board, describe_flag
 from rangectl.scoring.policy import Policy
+from rangectl.store import Event, VerifyResult
 
 #: Events listed one by one in the timeline; availability rounds and failed
 #: check probes are many and appear in the charts and counts instead.

@@ -159,10 +159,10 @@ def run_selftest(
     """Run the self-test of one scenario. Never leaves a range behind."""
     from rangectl import ranges
     from rangectl.drill.runner import end_time
-    from rangectl.drill.store import EventStore
     from rangectl.drill.wiring import build_runner
     from rangectl.scenario.validate import load_scenario
     from rangectl.solution import SolutionPlayer, load_solution
+    from rangectl.store import EventStore
 
     note = note or (lambda msg: None)
     t0 = time.monotonic()

@@ -8,7 +8,7 @@ Layout (``$RANGECTL_HOME``, default ``~/.local/state/rangectl``)::
 
 The metadata table holds: scenario name, path and hash, team count, creation
 time, and status. The event store (``events`` table) is owned by
-:mod:`rangectl.drill.store`.
+:mod:`rangectl.store`.
 """
 
 from __future__ import annotations

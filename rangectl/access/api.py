@@ -51,7 +51,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rangectl import __version__
 from rangectl.access.service import BUSY, REFUSED_KIND, THROTTLED_KIND, ApiError, TeamService
-from rangectl.drill.store import StoreBusy, StoreError
+from rangectl.store import StoreBusy, StoreError
 
 log = logging.getLogger("rangectl.access")
 

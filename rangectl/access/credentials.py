@@ -285,7 +285,7 @@ def load_credentials(state: RangeState) -> dict[int, TeamCredential]:
 
 def _record(state: RangeState, kind: str, team: int, data: dict[str, Any], actor: str = "trainer") -> None:
     try:
-        from rangectl.drill.store import EventStore
+        from rangectl.store import EventStore
     except ImportError:  # the event store is not there: nothing to record into
         return
     EventStore(state.db_path).append(kind, data, team=team, actor=actor)

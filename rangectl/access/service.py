@@ -46,7 +46,6 @@ from typing import Any
 
 from rangectl.access.credentials import TokenVerifier
 from rangectl.access.ratelimit import RateLimit, RateLimiter, TeamBudget
-from rangectl.drill.store import Event, StoreBusy, StoreError, last_checkpoint
 from rangectl.errors import NotFound, RangeError, UsageError
 from rangectl.plan import Plan
 from rangectl.scenario.model import Objective, localize
@@ -54,6 +53,7 @@ from rangectl.scenario.variables import substitute_all
 from rangectl.scoring import actions
 from rangectl.scoring.engine import Board, DrillClock, TeamBoard, compute_board
 from rangectl.state import RangeState
+from rangectl.store import Event, StoreBusy, StoreError, last_checkpoint
 
 TEAM_KINDS = ("inject.start", "submission", "hint", "report", "check", "availability", "score")
 RATE_LIMITED = "rate limited"

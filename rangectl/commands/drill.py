@@ -16,10 +16,10 @@ from rich.live import Live
 from rich.table import Table
 
 from rangectl.drill.runner import ClockState, clock_from_events, due_times, end_time, progress_from_events
-from rangectl.drill.store import EventStore
 from rangectl.errors import RangeError, UsageError
 from rangectl.scenario.durations import format_duration
 from rangectl.state import RangeState
+from rangectl.store import EventStore
 
 app = typer.Typer(help="Run the drill: the scenario's timeline, checks and scoring, for every team.", no_args_is_help=True)
 console = Console()

@@ -253,7 +253,7 @@ def verify(
     --expect-head, a head kept somewhere else. Exit 0 "log intact"; exit 1
     naming what does not check out.
     """
-    from rangectl.drill.store import EventStore
+    from rangectl.store import EventStore
 
     if expect_head is not None:
         expect_head = expect_head.strip().lower()

@@ -223,8 +223,8 @@ def inject(
 
 def _deliver_message(state: Any, inj: Any, teams: list[int], json_out: bool) -> None:
     from rangectl.drill.runner import clock_from_events
-    from rangectl.drill.store import EventStore
     from rangectl.drill.wiring import record_message
+    from rangectl.store import EventStore
 
     store = EventStore(state.db_path)
     drill_t = clock_from_events(list(store.events(kind="drill.*"))).drill_t()

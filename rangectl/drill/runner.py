@@ -36,10 +36,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from rangectl.drill.store import EventStore
 from rangectl.plan import Plan
 from rangectl.scenario.model import Inject, Scenario
 from rangectl.scoring.engine import HoldTracker
+from rangectl.store import EventStore
 
 TICK = 0.1  # wall seconds between scheduler passes
 ROUND_GRACE = 2.0  # seconds an availability round waits beyond the probe's own timeout

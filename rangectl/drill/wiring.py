@@ -10,12 +10,12 @@ from pydantic import BaseModel
 from rangectl.backend.docker import DockerBackend
 from rangectl.drill.checks import Vantage, availability_probe, run_check
 from rangectl.drill.runner import DrillRunner
-from rangectl.drill.store import EventStore
 from rangectl.errors import NotFound as RangeNotFound
 from rangectl.plan import PROBE, Plan
 from rangectl.scenario.model import Inject, Scenario
 from rangectl.scenario.variables import substitute_all
 from rangectl.state import RangeState
+from rangectl.store import EventStore
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -24,7 +24,6 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap
 
-from rangectl.drill.store import Event, EventStore, Transaction
 from rangectl.errors import NotFound, RangeError, UsageError
 from rangectl.plan import Plan, TeamPlan
 from rangectl.scenario.loader import locate, read_small_yaml
@@ -39,6 +38,7 @@ from rangectl.scoring.engine import (
 )
 from rangectl.scoring.policy import Policy, load_policy
 from rangectl.state import RangeState
+from rangectl.store import Event, EventStore, Transaction
 
 MAX_ANSWER = 1000  # characters
 MAX_REPORT_BYTES = 100_000

@@ -24,8 +24,8 @@ import pytest
 from rangectl import ranges
 from rangectl.access import credentials as creds
 from rangectl.backend.docker import container_name
-from rangectl.drill.store import EventStore
 from rangectl.state import RangeState
+from rangectl.store import EventStore
 from tests.conftest import FIXTURES, leftovers
 
 pytestmark = pytest.mark.docker

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from rangectl import ranges
-from rangectl.drill.store import EventStore
 from rangectl.state import RangeState
+from rangectl.store import EventStore
 from tests.conftest import FIXTURES, leftovers, run_cli
 
 pytestmark = pytest.mark.docker

@@ -272,8 +272,8 @@ def test_replay_cli_maps_addresses_and_records(rng, docker_engine, tmp_path):
 
 
 def _events() -> list:
-    from rangectl.drill.store import EventStore
     from rangectl.state import RangeState
+    from rangectl.store import EventStore
 
     with EventStore(RangeState.open(RANGE).db_path) as store:
         return store.events("inject.done")
@@ -309,8 +309,8 @@ def test_unknown_team_inject_and_message_inject(rng):
     assert p.returncode == 4 and "no team 2" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     p = _cli("inject", RANGE, "nope")
     assert p.returncode == 4 and "no inject 'nope'" in p.stderr
-    from rangectl.drill.store import EventStore
     from rangectl.state import RangeState
+    from rangectl.store import EventStore
 
     def messages() -> list:
         with EventStore(RangeState.open(RANGE).db_path) as store:
@@ -328,8 +328,8 @@ def test_unknown_team_inject_and_message_inject(rng):
 
 
 def test_ground_truth_is_recorded(rng):
-    from rangectl.drill.store import EventStore
     from rangectl.state import RangeState
+    from rangectl.store import EventStore
 
     evs = _events()
     ids = [e.data["inject"] for e in evs]

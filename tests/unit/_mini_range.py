@@ -9,8 +9,8 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from rangectl.access import credentials as creds
-from rangectl.drill.store import EventStore
 from rangectl.state import RangeState
+from rangectl.store import EventStore
 
 API = "/api/v1"
 

@@ -29,10 +29,10 @@ from rangectl.access import credentials as creds
 from rangectl.access.api import create_app
 from rangectl.access.ratelimit import RateLimit, RateLimiter
 from rangectl.access.service import Settings, TeamService
-from rangectl.drill.store import EventStore
 from rangectl.plan import plan as make_plan
 from rangectl.scenario.model import Scenario
 from rangectl.state import RangeState
+from rangectl.store import EventStore
 
 ROOT = Path(__file__).resolve().parents[2]
 RESPOND = ROOT / "rangectl" / "data" / "respond.py"

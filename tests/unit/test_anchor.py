@@ -19,7 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rangectl.drill.runner import DrillRunner
-from rangectl.drill.store import (
+from rangectl.plan import plan
+from rangectl.scenario.model import Scenario
+from rangectl.store import (
     GENESIS,
     MILESTONES,
     EventStore,
@@ -29,8 +31,6 @@ from rangectl.drill.store import (
     last_checkpoint,
     read_checkpoints,
 )
-from rangectl.plan import plan
-from rangectl.scenario.model import Scenario
 from tests.unit._mini_range import API, SCENARIO, auth, make_range
 
 # --- the attacker's tools: plain SQLite on the file ----------------------------------------------------

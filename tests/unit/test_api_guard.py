@@ -119,7 +119,7 @@ def test_busy_store_is_a_generic_503_without_paths(svc, rng):
 
 
 def test_busy_store_raised_anywhere_is_the_same_503(svc, rng, monkeypatch):
-    from rangectl.drill.store import StoreBusy
+    from rangectl.store import StoreBusy
 
     def boom(*a, **k):
         raise StoreBusy(f"the event store {rng.db_path} is busy")

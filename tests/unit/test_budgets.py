@@ -31,9 +31,9 @@ from rangectl.access.service import (
     TeamService,
 )
 from rangectl.drill.runner import DrillRunner
-from rangectl.drill.store import EventStore
 from rangectl.plan import plan
 from rangectl.scenario.model import Scenario
+from rangectl.store import EventStore
 from tests.unit._mini_range import API, SCENARIO, auth, events, make_range
 
 ROOT = Path(__file__).resolve().parents[2]

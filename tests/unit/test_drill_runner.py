@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from rangectl.drill.runner import DrillRunner, clock_from_events, due_times, end_time, progress_from_events
-from rangectl.drill.store import EventStore
 from rangectl.plan import plan
 from rangectl.scenario.model import Scenario
+from rangectl.store import EventStore
 
 SCENARIO = {
     "rangectl": 1,
@@ -138,7 +138,7 @@ CHILD = textwrap.dedent(
     sys.path.insert(0, {root!r})
     from tests.unit.test_drill_runner import sc
     from rangectl.drill.runner import DrillRunner
-    from rangectl.drill.store import EventStore
+    from rangectl.store import EventStore
     from rangectl.plan import plan
     s = sc()
     store = EventStore({db!r})

@@ -14,7 +14,7 @@ import pytest
 
 from rangectl.access.ratelimit import RateLimit, TeamBudget
 from rangectl.access.service import ApiError, Settings, TeamService
-from rangectl.drill.store import EventStore, StoreBusy, checkpoint_path, read_checkpoints
+from rangectl.store import EventStore, StoreBusy, checkpoint_path, read_checkpoints
 from tests.unit._mini_range import events, make_range
 
 

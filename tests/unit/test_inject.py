@@ -159,7 +159,7 @@ def test_ground_truth_shape():
 
 
 def test_record_appends_like_the_runner(tmp_path):
-    from rangectl.drill.store import EventStore
+    from rangectl.store import EventStore
 
     db = tmp_path / "range.db"
     truth = ground_truth("unit", 2, "scan", "portscan", "scanner", "portal", _result(), [])

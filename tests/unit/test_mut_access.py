@@ -11,8 +11,8 @@ import pytest
 
 from rangectl.access.ratelimit import RateLimit
 from rangectl.access.service import ApiError, Settings, TeamService
-from rangectl.drill.store import EventStore
 from rangectl.scenario.model import Scenario
+from rangectl.store import EventStore
 from tests.unit.test_access_api import HIDDEN_OBJECTIVE, PRIVATE_MESSAGE, SCENARIO, make_range
 
 

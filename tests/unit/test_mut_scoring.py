@@ -11,7 +11,6 @@ import json
 
 import pytest
 
-from rangectl.drill.store import Event
 from rangectl.plan import plan
 from rangectl.scenario.model import Answer, Scenario
 from rangectl.scoring.engine import (
@@ -24,6 +23,7 @@ from rangectl.scoring.engine import (
     report_share,
 )
 from rangectl.scoring.policy import Policy
+from rangectl.store import Event
 from tests.unit.test_scoring import POLICY, SCENARIO, Log
 
 

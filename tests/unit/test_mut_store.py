@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from rangectl.drill.store import (
+from rangectl.store import (
     GENESIS,
     Checkpoint,
     EventStore,
@@ -159,7 +159,7 @@ def test_nested_transactions_three_deep_roll_back_only_their_own_appends(store):
     ],
 )
 def test_a_checkpoint_line_is_exactly_seq_hash_time(line, ok):
-    from rangectl.drill.store import parse_checkpoint
+    from rangectl.store import parse_checkpoint
 
     assert (parse_checkpoint(line) == Checkpoint(12, H, 5.5)) if ok else parse_checkpoint(line) is None
 
@@ -261,7 +261,7 @@ def test_an_unreadable_or_garbled_checkpoint_file_is_a_one_line_failure(store):
 def test_values_json_cannot_hold_are_recorded_as_their_text(store):
     from pathlib import Path
 
-    from rangectl.drill.store import canonical_json
+    from rangectl.store import canonical_json
 
     assert canonical_json({"file": Path("/srv/x.pcap")}) == '{"file":"/srv/x.pcap"}'
     ev = store.append("inject.done", {"inject": "replay", "file": Path("/srv/x.pcap")}, team=1)

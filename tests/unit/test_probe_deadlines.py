@@ -27,9 +27,9 @@ import pytest
 from rangectl import netns
 from rangectl.drill import checks
 from rangectl.drill.runner import DrillRunner, round_deadline
-from rangectl.drill.store import EventStore
 from rangectl.plan import plan
 from rangectl.scenario.model import Scenario
+from rangectl.store import EventStore
 
 BOUND = 1.5  # seconds a probe with timeout 1 s may take, whatever the target does
 

@@ -9,8 +9,8 @@ import xml.dom.minidom
 
 import pytest
 
-from rangectl.drill.store import EventStore
 from rangectl.report import write_report
+from rangectl.store import EventStore
 from tests.unit.test_scoring import POLICY, SCENARIO
 
 T0 = 2_000_000.0

@@ -13,8 +13,8 @@ import re
 
 import pytest
 
-from rangectl.drill.store import EventStore
 from rangectl.report import LABEL_CHAR_W, W, label_rows, write_report
+from rangectl.store import EventStore
 from tests.unit.test_scoring import POLICY, SCENARIO
 
 T0 = 3_000_000.0

@@ -3,8 +3,8 @@ the command that checks it later."""
 
 from __future__ import annotations
 
-from rangectl.drill.store import EventStore
 from rangectl.report import write_report
+from rangectl.store import EventStore
 from tests.unit.test_report import rng  # noqa: F401 - the fixture: a scored two-team record
 
 

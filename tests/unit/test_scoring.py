@@ -8,12 +8,12 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from rangectl.drill.store import Event, EventStore
 from rangectl.errors import NotFound, RangeError, ScenarioError, UsageError
 from rangectl.plan import plan
 from rangectl.scenario.model import Answer, Scenario
 from rangectl.scoring.engine import check_answer, compute_board
 from rangectl.scoring.policy import Policy, load_policy, parse_policy
+from rangectl.store import Event, EventStore
 
 SCENARIO = {
     "rangectl": 1,

@@ -123,8 +123,8 @@ def _record() -> list[tuple]:
 @pytest.fixture
 def make_drill(tmp_path, monkeypatch):
     """make_drill(record, **scenario_changes) -> (state, store): a 2-team range holding that record."""
-    from rangectl.drill.store import EventStore
     from rangectl.state import RangeState
+    from rangectl.store import EventStore
 
     monkeypatch.setenv("RANGECTL_HOME", str(tmp_path / "home"))
     (tmp_path / "scoring").mkdir()

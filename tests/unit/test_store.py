@@ -8,8 +8,8 @@ import sqlite3
 
 import pytest
 
-from rangectl.drill.store import GENESIS, EventStore, canonical_json, event_hash
 from rangectl.errors import RangeError, UsageError
+from rangectl.store import GENESIS, EventStore, canonical_json, event_hash
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from rangectl.drill.store import EventStore
+from rangectl.store import EventStore
 
 READER = """
 import sqlite3, sys

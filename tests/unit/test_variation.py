@@ -12,7 +12,6 @@ import pytest
 from typer.testing import CliRunner
 
 from rangectl.backend.provision import build_inventory
-from rangectl.drill.store import EventStore
 from rangectl.drill.wiring import for_team, record_message
 from rangectl.plan import plan
 from rangectl.scenario.model import Scenario
@@ -21,6 +20,7 @@ from rangectl.scoring.actions import board, submit
 from rangectl.scoring.engine import check_answer
 from rangectl.solution import fill
 from rangectl.state import RangeState
+from rangectl.store import EventStore
 from tests.unit.test_scoring import POLICY, SCENARIO
 
 T0 = 4_000_000.0
