@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rangectl.plan import TeamPlan
 from rangectl.scenario.model import Duration
+from rangectl.scenario.validate import FileResult, validate_file
 from rangectl.scenario.variables import reference_problems, substitute
 
 _IP = re.compile(r"\{ip:([a-z0-9_-]+)(?::([a-z0-9_-]+))?\}")
@@ -109,6 +110,19 @@ def load_solution(scenario_file: Path, scenario: Any) -> Solution:
         more = f" (+{len(problems) - 1} more; run rangectl validate)" if len(problems) > 1 else ""
         raise ScenarioError(f"{problems[0]}{more}")
     return sol
+
+
+def validate_with_solution(path: Path | str, check_playbooks: bool = True) -> FileResult:
+    """``rangectl validate``: the scenario file's problems, then (when it has none) its reference
+    solution's. Sorted like :func:`rangectl.scenario.validate.validate_file` sorts them."""
+    result = validate_file(path, check_playbooks=check_playbooks)
+    if result.ok and result.loaded is not None and result.loaded.scenario is not None:
+        extra = solution_problems(result.path, result.loaded.scenario)
+        if extra:
+            result.problems.extend(extra)
+            result.scenario = None
+            result.problems.sort(key=lambda p: (p.file != str(result.path), p.file, p.line, p.col, p.path))
+    return result
 
 
 def solution_problems(scenario_file: Path, scenario: Any) -> list[Any]:

@@ -8,6 +8,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Random Hypothesis seeds everywhere, CI included: Hypothesis's own "ci" profile (picked when CI is
+# set, as scripts/test.sh runs) would derandomize every property test. No deadline: a loaded machine
+# is not a failing test. `--hypothesis-seed=N` replays a run (docs/testing.md).
+settings.register_profile("rangectl", derandomize=False, deadline=None)
+settings.load_profile("rangectl")
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -35,7 +35,6 @@ WS_SSH_PORT = 8722  # the team's sshd, on 127.0.0.1 inside each workstation
 SSHD_LOGIN_GRACE = 10  # seconds: a connection that has not logged in by then is cut (LoginGraceTime)
 SSHD_MAX_STARTUPS = 64  # unauthenticated connections sshd accepts (MaxStartups): the gateway's team cap
 SSHD_REPAIR_TIMEOUT = 20.0  # seconds: deadline of the watcher's sshd repair (a docker exec)
-PLAYBOOK = "workstation-respond.yml"
 
 
 def respond_script() -> Path:
@@ -43,10 +42,7 @@ def respond_script() -> Path:
 
 
 def playbook_path() -> Path:
-    p = paths.playbooks_dir() / PLAYBOOK
-    if not p.is_file():  # RANGECTL_ROOT pointing at a project without it: use the one shipped here
-        p = Path(__file__).resolve().parent.parent.parent / "playbooks" / PLAYBOOK
-    return p
+    return paths.access_playbook()
 
 
 def workstation_node(scenario: Scenario, node: str | None = None) -> str:

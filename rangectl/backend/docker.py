@@ -26,8 +26,9 @@ from docker.errors import APIError, NotFound
 from rangectl import labels as L
 from rangectl.errors import EnvironmentProblem, RangeError
 from rangectl.errors import NotFound as RangeNotFound
-from rangectl.plan import PROBE_ROLE, NetworkPlan, NodePlan, Plan, TeamPlan
+from rangectl.plan import NetworkPlan, NodePlan, Plan, TeamPlan
 from rangectl.scenario.model import Scenario
+from rangectl.scenario.vantage import PROBE_ROLE
 from rangectl.scenario.variables import substitute_all
 
 Progress = Callable[[str, str], None]  # (phase, item) -> None

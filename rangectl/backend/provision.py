@@ -26,10 +26,10 @@ import yaml as pyyaml  # ansible ships PyYAML
 
 from rangectl.backend.docker import container_name
 from rangectl.errors import EnvironmentProblem, RangeError, ScenarioError
+from rangectl.paths import resolve_path
 from rangectl.plan import Plan
 from rangectl.scenario.model import Scenario
 from rangectl.scenario.trust import reserved_var, scan_playbooks
-from rangectl.scenario.validate import resolve_path
 from rangectl.scenario.variables import substitute_all
 
 EventNote = Callable[[str, str, str], None]  # (kind, host, text)
@@ -252,7 +252,7 @@ def provision(
     if not plays:
         return ProvisionResult(ok=True, hosts=0)
     if not trust_playbooks:
-        from rangectl.scenario.validate import access_playbook
+        from rangectl.paths import access_playbook
 
         own = access_playbook()
         problems = scan_playbooks([p for p, _ in plays if p != own], scenario_file)

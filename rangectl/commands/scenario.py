@@ -13,7 +13,7 @@ from rich.table import Table
 
 from rangectl.errors import UsageError
 from rangectl.scenario.loader import Problem
-from rangectl.scenario.validate import expand_paths, load_scenario, validate_file
+from rangectl.scenario.validate import expand_paths, load_scenario
 
 console = Console()
 err_console = Console(stderr=True)
@@ -45,7 +45,9 @@ def validate(
     from rangectl.scenario import report_formats
 
     files, extra = expand_paths(paths)
-    results = [validate_file(f, with_solution=True) for f in files]
+    from rangectl.solution import validate_with_solution
+
+    results = [validate_with_solution(f) for f in files]
     if fmt is ValidateFormat.text:
         text = _as_text(results, extra, to_file=output is not None)
     elif fmt is ValidateFormat.json:

@@ -22,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rangectl.plan import PROBE, TeamPlan, probe_host
+from rangectl.plan import TeamPlan
 from rangectl.scenario.model import Answer, Availability, Check, Scenario
+from rangectl.scenario.vantage import PROBE, probe_host
 
 DEFAULT_TIMEOUT = 3.0
 
@@ -321,7 +322,7 @@ def _run_check(scenario: Scenario, check: Check, v: Vantage, timeout: float) -> 
 def dns_answer_matches(expect: str | Answer, answer: str, team: TeamPlan) -> bool:
     """One DNS answer against the check's ``expect``: a literal (case-folded, trailing dot
     ignored) or an answer spec (``ip_of``, ``value``, ``one_of``, ``regex``) as scoring reads it."""
-    from rangectl.scoring.engine import check_answer
+    from rangectl.answers import check_answer
 
     answer = answer.rstrip(".")
     if isinstance(expect, str):

@@ -11,8 +11,9 @@ from rangectl.backend.docker import DockerBackend
 from rangectl.drill.checks import Vantage, availability_probe, run_check
 from rangectl.drill.runner import DrillRunner
 from rangectl.errors import NotFound as RangeNotFound
-from rangectl.plan import PROBE, Plan
+from rangectl.plan import Plan
 from rangectl.scenario.model import Inject, Scenario
+from rangectl.scenario.vantage import PROBE
 from rangectl.scenario.variables import substitute_all
 from rangectl.state import RangeState
 from rangectl.store import EventStore

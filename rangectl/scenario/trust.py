@@ -4,7 +4,7 @@ A scenario is data plus Ansible playbooks, and playbooks are code the controller
 (the trainer's host, as root) interprets. This module holds the rules rangectl
 enforces (docs/security.md lists them and where each is enforced):
 
-- :func:`allowed_roots` / :func:`find_side_file`: playbook and pcap paths resolve,
+- :func:`rangectl.paths.allowed_roots` / :func:`rangectl.paths.find_side_file`: playbook and pcap paths resolve,
   symlinks included, inside the scenario's folder or the project's ``playbooks/``
   and ``scenarios/``;
 - :data:`RESERVED_VAR_PREFIXES`: a node's ``vars`` cannot set ``ansible_*`` or
@@ -22,7 +22,6 @@ Pure: reads files, never runs them.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,49 +31,10 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
-from rangectl import paths
+from rangectl.paths import allowed_roots, inside
 from rangectl.scenario.loader import read_regular
 
-# --- side files (playbooks, pcaps) -------------------------------------------------
-
-
-def allowed_roots(scenario_file: Path) -> list[Path]:
-    """Folders a scenario's side files may resolve into (symlinks followed).
-
-    The scenario's own folder counts unless it is the filesystem root (a scenario at
-    ``/x.yaml`` would otherwise reach every file of the host).
-    """
-    roots = []
-    here = Path(os.path.abspath(scenario_file)).parent.resolve()
-    if here != Path(here.anchor):
-        roots.append(here)
-    root = paths.project_root()
-    roots += [(root / "playbooks").resolve(), (root / "scenarios").resolve()]
-    return roots
-
-
-def inside(path: Path, roots: list[Path]) -> bool:
-    real = path.resolve()
-    return any(real == r or real.is_relative_to(r) for r in roots)
-
-
-def find_side_file(ref: str, scenario_file: Path, under: str) -> tuple[Path | None, Path | None]:
-    """``(found, outside)``: the first candidate that is a file and resolves inside the
-    allowed folders, or (None, the resolved path of a candidate that exists outside them)."""
-    root = paths.project_root()
-    candidates = [scenario_file.parent / ref, root / ref, root / under / ref]
-    roots = allowed_roots(scenario_file)
-    outside: Path | None = None
-    for c in candidates:
-        try:
-            if not c.is_file():
-                continue
-            if inside(c, roots):
-                return c, None
-            outside = outside or c.resolve()
-        except (OSError, RuntimeError, ValueError):  # symlink loops, names too long, NUL
-            continue
-    return None, outside
+# --- side files (playbooks, pcaps): resolution lives in rangectl.paths -------------
 
 
 def outside_message(what: str, ref: str, real: Path) -> str:

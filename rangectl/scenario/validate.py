@@ -17,10 +17,12 @@ from pathlib import Path
 
 import networkx as nx
 
-from rangectl import paths
+from rangectl.paths import access_playbook, find_side_file, policy_path, resolve_path
 from rangectl.scenario.loader import Loaded, Problem, load_file
 from rangectl.scenario.model import Answer, Scenario
-from rangectl.scenario.trust import capability_problem, find_side_file, outside_message, reserved_var
+from rangectl.scenario.traffic_params import NO_TARGET, validate_params
+from rangectl.scenario.trust import capability_problem, outside_message, reserved_var, scan_playbooks
+from rangectl.scenario.vantage import RESERVED, is_probe_ref, vantage_problems
 from rangectl.scenario.variables import VariableError, draw, substitute_all
 from rangectl.scenario.variables import reference_problems as variable_reference_problems
 
@@ -39,37 +41,6 @@ class FileResult:
         return not self.problems
 
 
-def resolve_path(ref: str, scenario_file: Path, under: str) -> Path | None:
-    """Find ``ref`` relative to the scenario's folder, then the project root, then ``<root>/<under>``.
-
-    Only a file that resolves (symlinks followed) inside the scenario's folder or the
-    project's ``playbooks/`` and ``scenarios/`` counts (:mod:`rangectl.scenario.trust`).
-    """
-    found, _outside = find_side_file(ref, scenario_file, under)
-    return found
-
-
-def policy_path(policy: str, scenario_file: Path | None = None) -> Path | None:
-    """A scoring policy ``NAME`` is ``scoring/NAME.yaml`` beside the scenario or in the project."""
-    places = []
-    if scenario_file is not None:
-        places += [scenario_file.parent / "scoring", scenario_file.parent.parent / "scoring"]
-    places.append(paths.scoring_dir())
-    for place in places:
-        for suffix in (".yaml", ".yml"):
-            p = place / f"{policy}{suffix}"
-            if p.is_file():
-                return p
-    return None
-
-
-def access_playbook() -> Path:
-    """rangectl's own access playbook (run by install_access, never by a scenario)."""
-    from rangectl.access.install import playbook_path
-
-    return playbook_path().resolve()
-
-
 def check_meaning(loaded: Loaded) -> list[Problem]:
     sc = loaded.scenario
     assert sc is not None
@@ -81,8 +52,6 @@ def check_meaning(loaded: Loaded) -> list[Problem]:
     node_names = set(sc.nodes)
 
     # networks: not in reserved space, no overlap, room for the engine's bridge address
-    from rangectl.plan import RESERVED, is_probe_ref, vantage_problems
-
     for name, net in sc.networks.items():
         clash = next((r for r in RESERVED if net.subnet.overlaps(r)), None)
         if clash is not None:
@@ -297,11 +266,7 @@ def _check_traffic(loaded: Loaded, sc: Scenario, i: int, node_names: set[str]) -
             for addr, node in mapping.items():
                 if isinstance(node, str) and node not in node_names:
                     out.append(loaded.problem(loc + ("map", addr), f"unknown node '{node}'"))
-    try:
-        from rangectl.traffic.generators import validate_params
-    except ImportError:  # pragma: no cover - traffic engine not installed
-        return out
-    target_required = tr.kind not in ("pcap",)
+    target_required = tr.kind not in NO_TARGET
     if target_required and tr.target is None:
         out.append(loaded.problem(loc, f"a {tr.kind} inject needs a 'target' node"))
     if sc.variables and "{var:" in str(params):
@@ -320,8 +285,6 @@ def _check_traffic(loaded: Loaded, sc: Scenario, i: int, node_names: set[str]) -
 def playbook_problems(scenario: Scenario, scenario_file: Path) -> list[Problem]:
     """Host-side plays in the scenario's playbooks (and the files they pull in), as problems
     ``PLAYBOOK:LINE:COL: key: message``. Refused unless the trainer passes --trust-playbooks."""
-    from rangectl.scenario.trust import scan_playbooks
-
     books: list[Path] = []
     for node in scenario.nodes.values():
         for pb in node.provision:
@@ -334,9 +297,10 @@ def playbook_problems(scenario: Scenario, scenario_file: Path) -> list[Problem]:
     ]
 
 
-def validate_file(path: Path | str, with_solution: bool = False, check_playbooks: bool = True) -> FileResult:
-    """Shape and meaning of one scenario file; with ``with_solution`` (``rangectl validate``), also
-    the reference solution beside it. Loading a scenario to run it never reads the solution.
+def validate_file(path: Path | str, check_playbooks: bool = True) -> FileResult:
+    """Shape and meaning of one scenario file (``rangectl validate`` also checks the reference
+    solution beside it: :func:`rangectl.solution.validate_with_solution`). Loading a scenario to run
+    it never reads the solution.
 
     ``check_playbooks`` scans the playbooks for host-side plays (``--trust-playbooks`` turns it off).
     """
@@ -350,10 +314,6 @@ def validate_file(path: Path | str, with_solution: bool = False, check_playbooks
             result.problems.append(Problem(str(path), 1, 1, "", "scenario too deeply nested"))
         if not result.problems and check_playbooks:
             result.problems.extend(playbook_problems(loaded.scenario, path))
-        if not result.problems and with_solution:
-            from rangectl.solution import solution_problems
-
-            result.problems.extend(solution_problems(path, loaded.scenario))
         if not result.problems:
             result.scenario = loaded.scenario
     result.problems.sort(key=lambda p: (p.file != str(path), p.file, p.line, p.col, p.path))

@@ -24,6 +24,7 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap
 
+from rangectl.answers import check_answer
 from rangectl.errors import NotFound, RangeError, UsageError
 from rangectl.plan import Plan, TeamPlan
 from rangectl.scenario.loader import locate, read_small_yaml
@@ -33,7 +34,6 @@ from rangectl.scoring.engine import (
     DrillClock,
     ObjectiveResult,
     award,
-    check_answer,
     compute_board,
 )
 from rangectl.scoring.policy import Policy, load_policy
@@ -111,7 +111,7 @@ def context(state: RangeState) -> Context:
             return hit[1]
     scenario = state.scenario()
     plan = state.plan()
-    from rangectl.scenario.validate import policy_path
+    from rangectl.paths import policy_path
 
     pfile = policy_path(scenario.scoring.policy, src)
     policy = load_policy(scenario.scoring.policy, src)

@@ -120,7 +120,7 @@ def parse_policy(path: Path) -> Policy:
 
 def load_policy(name: str, scenario_file: Path | str | None = None) -> Policy:
     """The policy ``name`` (``scoring/NAME.yaml`` beside the scenario or in the project)."""
-    from rangectl.scenario.validate import policy_path
+    from rangectl.paths import policy_path
 
     path = policy_path(name, Path(scenario_file) if scenario_file is not None else None)
     if path is None:

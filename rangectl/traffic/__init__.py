@@ -7,6 +7,7 @@ Entry points: :func:`run_traffic` (any generator by kind), :func:`replay_pcap`
 
 from __future__ import annotations
 
+from rangectl.scenario.traffic_params import validate_params
 from rangectl.traffic.base import (
     TrafficContext,
     TrafficError,
@@ -14,7 +15,7 @@ from rangectl.traffic.base import (
     TrafficRefused,
     TrafficResult,
 )
-from rangectl.traffic.generators import GENERATORS, describe, parse_params, run_traffic, validate_params
+from rangectl.traffic.generators import GENERATORS, describe, parse_params, run_traffic
 
 
 def replay_pcap(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy wrapper

@@ -1,7 +1,7 @@
 """The traffic generators: registry, parameter validation, descriptions, and the one entry point.
 
-``validate_params(kind, params)`` is pure (the scenario validator calls it);
-``run_traffic(kind, params, ctx)`` validates, applies the safety rule and runs
+Parameter models and their pure checks are part of the scenario format
+(:mod:`rangectl.scenario.traffic_params`); ``run_traffic(kind, params, ctx)`` validates, applies the safety rule and runs
 the generator inside ``ctx.netns_path``; it returns a :class:`TrafficResult`.
 """
 
@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from rangectl.traffic.base import TrafficContext, TrafficError, TrafficParamsError, TrafficResult
-from rangectl.traffic.params import (
+from rangectl.scenario.traffic_params import (
+    NO_TARGET,
+    PARAMS,
     BeaconParams,
     BruteforceParams,
     DnsExfilParams,
@@ -26,10 +27,9 @@ from rangectl.traffic.params import (
     PhishingParams,
     PortscanParams,
     SynfloodParams,
+    check_params,
 )
-
-# Keys of the scenario's traffic mapping that are not generator parameters.
-RESERVED = ("kind", "from", "target")
+from rangectl.traffic.base import TrafficContext, TrafficError, TrafficParamsError, TrafficResult
 
 
 def _portscan(p: Any, ctx: TrafficContext) -> TrafficResult:
@@ -59,7 +59,10 @@ class GeneratorSpec:
     level: str  # packet | session | replay
     params: type[Params]
     run: Callable[[Any, TrafficContext], TrafficResult]
-    needs_target: bool = True
+
+    @property
+    def needs_target(self) -> bool:
+        return self.name not in NO_TARGET
 
 
 GENERATORS: dict[str, GeneratorSpec] = {
@@ -120,96 +123,17 @@ GENERATORS: dict[str, GeneratorSpec] = {
             "replay",
             PcapParams,
             _lazy("rangectl.traffic.pcap", "run_pcap"),
-            needs_target=False,
         ),
     ]
 }
 
 
-def _path(loc: tuple[Any, ...]) -> str:
-    from rangectl.scenario.loader import dotted
-
-    return dotted(loc)
-
-
-def _message(kind: str, err: dict[str, Any], model: type[BaseModel]) -> str:
-    typ = err.get("type", "")
-    if typ == "extra_forbidden":
-        known = ", ".join(model.model_fields)
-        return f"unknown parameter '{err['loc'][-1]}' for {kind} (known: {known})"
-    if typ == "missing":
-        return f"missing required parameter '{err['loc'][-1]}' for {kind}"
-    if typ == "string_pattern_mismatch":
-        field = next((p for p in reversed(err.get("loc", ())) if isinstance(p, str)), "")
-        what = _PATTERN_HELP.get(field, "in the expected format")
-        return f"{err.get('input')!r} is not {what}"
-    msg = str(err.get("msg", "invalid"))
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix) :]
-    return msg
-
-
-def _problems(kind: str, model: type[BaseModel], exc: ValidationError) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    seen: set[tuple[str, str]] = set()
-    for err in exc.errors():
-        loc = tuple(err.get("loc", ()))
-        # union members add their type name to the location; keep the field path only
-        loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS)))
-        item = (_path(loc), _message(kind, err, model))
-        if item not in seen:
-            seen.add(item)
-            out.append(item)
-    return out
-
-
-_PATTERN_HELP = {
-    "domain": "a lower-case domain name like exfil.range.test",
-    "sender": "an e-mail address like helpdesk@range.test",
-    "to": "an e-mail address like staff@range.test",
-    "path": "a path starting with /",
-    "lookup_path": "a path starting with /",
-    "upload_path": "a path starting with /",
-    "shell_name": "a plain file name (letters, digits, . _ -)",
-    "beacon_id": "an id of letters, digits, _ and - (at most 64)",
-    "ssh_client_id": "an SSH identification string like SSH-2.0-libssh_0.9.6",
-}
-
-_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "function-after", "function-before"}
-
-
-def _split(params: dict[str, Any] | None) -> dict[str, Any]:
-    return {k: v for k, v in (params or {}).items() if k not in RESERVED}
-
-
-def validate_params(kind: str, params: dict[str, Any] | None) -> list[tuple[str, str]]:
-    """Problems with a traffic inject's parameters, as (field path, message); [] when fine.
-
-    ``params`` is the inject's mapping without ``kind``/``from``/``target``
-    (they are ignored if present). An unknown kind is reported at path ``kind``.
-    """
-    spec = GENERATORS.get(kind)
-    if spec is None:
-        return [("kind", f"unknown traffic kind '{kind}' (known: {', '.join(GENERATORS)})")]
-    if params is not None and not isinstance(params, dict):
-        return [("", f"{kind} parameters must be a mapping")]
-    try:
-        spec.params.model_validate(_split(params))
-    except ValidationError as exc:
-        return _problems(kind, spec.params, exc)
-    return []
-
-
 def parse_params(kind: str, params: dict[str, Any] | None) -> Params:
     """The validated parameter model, or :class:`TrafficParamsError` listing every problem."""
-    spec = GENERATORS.get(kind)
-    if spec is None:
-        raise TrafficParamsError(kind, [("kind", f"unknown traffic kind '{kind}' (known: {', '.join(GENERATORS)})")])
-    try:
-        return spec.params.model_validate(_split(params))
-    except ValidationError as exc:
-        raise TrafficParamsError(kind, _problems(kind, spec.params, exc)) from None
+    model, problems = check_params(kind, params)
+    if model is None:
+        raise TrafficParamsError(kind, problems)
+    return model
 
 
 def run_traffic(kind: str, params: dict[str, Any] | Params | None, ctx: TrafficContext) -> TrafficResult:
@@ -295,3 +219,8 @@ def describe() -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+assert list(GENERATORS) == list(PARAMS) and all(GENERATORS[k].params is PARAMS[k] for k in PARAMS), (
+    "every traffic kind of the scenario format has exactly one generator"
+)

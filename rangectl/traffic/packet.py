@@ -17,6 +17,7 @@ import struct
 import time
 
 from rangectl.netns import NextHop, next_hop_here, run_in_netns
+from rangectl.scenario.traffic_params import PortscanParams, SynfloodParams
 from rangectl.traffic.base import (
     Budget,
     PacketSocket,
@@ -29,7 +30,6 @@ from rangectl.traffic.base import (
     utcnow,
 )
 from rangectl.traffic.packets import PROTO_ICMP, PROTO_TCP, TCP_RST, TCP_SYN, SynTemplate
-from rangectl.traffic.params import PortscanParams, SynfloodParams
 
 PACKET_OUTGOING = 4
 

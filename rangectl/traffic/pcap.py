@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from rangectl.netns import _addresses_here, _interface_here, _route_get_here, next_hop_here, run_in_netns
+from rangectl.scenario.traffic_params import PcapParams
 from rangectl.traffic.base import (
     FrameBatch,
     PacketSocket,
@@ -51,7 +52,6 @@ from rangectl.traffic.base import (
     utcnow,
 )
 from rangectl.traffic.packets import eth_header, ipv4_from_link, mac_bytes, rewrite_ipv4
-from rangectl.traffic.params import PcapParams
 
 IPv4 = ipaddress.IPv4Address
 
@@ -662,7 +662,7 @@ def resolve_capture(file: str, ctx: TrafficContext) -> Path:
             return p
         raise TrafficError(f"capture {file} not found")
     if ctx.scenario_file is not None:
-        from rangectl.scenario.validate import resolve_path
+        from rangectl.paths import resolve_path
 
         found = resolve_path(file, Path(ctx.scenario_file), "scenarios")
         if found:

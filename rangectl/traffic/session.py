@@ -32,6 +32,14 @@ from email.utils import formataddr, formatdate, make_msgid
 from typing import Any
 
 from rangectl.netns import _route_get_here, run_in_netns
+from rangectl.scenario.traffic_params import (
+    BeaconParams,
+    BruteforceParams,
+    DnsExfilParams,
+    HttpParams,
+    PhishingParams,
+    PortscanParams,
+)
 from rangectl.traffic.base import (
     Budget,
     TrafficContext,
@@ -40,14 +48,6 @@ from rangectl.traffic.base import (
     WireCounter,
     target_of,
     utcnow,
-)
-from rangectl.traffic.params import (
-    BeaconParams,
-    BruteforceParams,
-    DnsExfilParams,
-    HttpParams,
-    PhishingParams,
-    PortscanParams,
 )
 
 ETH_IP_UDP = 14 + 20 + 8  # frame bytes around a UDP payload (no IP options)

@@ -30,8 +30,8 @@ from rangectl.backend.docker import container_name, net_name, remove_bridge_rule
 from rangectl.drill import checks
 from rangectl.drill.wiring import RangeProbes
 from rangectl.netns import NUD_PERMANENT, addresses, interface, mac_bytes, neighbours, routes, run_in_netns
-from rangectl.plan import PROBE
 from rangectl.scenario.model import Availability
+from rangectl.scenario.vantage import PROBE
 from rangectl.state import RangeState
 from tests.conftest import FIXTURES, leftovers, run_cli
 

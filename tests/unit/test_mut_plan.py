@@ -52,7 +52,7 @@ def _sc(extra_net: str | None = None, soc_nets: dict | None = None):
 
 def test_the_probe_needs_its_own_address_beside_the_first_blue_node():
     from rangectl.errors import ScenarioError
-    from rangectl.plan import vantage_problems
+    from rangectl.scenario.vantage import vantage_problems
 
     # a /30 holds two hosts: the blue node and the bridge; none left for the probe
     sc = _sc("10.40.9.0/30", {"dmz": "10.40.1.50", "mgmt": "10.40.9.1"})
@@ -70,7 +70,7 @@ def test_the_probe_needs_its_own_address_beside_the_first_blue_node():
 
 
 def test_a_point_to_point_subnet_counts_both_addresses_for_the_probe():
-    from rangectl.plan import vantage_problems
+    from rangectl.scenario.vantage import vantage_problems
 
     sc = _sc("10.40.9.0/31", {"dmz": "10.40.1.50", "mgmt": "10.40.9.0"})
     assert vantage_problems(sc) == [

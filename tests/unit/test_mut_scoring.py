@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from rangectl.answers import check_answer
 from rangectl.plan import plan
 from rangectl.scenario.model import Answer, Scenario
 from rangectl.scoring.engine import (
@@ -18,7 +19,6 @@ from rangectl.scoring.engine import (
     DrillClock,
     TeamBoard,
     award,
-    check_answer,
     compute_board,
     report_share,
 )

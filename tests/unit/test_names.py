@@ -24,9 +24,10 @@ from rangectl.backend.docker import (
     team_nodes,
 )
 from rangectl.errors import RangeError
-from rangectl.plan import PROBE, NetworkPlan, plan
+from rangectl.plan import NetworkPlan, plan
 from rangectl.scenario.model import NAME
 from rangectl.scenario.validate import load_scenario
+from rangectl.scenario.vantage import PROBE
 from rangectl.state import RANGE_NAME
 from tests.conftest import FIXTURES
 

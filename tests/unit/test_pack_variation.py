@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from rangectl.answers import check_answer
 from rangectl.plan import plan
 from rangectl.scenario.validate import load_scenario
 from rangectl.scoring.actions import _flag
-from rangectl.scoring.engine import check_answer
 from rangectl.scoring.policy import Policy
 from rangectl.solution import fill, load_solution
 from tests.conftest import ROOT

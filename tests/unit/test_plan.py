@@ -10,10 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rangectl.errors import ScenarioError
-from rangectl.plan import MAX_TEAMS, RESERVED, bridge_offset, place_subnets, plan
+from rangectl.plan import MAX_TEAMS, bridge_offset, place_subnets, plan
 from rangectl.scenario.loader import Loaded
 from rangectl.scenario.model import Scenario
 from rangectl.scenario.validate import check_meaning, load_scenario
+from rangectl.scenario.vantage import RESERVED
 from tests.conftest import ROOT
 
 # --- building scenarios --------------------------------------------------------------------------

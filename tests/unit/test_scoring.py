@@ -8,10 +8,11 @@ from ipaddress import IPv4Address
 
 import pytest
 
+from rangectl.answers import check_answer
 from rangectl.errors import NotFound, RangeError, ScenarioError, UsageError
 from rangectl.plan import plan
 from rangectl.scenario.model import Answer, Scenario
-from rangectl.scoring.engine import check_answer, compute_board
+from rangectl.scoring.engine import compute_board
 from rangectl.scoring.policy import Policy, load_policy, parse_policy
 from rangectl.store import Event, EventStore
 

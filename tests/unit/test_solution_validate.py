@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from rangectl.scenario.validate import validate_file
+from rangectl.solution import validate_with_solution
 from tests.conftest import FIXTURES, run_cli
 
 
@@ -21,12 +21,12 @@ def scen(tmp_path):
 
 def _problems(scen, solution: str):
     scen.with_name("mini-range.solution.yaml").write_text(solution)
-    return [(p.line, p.path, p.message) for p in validate_file(scen, with_solution=True).problems]
+    return [(p.line, p.path, p.message) for p in validate_with_solution(scen).problems]
 
 
 def test_the_fixture_solution_is_valid(scen):
     shutil.copy(FIXTURES / "mini-range.solution.yaml", scen.with_name("mini-range.solution.yaml"))
-    assert validate_file(scen, with_solution=True).problems == []
+    assert validate_with_solution(scen).problems == []
 
 
 def test_every_reference_is_checked(scen):

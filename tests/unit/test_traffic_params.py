@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rangectl.errors import RangeError
+from rangectl.scenario.traffic_params import parse_ports
 from rangectl.traffic import (
     GENERATORS,
     TrafficContext,
@@ -26,7 +27,6 @@ from rangectl.traffic import (
     validate_params,
 )
 from rangectl.traffic.base import Budget, check_address, refusal
-from rangectl.traffic.params import parse_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 # Explicit MACs: a bare Ether() makes Scapy ARP for the destination on the host network.

@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 
 from rangectl.drill import checks
 from rangectl.errors import ScenarioError
-from rangectl.plan import PROBE, PROBE_ROLE, plan, probe_host, vantage_problems
+from rangectl.plan import plan
 from rangectl.scenario.model import Availability, Check, Scenario
 from rangectl.scenario.validate import load_scenario, validate_file
+from rangectl.scenario.vantage import PROBE, PROBE_ROLE, probe_host, vantage_problems
 from tests.conftest import FIXTURES, run_cli, scenario_files
 
 BASE = """\

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from rangectl.answers import check_answer
 from rangectl.backend.provision import build_inventory
 from rangectl.drill.wiring import for_team, record_message
 from rangectl.plan import plan
 from rangectl.scenario.model import Scenario
 from rangectl.scenario.variables import draw
 from rangectl.scoring.actions import board, submit
-from rangectl.scoring.engine import check_answer
 from rangectl.solution import fill
 from rangectl.state import RangeState
 from rangectl.store import EventStore

@@ -1,5 +1,9 @@
 """Parameters of each traffic generator: pydantic models with documented, bounded, safe defaults.
 
+Part of the scenario format (what a scenario's ``traffic`` mapping may say), so the
+validator checks them without the traffic engine; :mod:`rangectl.traffic.generators`
+maps each kind to the code that runs it.
+
 Every model forbids unknown keys. Counts, rates and durations have upper
 bounds, so an inject can never turn into an unbounded flood.
 """
@@ -8,11 +12,20 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rangectl.scenario.durations import parse_duration
+from rangectl.scenario.loader import dotted
 
 
 def _seconds(v: object) -> float:
@@ -343,3 +356,100 @@ class PcapParams(Params):
         if len(given) > 1:
             raise ValueError(f"give one timing: speed, pps or topspeed (got {', '.join(given)})")
         return self
+
+
+#: Every traffic kind a scenario may name, with its parameter model (file order is the
+#: order ``rangectl traffic list`` shows).
+PARAMS: dict[str, type[Params]] = {
+    "portscan": PortscanParams,
+    "synflood": SynfloodParams,
+    "http": HttpParams,
+    "bruteforce": BruteforceParams,
+    "dns-exfil": DnsExfilParams,
+    "beacon": BeaconParams,
+    "phishing": PhishingParams,
+    "pcap": PcapParams,
+}
+
+#: Kinds that run without a ``target`` (a capture names its own addresses).
+NO_TARGET = frozenset({"pcap"})
+
+# Keys of the scenario's traffic mapping that are not generator parameters.
+RESERVED = ("kind", "from", "target")
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    return dotted(loc)
+
+
+def _message(kind: str, err: dict[str, Any], model: type[BaseModel]) -> str:
+    typ = err.get("type", "")
+    if typ == "extra_forbidden":
+        known = ", ".join(model.model_fields)
+        return f"unknown parameter '{err['loc'][-1]}' for {kind} (known: {known})"
+    if typ == "missing":
+        return f"missing required parameter '{err['loc'][-1]}' for {kind}"
+    if typ == "string_pattern_mismatch":
+        field = next((p for p in reversed(err.get("loc", ())) if isinstance(p, str)), "")
+        what = _PATTERN_HELP.get(field, "in the expected format")
+        return f"{err.get('input')!r} is not {what}"
+    msg = str(err.get("msg", "invalid"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    return msg
+
+
+def _problems(kind: str, model: type[BaseModel], exc: ValidationError) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        # union members add their type name to the location; keep the field path only
+        loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS)))
+        item = (_path(loc), _message(kind, err, model))
+        if item not in seen:
+            seen.add(item)
+            out.append(item)
+    return out
+
+
+_PATTERN_HELP = {
+    "domain": "a lower-case domain name like exfil.range.test",
+    "sender": "an e-mail address like helpdesk@range.test",
+    "to": "an e-mail address like staff@range.test",
+    "path": "a path starting with /",
+    "lookup_path": "a path starting with /",
+    "upload_path": "a path starting with /",
+    "shell_name": "a plain file name (letters, digits, . _ -)",
+    "beacon_id": "an id of letters, digits, _ and - (at most 64)",
+    "ssh_client_id": "an SSH identification string like SSH-2.0-libssh_0.9.6",
+}
+
+_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "function-after", "function-before"}
+
+
+def _split(params: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (params or {}).items() if k not in RESERVED}
+
+
+def validate_params(kind: str, params: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Problems with a traffic inject's parameters, as (field path, message); [] when fine.
+
+    ``params`` is the inject's mapping without ``kind``/``from``/``target``
+    (they are ignored if present). An unknown kind is reported at path ``kind``.
+    """
+    return check_params(kind, params)[1]
+
+
+def check_params(kind: str, params: dict[str, Any] | None) -> tuple[Params | None, list[tuple[str, str]]]:
+    """``(model, [])`` for good parameters, ``(None, problems)`` otherwise."""
+    model = PARAMS.get(kind)
+    if model is None:
+        return None, [("kind", f"unknown traffic kind '{kind}' (known: {', '.join(PARAMS)})")]
+    if params is not None and not isinstance(params, dict):
+        return None, [("", f"{kind} parameters must be a mapping")]
+    try:
+        return model.model_validate(_split(params)), []
+    except ValidationError as exc:
+        return None, _problems(kind, model, exc)
