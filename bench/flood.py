@@ -53,14 +53,14 @@ PRODUCTION_WINDOW = 60.0
 def run_server(name: str, port: int, window: float) -> None:
     import uvicorn
 
-    from rangectl.access import service as svc_mod
     from rangectl.access.api import create_app
+    from rangectl.access.refusals import RefusalLog
     from rangectl.access.service import Settings, TeamService
     from rangectl.state import RangeState
 
     sys.setswitchinterval(0.001)  # as serve does
     service = TeamService(RangeState.open(name), Settings())
-    service.refusals = svc_mod.RefusalLog(service, window=window)
+    service.refusals = RefusalLog(service, window=window)
     config = uvicorn.Config(
         create_app(service),
         host="127.0.0.1",

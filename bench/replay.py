@@ -66,7 +66,7 @@ sys.path.insert(0, str(ROOT))
 from rangectl.netns import netns_path_of_name, run_in_netns  # noqa: E402
 from rangectl.traffic import TrafficContext, replay_pcap  # noqa: E402
 from rangectl.traffic.packets import eth_header, ipv4_header, udp_datagram  # noqa: E402
-from rangectl.traffic.pcap import read_capture  # noqa: E402
+from rangectl.traffic.pcapfile import read_capture  # noqa: E402
 from rangectl.traffic.sniff import ArrivalCounter  # noqa: E402
 
 TX_IP, RX_IP = "198.51.100.10", "198.51.100.20"

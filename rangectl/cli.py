@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 
 from rangectl import __version__
+from rangectl.commands import register
+from rangectl.commands import scenario as sc_cmds
 from rangectl.errors import RangeError
 
 app = typer.Typer(
@@ -39,17 +41,12 @@ def _root(
 
 
 def _register() -> None:
-    from rangectl.commands import scenario as sc_cmds
-
     app.command("validate")(sc_cmds.validate)
     app.command("plan")(sc_cmds.plan_cmd)
     app.command("graph")(sc_cmds.graph)
     app.command("schema")(sc_cmds.schema)
     app.command("new")(sc_cmds.new)
-
-    from rangectl.commands import register_optional
-
-    register_optional(app)
+    register(app)
 
 
 _register()

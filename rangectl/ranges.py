@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rangectl import labels as L
-from rangectl.backend.docker import DockerBackend, UpResult
-from rangectl.backend.engine import client
-from rangectl.errors import RangeError, UsageError
+from rangectl import backend as backends
+from rangectl.access.credentials import ensure_credentials
+from rangectl.backend.base import Backend, NodeRef, UpResult
+from rangectl.backend.provision import provision as run_provision
+from rangectl.errors import NotFound, RangeError, UsageError
 from rangectl.plan import Plan, plan
 from rangectl.scenario.model import Scenario
 from rangectl.scenario.validate import load_scenario
@@ -35,10 +36,6 @@ class UpReport:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def backend() -> DockerBackend:
-    return DockerBackend(client())
-
-
 def up(
     scenario_file: Path,
     teams: int = 1,
@@ -49,6 +46,7 @@ def up(
     keep_on_failure: bool = False,
     trust_playbooks: bool = False,
     seed: str | None = None,
+    engine: str | None = None,
 ) -> UpReport:
     """Bring a range up (or reconcile it). A range this call creates is rolled back on failure.
 
@@ -71,7 +69,15 @@ def up(
         )
     seed = kept or seed or new_seed()
     p = plan(scenario, teams, seed)
-    be = backend()
+    if not fresh_range:
+        kept_engine = meta.get("engine") or backends.DEFAULT
+        if engine and engine != kept_engine:
+            raise UsageError(
+                f"range '{range_name}' runs on engine '{kept_engine}'; this up asks for '{engine}'",
+                fix=f"`rangectl down {range_name}` first, or leave --engine out",
+            )
+        engine = kept_engine
+    be = backends.get(engine)
     if not fresh_range:
         if meta.get("scenario_hash") not in (None, p.scenario_hash):
             raise UsageError(
@@ -84,8 +90,7 @@ def up(
                 fix=f"`rangectl down {range_name}` first, or pass --teams {meta.get('teams')}",
             )
     else:
-        be.check_names_free(range_name, p)
-        be.check_subnets(range_name, p)
+        be.check_free(range_name, p)
         st = RangeState.create(
             range_name,
             Path(scenario_file),
@@ -95,6 +100,7 @@ def up(
                 "scenario_hash": p.scenario_hash,
                 "teams": teams,
                 "seed": seed,
+                "engine": be.name,
                 "status": "creating",
             },
         )
@@ -114,7 +120,7 @@ def up(
 
 def _bring_up(
     st: RangeState,
-    be: DockerBackend,
+    be: Backend,
     scenario: Scenario,
     p: Plan,
     provision: bool,
@@ -123,29 +129,24 @@ def _bring_up(
     t0: float,
     trust_playbooks: bool = False,
 ) -> UpReport:
-    from rangectl.access.credentials import ensure_credentials
-    from rangectl.backend.images import ensure_images
-
     range_name = st.name
     ensure_credentials(st, len(p.teams))
     needed = sorted({n.image for n in scenario.nodes.values()})
     t_img = time.monotonic()
-    images = ensure_images(be.client, needed, on_progress=lambda *a: note("image", " ".join(str(x) for x in a)))
+    images = be.ensure_images(needed, on_progress=lambda *a: note("image", " ".join(str(x) for x in a)))
     t_up = time.monotonic()
-    res = be.up(range_name, scenario, p, images, progress=note)
+    res = be.apply(range_name, scenario, p, images, progress=note)
     report = UpReport(range_name, scenario, p, res)
     report.timings["images"] = t_up - t_img
     report.timings["containers"] = time.monotonic() - t_up
     st.update(status="running")
     if provision:
-        from rangectl.backend.provision import provision as run_provision
-
         fresh = bool(res.created_containers or res.started) or not st.get("provisioned", False)
         if fresh:
             t_pr = time.monotonic()
             st.update(status="provisioning")
             pr = run_provision(
-                range_name, scenario, p, st.source_path, note=ansible_note,
+                range_name, scenario, p, st.source_path, note=ansible_note, backend=be,
                 workdir=provision_dir(range_name), trust_playbooks=trust_playbooks,
             )
             report.provision = pr
@@ -182,52 +183,64 @@ def provision_dir(range_name: str) -> Path:
 
 
 def down(range_name: str | None, note: Note | None = None) -> tuple[int, int]:
-    """Remove a range (or every range when None): containers, networks, then state."""
-    be = backend()
-    counts = be.down(range_name, progress=note)
+    """Remove a range (or every range of the default engine when None): containers, networks, then state."""
     if range_name is None:
         from rangectl.state import list_ranges
 
+        counts = backends.get().remove(None, progress=note)
         for st in list_ranges():
             st.remove()
-    else:
-        RangeState(range_name).remove()
+        return counts
+    st = RangeState(range_name)
+    counts = backends.for_range(st).remove(range_name, progress=note)
+    st.remove()
     return counts
 
 
 def status(range_name: str) -> dict[str, Any]:
     st = RangeState(range_name)
-    be = backend()
-    containers = be.containers(range_name)
-    if not st.exists() and not containers:
-        from rangectl.errors import NotFound
-
+    be = backends.for_range(st)
+    nodes = be.nodes(range_name)
+    if not st.exists() and not nodes:
         raise NotFound(f"no range named '{range_name}'", fix="see `rangectl ls`")
     meta = st.meta() if st.exists() else {}
-    net_labels = {n["Name"]: (n.get("Labels") or {}).get(L.NETWORK) for n in be.networks(range_name)}
-    nodes = []
-    for c in sorted(containers, key=lambda c: (int(c["Labels"].get(L.TEAM, 0)), c["Labels"].get(L.NODE, ""))):
-        lab = c["Labels"]
-        nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
-        addrs = {}
-        for nname, info in nets.items():
-            addrs[net_labels.get(nname) or nname] = info.get("IPAddress", "")
-        nodes.append(
-            {
-                "team": int(lab.get(L.TEAM, 0)),
-                "node": lab.get(L.NODE),
-                "role": lab.get(L.ROLE),
-                "container": c["Names"][0].lstrip("/"),
-                "state": c["State"],
-                "image": c["Image"],
-                "addresses": addrs,
-            }
-        )
     return {
         "range": range_name,
         "scenario": meta.get("scenario"),
         "teams": meta.get("teams"),
-        "status": meta.get("status", "orphaned" if containers else "unknown"),
-        "networks": sorted(net_labels),
-        "nodes": nodes,
+        "engine": be.name,
+        "status": meta.get("status", "orphaned" if nodes else "unknown"),
+        "networks": sorted(n.name for n in be.networks(range_name)),
+        "nodes": [n.as_dict() for n in nodes],
     }
+
+
+def reset_node(range_name: str, node: str, team: int, note: Note | None = None, provision: bool = True) -> dict[str, Any]:
+    """Re-create one node of one team from its image (same addresses and routes), then run its
+    playbooks again for that node only; the drill, if running, carries on (docs/ranges.md)."""
+    st = RangeState(range_name)
+    if not st.exists():
+        raise NotFound(f"no range named '{range_name}'", fix="see `rangectl ls`")
+    scenario, p = st.scenario(), st.plan()
+    if node not in scenario.nodes:
+        raise NotFound(f"range '{range_name}' has no node '{node}' (nodes: {', '.join(scenario.nodes)})")
+    if not any(t.team == team for t in p.teams):
+        raise NotFound(f"range '{range_name}' has no team {team}")
+    be = backends.for_range(st)
+    note = note or (lambda phase, item: None)
+    t0 = time.monotonic()
+    images = be.ensure_images([scenario.nodes[node].image])
+    info = be.reset(NodeRef(range_name, team, node), scenario, p, images, progress=note)
+    out: dict[str, Any] = {"range": range_name, "team": team, "node": node, "container": info.name,
+                           "addresses": info.addresses, "provisioned": False}  # fmt: skip
+    if provision and scenario.nodes[node].provision:
+        pr = run_provision(
+            range_name, scenario, Plan(p.scenario, p.scenario_hash, [p.team(team)], p.seed), st.source_path,
+            workdir=provision_dir(f"{range_name}.reset"), backend=be, only={node},
+        )  # fmt: skip
+        if not pr.ok:
+            f = pr.failures[0]
+            raise RangeError(f"reset {node} of team {team}: provisioning failed at '{f['task']}': {f['message']}")
+        out["provisioned"] = True
+    out["seconds"] = round(time.monotonic() - t0, 3)
+    return out

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from rangectl import backend as backends
+from rangectl.backend.base import NodeRef
 from rangectl.errors import EnvironmentProblem, RangeError
 
 TEAMS = 2
@@ -112,7 +114,7 @@ def _actions(state: Any, backend: Any, lang: str) -> dict[str, Callable[..., Any
         return {"ok": True}
 
     def exec_(team: int, node: str, cmd: str) -> tuple[int, str]:
-        return backend.exec(state.name, node, team, ["sh", "-c", cmd])
+        return backend.exec(NodeRef(state.name, team, node), ["sh", "-c", cmd])
 
     def report(team: int, objective: str, fields: dict[str, str]) -> dict[str, Any]:
         from ruamel.yaml import YAML
@@ -155,8 +157,11 @@ def run_selftest(
     on_drill: Callable[[Any], None] | None = None,
     stop: threading.Event | None = None,
     trust_playbooks: bool = False,
+    engine: str | None = None,
+    provision: bool = True,
 ) -> SelftestResult:
-    """Run the self-test of one scenario. Never leaves a range behind."""
+    """Run the self-test of one scenario on ``engine`` (default: the configured one). Never leaves
+    a range behind. ``provision=False`` skips the playbooks (the in-memory test engine)."""
     from rangectl import ranges
     from rangectl.drill.runner import end_time
     from rangectl.drill.wiring import build_runner
@@ -174,10 +179,13 @@ def run_selftest(
     res = SelftestResult(scenario.name, str(scenario_file), rng, scale, expected_score=scenario.expected_score)
     try:
         note(f"up: {rng} ({TEAMS} teams)")
-        rep = ranges.up(Path(scenario_file), teams=TEAMS, name=rng, provision=True, trust_playbooks=trust_playbooks)
+        rep = ranges.up(
+            Path(scenario_file), teams=TEAMS, name=rng, provision=provision, trust_playbooks=trust_playbooks,
+            engine=engine,
+        )
         res.add("range-up", True, f"{len(rep.up.created_containers)} containers in {rep.timings.get('total', 0):.1f}s")
         state = ranges.RangeState.open(rng)
-        be = ranges.backend()
+        be = backends.for_range(state)
         plan = state.plan()
         runner = build_runner(state, be, on_tick=on_tick)
         player = SolutionPlayer(solution, plan.team(1), _actions(state, be, lang))
@@ -217,10 +225,10 @@ def run_selftest(
     finally:
         note(f"down: {rng}")
         try:
+            st = ranges.RangeState(rng)
+            held_by = backends.for_range(st) if st.exists() else backends.get(engine)
             ranges.down(rng)
-            from rangectl.backend.engine import client
-
-            left = [c for c in client().containers.list(all=True, filters={"label": f"io.rangectl.range={rng}"})]
+            left = held_by.nodes(rng)
             res.add("range-down", not left, f"{len(left)} container(s) left" if left else "nothing left")
         except Exception as exc:  # noqa: BLE001 - reported as a failed assertion
             res.add("range-down", False, f"down failed: {exc}")

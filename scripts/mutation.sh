@@ -11,7 +11,8 @@
 # surviving mutant with the line it changed. Exit 1 when a module scores below its threshold.
 #
 #   --check   only the modules listed under "check" (the scoring engine and the event store): what
-#             CI runs on every commit; a warning when it takes over MUTATION_CHECK_TIMEOUT s (600)
+#             CI runs on every commit, without each module's "check_deselect" tests (slow ones whose
+#             mutants faster tests kill too); a warning when it takes over MUTATION_CHECK_TIMEOUT s (600)
 #   --keep    reuse .mutation/MODULE/ from the last run: mutants of changed functions rerun, and so
 #             do the last run's survivors (against the current tests); the other verdicts stand
 #   --jobs N  parallel mutants (default: the number of CPUs)
@@ -80,9 +81,9 @@ run_module() {
     tar -C "$ROOT" --exclude=__pycache__ --exclude='*.pyc' -cf - \
         rangectl tests scenarios scoring playbooks images pyproject.toml | tar -C "$wd" -xf -
     # this module's file and tests replace [tool.mutmut]'s lists
-    "$PY" - "$key" "$wd" <<'PY'
+    "$PY" - "$key" "$wd" "$check" <<'PY'
 import glob, json, re, sys
-key, wd = sys.argv[1], sys.argv[2]
+key, wd, check = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 mod = json.load(open("tests/mutation.json"))["modules"][key]
 tests = sorted({t for pat in mod["tests"] for t in glob.glob(pat)})
 if not tests:
@@ -97,20 +98,42 @@ def setting(name, value):
         sys.exit(f"mutation.sh: error: pyproject.toml [tool.mutmut] has no single {name} list")
 setting("only_mutate", [mod["path"]])
 setting("pytest_add_cli_args_test_selection", tests)
-# tests known to fail on the current tree for reasons outside this module (tests/mutation.json)
-extra = [a for node in mod.get("deselect", []) for a in ("--deselect", node)]
-if extra:
-    m = re.search(r"(?ms)^pytest_add_cli_args = \[(.*?)\]\n", text)
-    if m is None:
-        sys.exit("mutation.sh: error: pyproject.toml [tool.mutmut] has no pytest_add_cli_args list")
-    old_args = json.loads("[" + re.sub(r",\s*$", "", m.group(1).strip()) + "]")
-    setting("pytest_add_cli_args", old_args + extra)
+# tests known to fail on the current tree for reasons outside this module (tests/mutation.json),
+# and under --check the slow tests the check leaves out ("check_deselect")
+nodes = mod.get("deselect", []) + (mod.get("check_deselect", []) if check else [])
+extra = [a for node in nodes for a in ("--deselect", node)]
+# each mutant's tests fastest first (mutmut's fork server passes them in no order, and -x stops at
+# the first failure); no unraisable-exception plugin: its gc passes over the forked server's heap
+# cost ~0.1 s a mutant and change no verdict
+extra += ["-p", "mutation_order", "-p", "no:unraisableexception"]
+m = re.search(r"(?ms)^pytest_add_cli_args = \[(.*?)\]\n", text)
+if m is None:
+    sys.exit("mutation.sh: error: pyproject.toml [tool.mutmut] has no pytest_add_cli_args list")
+old_args = json.loads("[" + re.sub(r",\s*$", "", m.group(1).strip()) + "]")
+setting("pytest_add_cli_args", old_args + extra)
 open(path, "w").write(text)
+PY
+    # the pytest plugin that orders each mutant's tests by the durations of mutmut's clean run
+    mkdir -p "$wd/plugins"
+    cat >"$wd/plugins/mutation_order.py" <<'PY'
+"""Written by scripts/mutation.sh: run a mutant's tests fastest first (durations of mutmut's clean run)."""
+import json
+
+
+def pytest_collection_modifyitems(items):
+    try:
+        with open("mutmut-stats.json") as f:
+            took = json.load(f)["duration_by_test"]
+    except (OSError, ValueError, KeyError):
+        return  # the clean run itself: no durations yet
+    items.sort(key=lambda item: took.get(item.nodeid, 0.0))
 PY
     echo "== mutation: $key (${jobs} jobs; log: .mutation/$key/mutmut.log)"
     local t0=$SECONDS rc=0
-    # PYTHONPATH: tests that start `rangectl` as a subprocess run the mutant too
-    (cd "$wd" && PYTHONPATH="$wd/mutants" CI=true nice -n 5 "$MUTMUT" run --max-children "$jobs" \
+    # PYTHONPATH: tests that start `rangectl` as a subprocess run the mutant too; plugins/ holds
+    # mutation_order
+    local -x PYTHONPATH="$wd/mutants:$wd/plugins"
+    (cd "$wd" && CI=true nice -n 5 "$MUTMUT" run --max-children "$jobs" \
         </dev/null >"$wd/mutmut.log" 2>&1) || rc=$?
     if [ "$rc" = 0 ] && [ "$keep" = 1 ]; then
         # mutmut keeps the verdicts of unchanged functions; mutants that survived last time are
@@ -119,7 +142,7 @@ PY
             sed -n 's/^ *\([^ ]*\): \(survived\|no tests\|suspicious\|timeout\)$/\1/p')
         if [ ${#again[@]} -gt 0 ]; then
             echo "   retrying ${#again[@]} surviving mutant(s) against the current tests"
-            (cd "$wd" && PYTHONPATH="$wd/mutants" CI=true nice -n 5 "$MUTMUT" run --max-children "$jobs" \
+            (cd "$wd" && CI=true nice -n 5 "$MUTMUT" run --max-children "$jobs" \
                 "${again[@]}" </dev/null >>"$wd/mutmut.log" 2>&1) || rc=$?
         fi
     fi

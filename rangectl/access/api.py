@@ -50,7 +50,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rangectl import __version__
-from rangectl.access.service import BUSY, REFUSED_KIND, THROTTLED_KIND, ApiError, TeamService
+from rangectl.access.refusals import REFUSED_KIND, THROTTLED_KIND
+from rangectl.access.service import BUSY, ApiError, TeamService
 from rangectl.store import StoreBusy, StoreError
 
 log = logging.getLogger("rangectl.access")

@@ -4,8 +4,8 @@ Range networks are Docker *internal* bridges and the host has no address on
 them, so nothing on the host can route to a workstation. Instead:
 
 * **API inside the workstation** — for each team, a listening socket is made
-  *inside the workstation's network namespace* (``127.0.0.1:8780`` there; see
-  :mod:`rangectl.access.netns`). Each connection is piped to the API's
+  *inside the workstation's network namespace* (``127.0.0.1:8780`` there),
+  through the backend's execution seam (a pinned :class:`~rangectl.backend.nodeexec.NodePort`). Each connection is piped to the API's
   private Unix socket. Only processes in that container can connect.
 * **SSH to the workstation** — for each team, a TCP port on the host
   (``--ssh-bind ADDR``, port ``base + K``). Each connection gets a socket made
@@ -22,7 +22,7 @@ then, so an older one is a logged-in session); a client that sends nothing for
 
 A watcher re-resolves each workstation every few seconds: when a container
 was re-created (new namespace), the in-namespace listener is opened again;
-when the team's sshd does not answer, it is restarted with ``docker exec``.
+when the team's sshd does not answer, it is restarted with the backend's exec.
 Each team has its own watcher task, every blocking call it makes runs on a
 daemon thread with a deadline (the repair exec has one of its own too), and a
 team's call still running is never started twice: a team whose workstation
@@ -35,14 +35,12 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import os
 import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rangectl.access import netns
 from rangectl.access.install import (
     SSHD_LOGIN_GRACE,
     SSHD_MAX_STARTUPS,
@@ -51,6 +49,7 @@ from rangectl.access.install import (
     WS_API_PORT,
     WS_SSH_PORT,
 )
+from rangectl.backend.nodeexec import NodePort
 
 log = logging.getLogger("rangectl.access.gateway")
 
@@ -154,9 +153,7 @@ async def splice(
 @dataclass
 class TeamGate:
     team: int
-    netns_path: str | None = None  # /proc/self/fd/N of ns_fd: the namespace, pinned
-    netns_id: tuple[int, int] | None = None
-    ns_fd: int | None = None
+    port: NodePort | None = None  # the workstation's network, pinned (rangectl.backend.nodeexec)
     container: str | None = None
     api_server: asyncio.base_events.Server | None = None
     ssh_server: asyncio.base_events.Server | None = None
@@ -168,8 +165,8 @@ class TeamGate:
     problems: list[str] = field(default_factory=list)
 
 
-Resolve = Callable[[int], tuple[str, int]]  # team -> (container id, pid of its init process)
-Exec = Callable[[str, list[str], float], int]  # (container id, argv, deadline in seconds) -> exit code
+Attach = Callable[[int], NodePort]  # team -> its workstation's network, pinned (raises when it is down)
+Exec = Callable[[int, list[str], float], int]  # (team, argv, deadline in seconds) -> exit code in its workstation
 
 
 class Gateway:
@@ -179,7 +176,7 @@ class Gateway:
         self,
         teams: list[int],
         api_unix_path: str,
-        resolve: Resolve,
+        attach: Attach,
         exec_in: Exec | None = None,
         ssh_bind: str | None = "127.0.0.1",
         ssh_base: int = 2200,
@@ -190,7 +187,7 @@ class Gateway:
     ):
         self.teams = teams
         self.api_unix_path = api_unix_path
-        self.resolve = resolve
+        self.attach = attach
         self.exec_in = exec_in
         self.ssh_bind = ssh_bind
         self.ssh_base = ssh_base
@@ -244,12 +241,9 @@ class Gateway:
 
     @staticmethod
     def _unpin(g: TeamGate) -> None:
-        if g.ns_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(g.ns_fd)
-        g.ns_fd = None
-        g.netns_path = None
-        g.netns_id = None
+        if g.port is not None:
+            g.port.close()
+        g.port = None
 
     def status(self) -> dict[int, dict]:
         return {
@@ -274,57 +268,34 @@ class Gateway:
     async def _refresh(self, team: int) -> None:
         g = self.gates[team]
         try:
-            cid, pid = await in_thread(self.resolve, team, timeout=RESOLVE_TIMEOUT, busy=g.busy, key="resolve")
+            port = await in_thread(self.attach, team, timeout=RESOLVE_TIMEOUT, busy=g.busy, key="resolve")
         except Late:
             raise
         except Exception as exc:  # noqa: BLE001 - the workstation is down; try again later
             self._problem(g, f"workstation not reachable: {exc}")
             return
-        nid = netns.netns_id(f"/proc/{pid}/ns/net")
         if (
-            nid is not None
-            and nid == g.netns_id
+            g.port is not None
+            and port.identity == g.port.identity
             and (g.api_server is not None or not self.api_in_workstation)
         ):
+            port.close()
             return
-        # pin the namespace with an open fd, then check the pid still is the container's: a recycled
-        # pid can never send a team's traffic into some other namespace
-        try:
-            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            self._problem(g, f"cannot open the workstation's namespace: {exc}")
-            return
-        try:
-            cid2, pid2 = await in_thread(self.resolve, team, timeout=RESOLVE_TIMEOUT, busy=g.busy, key="resolve")
-        except Exception:  # noqa: BLE001
-            cid2, pid2 = None, None
-        if (cid2, pid2) != (cid, pid):
-            os.close(fd)
-            return  # changed under us: next pass
-        st = os.fstat(fd)
         old = g.api_server
         if old is not None:
             old.close()
             g.api_server = None
         self._unpin(g)
-        g.ns_fd, g.netns_path, g.netns_id, g.container = (
-            fd,
-            f"/proc/self/fd/{fd}",
-            (st.st_dev, st.st_ino),
-            cid,
-        )
-        path = g.netns_path
+        g.port, g.container = port, str(port.identity[0])
         if self.api_in_workstation:
             try:
-                sock = await in_thread(
-                    netns.listen_in_netns, path, "127.0.0.1", WS_API_PORT, 32, timeout=NETNS_TIMEOUT
-                )
+                sock = await in_thread(port.listen, "127.0.0.1", WS_API_PORT, 32, timeout=NETNS_TIMEOUT)
             except OSError as exc:
                 self._problem(g, f"cannot open the API inside the workstation: {exc}")
-                g.netns_id = None  # try again on the next pass
+                self._unpin(g)  # try again on the next pass
                 return
             g.api_server = await asyncio.start_server(lambda r, w, t=team: self._api_conn(t, r, w), sock=sock)
-            self.on_event("api", team, f"API on 127.0.0.1:{WS_API_PORT} inside container {cid[:12]}")
+            self.on_event("api", team, f"API on 127.0.0.1:{WS_API_PORT} inside container {g.container[:12]}")
 
     def _problem(self, g: TeamGate, text: str) -> None:
         if not g.problems or g.problems[-1] != text:
@@ -348,7 +319,7 @@ class Gateway:
 
     async def _check_sshd(self, team: int) -> None:
         g = self.gates[team]
-        if g.netns_path is None or self.exec_in is None:
+        if g.port is None or self.exec_in is None:
             return
         if await self._sshd_answers(g):
             return
@@ -356,7 +327,7 @@ class Gateway:
             # the exec has its own deadline (enforced by the backend); this one is the backstop
             code = await in_thread(
                 self.exec_in,
-                g.container or "",
+                team,
                 ["/bin/sh", "-c", SSHD_RESTART],
                 self.repair_timeout,
                 timeout=self.repair_timeout + 5,
@@ -375,7 +346,10 @@ class Gateway:
 
     async def _sshd_answers(self, g: TeamGate) -> bool:
         try:
-            sock = await in_thread(netns.tcp_socket_in_netns, g.netns_path, timeout=NETNS_TIMEOUT)
+            port = g.port
+            if port is None:
+                return False
+            sock = await in_thread(port.tcp_socket, timeout=NETNS_TIMEOUT)
         except OSError:
             return False
         try:
@@ -409,7 +383,7 @@ class Gateway:
     async def _ssh_conn(self, team: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         g = self.gates[team]
         src = source_key(writer.get_extra_info("peername"))
-        if g.netns_path is None:
+        if g.port is None:
             writer.close()
             return
         if g.ssh_conns >= MAX_SSH_CONNS:
@@ -444,7 +418,11 @@ class Gateway:
             if not first:
                 writer.close()
                 return
-            sock = await in_thread(netns.tcp_socket_in_netns, g.netns_path, timeout=NETNS_TIMEOUT)
+            port = g.port
+            if port is None:
+                writer.close()
+                return
+            sock = await in_thread(port.tcp_socket, timeout=NETNS_TIMEOUT)
             await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", WS_SSH_PORT)), SSH_CONNECT_SECONDS)
             ur, uw = await asyncio.open_connection(sock=sock)
             sock = None  # owned by the stream now

@@ -21,8 +21,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rangectl import backend as backends
 from rangectl import paths
 from rangectl.access.credentials import install_dir, load_credentials
+from rangectl.backend.base import NodeRef
+from rangectl.backend.provision import provision
 from rangectl.errors import RangeError, UsageError
 from rangectl.plan import Plan
 from rangectl.scenario.model import Scenario
@@ -38,7 +41,7 @@ SSHD_REPAIR_TIMEOUT = 20.0  # seconds: deadline of the watcher's sshd repair (a 
 
 
 def respond_script() -> Path:
-    return Path(__file__).resolve().parent.parent / "data" / "respond.py"
+    return Path(__file__).resolve().parent.parent / "node_files" / "respond.py"
 
 
 def playbook_path() -> Path:
@@ -93,9 +96,6 @@ def install_access(
     Skips teams whose recorded install matches the running container, the
     credential generation and ``respond.py``, unless ``force``.
     """
-    from rangectl.backend.provision import provision
-    from rangectl.ranges import backend
-
     scenario = state.scenario()
     ws = workstation_node(scenario, node)
     creds = load_credentials(state)
@@ -105,19 +105,19 @@ def install_access(
         raise UsageError(
             f"team {missing[0]} of range '{state.name}' has no credentials", fix="run `rangectl up` again"
         )
-    be = backend()
+    be = backends.for_range(state)
     digest = _digest(respond_script())
     todo: list[int] = []
     ids: dict[int, str] = {}
     res = InstallResult(ok=True)
     for t in wanted:
-        c = be.find(state.name, ws, t)
-        if c["State"] != "running":
+        info = be.node(NodeRef(state.name, t, ws))
+        if not info.running:
             raise RangeError(
-                f"team {t}'s workstation '{ws}' is not running ({c['State']})", fix="run `rangectl up` again"
+                f"team {t}'s workstation '{ws}' is not running ({info.state})", fix="run `rangectl up` again"
             )
-        ids[t] = c["Id"]
-        want = {"container": c["Id"], "generation": creds[t].generation, "respond": digest, "node": ws}
+        ids[t] = info.id
+        want = {"container": info.id, "generation": creds[t].generation, "respond": digest, "node": ws}
         if not force and marker(state, t) == want:
             res.skipped.append(t)
         else:
@@ -149,7 +149,7 @@ def install_access(
     work = state.dir / "access" / "ansible"
     work.mkdir(parents=True, exist_ok=True)
     os.chmod(work.parent, 0o700)
-    pr = provision(state.name, sc, plan, state.source_path, note=note, workdir=work)
+    pr = provision(state.name, sc, plan, state.source_path, note=note, workdir=work, backend=be)
     res.seconds = pr.seconds
     res.ok = pr.ok
     res.failures = pr.failures

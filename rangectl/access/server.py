@@ -24,6 +24,9 @@ from rangectl.access import credentials as creds
 from rangectl.access.api import create_app
 from rangectl.access.ratelimit import RateLimit
 from rangectl.access.service import Settings, TeamService
+from rangectl.backend import for_range as backend_for
+from rangectl.backend.base import NodeRef
+from rangectl.backend.nodeexec import NodePort
 from rangectl.errors import UsageError
 from rangectl.state import RangeState
 
@@ -218,9 +221,7 @@ async def _main(state: RangeState, opts: ServeOptions, served: Served, note: Cal
 async def _start_gateway(state, opts: ServeOptions, teams: list[int], unix_path: Path, note, served: Served):
     from rangectl.access.gateway import Gateway, Late, in_thread
     from rangectl.access.install import install_access, workstation_node
-    from rangectl.ranges import backend
-
-    be = backend()
+    be = backend_for(state)
     ws = workstation_node(state.scenario(), opts.node)
     if opts.install:
         note("installing respond, credentials and sshd in the workstations (where missing or stale)")
@@ -241,19 +242,18 @@ async def _start_gateway(state, opts: ServeOptions, teams: list[int], unix_path:
         elif res.teams:
             note(f"installed for team(s) {', '.join(map(str, res.teams))}")
 
-    def resolve(team: int) -> tuple[str, int]:
-        c = be.find_running(state.name, ws, team)
-        return c["Id"], be.pid(c["Id"])
+    def attach(team: int) -> NodePort:
+        return be.nodes_exec.attach(NodeRef(state.name, team, ws))
 
-    def exec_in(container: str, argv: list[str], timeout: float) -> int:
+    def exec_in(team: int, argv: list[str], timeout: float) -> int:
         # an absolute deadline, enforced by the backend (the exec is killed at it): a repair in a
         # workstation trainees have tampered with cannot hang (rangectl.backend.execs)
-        return be.exec_container(container, argv, timeout)[0]
+        return be.exec(NodeRef(state.name, team, ws), argv, timeout)[0]
 
     gw = Gateway(
         teams,
         str(unix_path),
-        resolve,
+        attach,
         exec_in,
         ssh_bind=opts.ssh_bind,
         ssh_base=opts.ssh_base,

@@ -1,14 +1,9 @@
 """What the team API does, as plain functions over a range: the bridge to the scoring actions.
 
 Every write goes through :mod:`rangectl.scoring.actions` (the functions the
-trainer's CLI calls) with ``actor="team-K"``. The only events written here
-are summaries of what the limits turned away (:class:`RefusalLog`):
-``submission.refused``, one per team, objective and REFUSAL_WINDOW seconds,
-with the count, the first and last time and at most REFUSAL_SAMPLES answers
-cut to SAMPLE_BYTES bytes of UTF-8; and ``api.throttled``, one per team and
-window, for requests over the team's whole-API budget (:class:`TeamBudget`
-in the guard). A team's flood therefore costs the store a bounded number of
-events per hour, and the scoring engine ignores both kinds. Drill-rule
+trainer's CLI calls) with ``actor="team-K"``. The only events the API writes
+itself are summaries of what the limits turned away: see
+:mod:`rangectl.access.refusals`. Drill-rule
 refusals (not started, solved, attempts used up) are recorded by
 ``actions.submit`` itself as ``submission`` with ``refused``; nothing a team
 was told was accepted goes through here.
@@ -46,6 +41,17 @@ from typing import Any
 
 from rangectl.access.credentials import TokenVerifier
 from rangectl.access.ratelimit import RateLimit, RateLimiter, TeamBudget
+from rangectl.access.refusals import (
+    DRILL_KINDS,
+    REFUSED_KIND,
+    BudgetPenalty,
+    FinalRefusals,
+    RefusalLog,
+    actor,
+    close_at_exit,
+    closed_result,
+    refused_result,
+)
 from rangectl.errors import NotFound, RangeError, UsageError
 from rangectl.plan import Plan
 from rangectl.scenario.model import Objective, localize
@@ -56,15 +62,7 @@ from rangectl.state import RangeState
 from rangectl.store import Event, StoreBusy, StoreError, last_checkpoint
 
 TEAM_KINDS = ("inject.start", "submission", "hint", "report", "check", "availability", "score")
-RATE_LIMITED = "rate limited"
-REFUSED_KIND = "submission.refused"  # rate-limited attempts, summarised: recorded, never scored
-THROTTLED_KIND = "api.throttled"  # requests over a team's API budget, summarised
-REFUSAL_WINDOW = 60.0  # seconds: one summary per team and objective (or budget) per window
-REFUSAL_SAMPLES = 3  # answers kept per summary
-SAMPLE_BYTES = 64  # ... each cut to this many bytes of UTF-8 (never mid-character)
 BUSY = "busy, retry"  # the whole text of a 503 for a busy store
-# exact kinds, not "drill.*": an equality match uses the store's (kind, seq) index, a LIKE scans every event
-DRILL_KINDS = ("drill.start", "drill.pause", "drill.resume", "drill.stop", "drill.finish")
 CONTEXT_SECONDS = 1.0  # a changed scenario or policy file is picked up within this
 
 
@@ -87,10 +85,6 @@ class Settings:
     max_body: int = 64 * 1024
     board_cache_seconds: float = 1.0
     lang: str = "en"  # texts' language when a request does not ask for one
-
-
-def actor(team: int) -> str:
-    return f"team-{team}"
 
 
 def busy() -> ApiError:
@@ -179,11 +173,11 @@ class TeamService:
         self.verifier = TokenVerifier(state)
         self.limiter = RateLimiter(self.settings.rate)
         self.budget = RateLimiter(self.settings.budget.as_rate())
-        self._throttled: dict[int, float] = {}  # team -> when it was last over its budget
+        self.penalty = BudgetPenalty(self.settings.budget)
         self.reader = Reader(state.db_path)
         self.refusals = RefusalLog(self)
         # serve calls close(); should a process end without it, the open summaries are still written
-        atexit.register(_close_at_exit, weakref.ref(self.refusals))
+        atexit.register(close_at_exit, weakref.ref(self.refusals))
         # scored submissions run on one thread, in batches of one transaction each (group commit):
         # they serialise on the store's write lock anyway, and each batch costs one fsync
         self.scoring = ScoringQueue(self)
@@ -192,10 +186,9 @@ class TeamService:
         self._ctx: tuple[float, actions.Context] | None = None
         self._ctx_refreshing = threading.Event()
         self._opened_cache: dict[int, set[str]] = {}
-        # (team, objective) -> (the context it holds for, refusal, attempts left): an objective the
-        # team solved or has no attempts left for refuses every later answer; those are summarised
-        # like rate-limited ones instead of each becoming an event with its answer
-        self._final: dict[tuple[int, str], tuple[int, str, int | None]] = {}
+        # an objective the team solved or has no attempts left for refuses every later answer; those
+        # are summarised like rate-limited ones instead of each becoming an event with its answer
+        self.final = FinalRefusals()
         self._board_lock = threading.Lock()
 
     # -- context ------------------------------------------------------------------------------
@@ -232,14 +225,7 @@ class TeamService:
 
         A team turned away in the last ``penalty_seconds`` has a burst of ``penalty_burst``.
         """
-        b = self.settings.budget
-        now = self.budget.clock()
-        last = self._throttled.get(team)
-        penalty = last is not None and now - last < b.penalty_seconds
-        wait = self.budget.take(team, "", burst=b.penalty_burst if penalty else None)
-        if wait > 0:
-            self._throttled[team] = now
-        return wait
+        return self.penalty.take(self.budget, team)
 
     def close(self) -> None:
         """Write the refusal summaries still open (serve calls this when it stops)."""
@@ -416,26 +402,14 @@ class TeamService:
     def refused_result(
         team: int, objective_id: str, wait: float, seq: int | None = None
     ) -> tuple[int, dict, dict[str, str]]:
-        retry = RateLimiter.retry_after_header(wait)
-        reason = _rate_reason(wait)
-        body = {
-            "team": team,
-            "objective": objective_id,
-            "accepted": False,
-            "correct": False,
-            "refused": reason,
-            "retry_after": int(retry),
-            "seq": seq,
-            "message": f"refused: {reason}",
-        }
-        return 429, body, {"Retry-After": retry}
+        """The 429 for an answer over the objective's rate limit."""
+        return refused_result(team, objective_id, wait, seq)
 
     def scored(self, team: int, objective_id: str, answer: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         """The scoring module's ``submit``, as the trainer's CLI calls it (with actor team-K)."""
         with api_errors():
             res = actions.submit(self.state, team, objective_id, answer, actor=actor(team))
-        if res.refused is not None and (res.attempts_left == 0 or "already solved" in res.refused):
-            self._final[(team, res.objective)] = (id(self.ctx()), res.refused, res.attempts_left)
+        self.final.remember(team, res, id(self.ctx()))
         body = {
             "team": team,
             "objective": res.objective,
@@ -455,24 +429,12 @@ class TeamService:
         self, team: int, objective_id: str, answer: str
     ) -> tuple[int, dict, dict[str, str]] | None:
         """A (team, objective) already refused for good (solved, no attempts left): counted, 409, no event."""
-        hit = self._final.get((team, objective_id))
-        if hit is None or hit[0] != id(self.ctx()):  # a changed policy may give attempts back
+        hit = self.final.get(team, objective_id, id(self.ctx()))  # a changed policy may give attempts back
+        if hit is None:
             return None
-        _, reason, left = hit
+        reason, left = hit
         self.refusals.note(REFUSED_KIND, team, objective_id, answer, reason=reason)
-        body = {
-            "team": team,
-            "objective": objective_id,
-            "accepted": False,
-            "correct": False,
-            "attempt": None,
-            "attempts_left": left,
-            "refused": reason,
-            "points": 0.0,
-            "seq": None,
-            "message": f"refused: {reason}",
-        }
-        return 409, body, {}
+        return closed_result(team, objective_id, reason, left)
 
     def submit(self, team: int, objective_id: str, answer: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         """Submit an answer (synchronous form; the API's async route uses precheck/refusals/scored)."""
@@ -657,10 +619,6 @@ def _drill(clock: DrillClock) -> dict[str, Any]:
     return {"status": clock.status, "drill_t": round(clock.drill_t(time.time()), 2)}
 
 
-def _rate_reason(wait: float) -> str:
-    return f"{RATE_LIMITED}: try again in {RateLimiter.retry_after_header(wait)} s"
-
-
 def _utf8(text: str) -> bool:
     """Text the record can hold: no lone surrogates (JSON's "\\ud800" decodes to one)."""
     try:
@@ -671,134 +629,6 @@ def _utf8(text: str) -> bool:
 
 
 API_REPORT_FILE = "report-via-api.json"  # the report event's ``file`` for reports sent to the API
-
-
-@dataclass
-class _Tally:
-    """What one team's refused attempts at one objective (or its over-budget requests) came to."""
-
-    window: int  # int(ts // REFUSAL_WINDOW)
-    count: int
-    first_ts: float
-    last_ts: float
-    samples: list[str]
-    reasons: dict[str, int] = field(default_factory=dict)
-
-
-class RefusalLog:
-    """Refused attempts, summarised: one event per team, objective and window.
-
-    ``note`` only counts, in memory (a flood costs no store transaction). A
-    thread writes every tally whose window has ended, all in one transaction,
-    within a few seconds of the window's end; ``close`` writes the open ones
-    too. Memory is bounded by teams x (answer objectives + 1): a tally key is
-    an open answer objective (checked before any count) or the budget.
-    A summary that cannot be written (busy store) is kept and tried again.
-    """
-
-    def __init__(self, service: TeamService, window: float = REFUSAL_WINDOW):
-        self.service = service
-        self.window = float(window)
-        self._open: dict[tuple[str, int, str | None], _Tally] = {}
-        self._closed: list[tuple[tuple[str, int, str | None], _Tally]] = []
-        self._lock = threading.Lock()
-        self._write_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _ensure(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            with self._lock:
-                if (self._thread is None or not self._thread.is_alive()) and not self._stop.is_set():
-                    self._thread = threading.Thread(target=self._run, name="rangectl-refusals", daemon=True)
-                    self._thread.start()
-
-    def note(
-        self,
-        kind: str,
-        team: int,
-        objective: str | None,
-        sample: str,
-        now: float | None = None,
-        reason: str = RATE_LIMITED,
-    ) -> None:
-        """Count one refused attempt (``kind``: REFUSED_KIND or THROTTLED_KIND)."""
-        now = time.time() if now is None else now
-        win = int(now // self.window)
-        key = (kind, team, objective)
-        with self._lock:
-            t = self._open.get(key)
-            if t is not None and t.window != win:
-                self._closed.append((key, t))
-                t = None
-            if t is None:
-                t = self._open[key] = _Tally(win, 0, now, now, [])
-            t.count += 1
-            t.reasons[reason] = t.reasons.get(reason, 0) + 1
-            t.last_ts = max(t.last_ts, now)
-            if len(t.samples) < REFUSAL_SAMPLES:
-                t.samples.append(sample.encode("utf-8", "replace")[:SAMPLE_BYTES].decode("utf-8", "ignore"))
-        self._ensure()
-
-    def pending(self) -> int:
-        """Attempts counted and not yet written."""
-        with self._lock:
-            return sum(t.count for t in self._open.values()) + sum(t.count for _, t in self._closed)
-
-    def flush(self, everything: bool = False, now: float | None = None) -> int:
-        """Write the ended windows' tallies (all of them with ``everything``); returns events written."""
-        now = time.time() if now is None else now
-        win = int(now // self.window)
-        with self._write_lock:
-            with self._lock:
-                items = self._closed
-                self._closed = []
-                for key, t in list(self._open.items()):
-                    if everything or t.window < win:
-                        items.append((key, t))
-                        del self._open[key]
-            if not items:
-                return 0
-            try:
-                self._write(items)
-            except Exception:
-                with self._lock:  # keep them for the next try
-                    self._closed = items + self._closed
-                raise
-            return len(items)
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self.flush(everything=True)
-
-    def _run(self) -> None:
-        pause = min(5.0, self.window / 4)
-        while not self._stop.wait(pause):
-            try:
-                self.flush()
-            except Exception:  # noqa: BLE001 - a busy store: the tallies are kept for the next pass
-                continue
-
-    def _write(self, items: list[tuple[tuple[str, int, str | None], _Tally]]) -> None:
-        for attempt in (1, 2):
-            ctx = self.service.ctx(fresh=attempt == 2)
-            try:
-                with ctx.store.transaction() as tx:
-                    clock = DrillClock.from_events(tx.events(kind=DRILL_KINDS))
-                    for (kind, team, objective), t in sorted(items, key=lambda it: it[1].first_ts):
-                        # ts: when written (the record's times only move forward); the window is in data
-                        tx.append(
-                            kind,
-                            _summary(kind, objective, t, clock, self.window),
-                            team=team,
-                            actor=actor(team),
-                        )
-                return
-            except sqlite3.ProgrammingError:  # the scoring module replaced (closed) its store: once more
-                if attempt == 2:
-                    raise
 
 
 class ScoringQueue:
@@ -888,28 +718,3 @@ def _settle(fut: asyncio.Future, value: Any, exc: BaseException | None) -> None:
         fut.set_exception(exc)
     else:
         fut.set_result(value)
-
-
-def _close_at_exit(ref: weakref.ref) -> None:
-    log = ref()
-    if log is not None:
-        try:
-            log.close()
-        except Exception:  # noqa: BLE001 - the process is ending; nothing else can be done
-            pass
-
-
-def _summary(kind: str, objective: str | None, t: _Tally, clock: DrillClock, window: float) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "count": t.count,
-        "first_ts": t.first_ts,
-        "last_ts": t.last_ts,
-        "window_s": window,
-        "drill_t": clock.drill_t(t.first_ts),
-        "last_drill_t": clock.drill_t(t.last_ts),
-        "samples": list(t.samples),
-    }
-    if kind == REFUSED_KIND:
-        top = max(t.reasons.items(), key=lambda kv: kv[1])[0] if t.reasons else RATE_LIMITED
-        data.update(objective=objective, correct=False, attempt=None, refused=top, reasons=dict(t.reasons))
-    return data

@@ -1,4 +1,8 @@
-"""Apply a deployment plan to the local Docker engine, and take it away again.
+"""The Docker backend: apply a deployment plan to the local Docker engine, and take it away again.
+
+Implements :class:`rangectl.backend.base.Backend`; work inside nodes goes through
+:class:`rangectl.backend.nodeexec.LocalNodeExec` (the engine is on this machine: its
+containers' namespaces are this host's; :mod:`rangectl.backend.engine` refuses any other).
 
 Every network is an *internal* bridge (no route out of the range); every
 resource carries the labels in :mod:`rangectl.labels`, so ``down`` finds and
@@ -9,14 +13,15 @@ removes exactly one range's resources, even when its state folder is gone or
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import shlex
 import socket
 import subprocess
+import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from typing import Any
 
@@ -24,6 +29,17 @@ import docker
 from docker.errors import APIError, NotFound
 
 from rangectl import labels as L
+from rangectl.backend.base import (
+    Backend,
+    ExecStream,
+    NetworkInfo,
+    NodeInfo,
+    NodeRef,
+    RangeSummary,
+    UpResult,
+)
+from rangectl.backend.execs import run_exec
+from rangectl.backend.nodeexec import LocalNodeExec, NodeExec
 from rangectl.errors import EnvironmentProblem, RangeError
 from rangectl.errors import NotFound as RangeNotFound
 from rangectl.plan import NetworkPlan, NodePlan, Plan, TeamPlan
@@ -141,19 +157,34 @@ def range_filter(range_name: str | None) -> dict[str, Any]:
     return {"label": [f"{L.MANAGED}=1", f"{L.RANGE}={range_name}"]}
 
 
-@dataclass
-class UpResult:
-    created_networks: list[str] = field(default_factory=list)
-    created_containers: list[str] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)
-    started: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+class DockerBackend(Backend):
+    name = "docker"
 
-
-class DockerBackend:
     def __init__(self, client: docker.DockerClient):
         self.client = client
         self.api = client.api
+        self._nodes_exec = LocalNodeExec(self._locate)
+
+    @property
+    def nodes_exec(self) -> NodeExec:
+        return self._nodes_exec
+
+    def check_free(self, range_name: str, plan: Plan) -> None:
+        self.check_names_free(range_name, plan)
+        self.check_subnets(range_name, plan)
+
+    def ensure_images(self, images: list[str], on_progress: Callable[..., None] | None = None) -> dict[str, str]:
+        from rangectl.backend.images import ensure_images
+
+        return ensure_images(self.client, images, on_progress=on_progress)
+
+    def apply(
+        self, range_name: str, scenario: Scenario, plan: Plan, images: dict[str, str], progress: Progress | None = None
+    ) -> UpResult:
+        return self.up(range_name, scenario, plan, images, progress)
+
+    def remove(self, range_name: str | None, progress: Progress | None = None) -> tuple[int, int]:
+        return self.down(range_name, progress)
 
     # -- checks before touching anything ------------------------------------------
     def check_subnets(self, range_name: str, plan: Plan) -> None:
@@ -550,11 +581,64 @@ class DockerBackend:
         raise RangeError(f"container {cid[:12]} has no process")
 
     # -- inspection ---------------------------------------------------------------
-    def containers(self, range_name: str | None) -> list[dict[str, Any]]:
+    def _containers(self, range_name: str | None) -> list[dict[str, Any]]:
         return self.api.containers(all=True, filters=range_filter(range_name))
 
-    def networks(self, range_name: str | None) -> list[dict[str, Any]]:
+    def _networks(self, range_name: str | None) -> list[dict[str, Any]]:
         return self.api.networks(filters=range_filter(range_name))
+
+    def _info(self, c: dict[str, Any], net_labels: dict[str, str | None]) -> NodeInfo:
+        lab = c.get("Labels") or {}
+        nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
+        return NodeInfo(
+            range=lab.get(L.RANGE, "?"),
+            team=int(lab.get(L.TEAM, 0) or 0),
+            node=lab.get(L.NODE, ""),
+            role=lab.get(L.ROLE),
+            name=c["Names"][0].lstrip("/") if c.get("Names") else c["Id"][:12],
+            id=c["Id"],
+            state=c["State"],
+            image=c.get("Image", ""),
+            addresses={(net_labels.get(n) or n): info.get("IPAddress", "") for n, info in nets.items()},
+        )
+
+    def _net_labels(self, range_name: str | None) -> dict[str, str | None]:
+        return {n["Name"]: (n.get("Labels") or {}).get(L.NETWORK) for n in self._networks(range_name)}
+
+    def nodes(self, range_name: str) -> list[NodeInfo]:
+        labels = self._net_labels(range_name)
+        out = [self._info(c, labels) for c in self._containers(range_name)]
+        return sorted(out, key=lambda n: (n.team, n.node))
+
+    def networks(self, range_name: str) -> list[NetworkInfo]:
+        out = []
+        for n in self._networks(range_name):
+            lab = n.get("Labels") or {}
+            subnets = [c.get("Subnet") for c in (n.get("IPAM") or {}).get("Config") or [] if c.get("Subnet")]
+            out.append(
+                NetworkInfo(
+                    range=lab.get(L.RANGE, "?"), team=int(lab.get(L.TEAM, 0) or 0), network=lab.get(L.NETWORK, ""),
+                    name=n["Name"], id=n["Id"], subnet=subnets[0] if subnets else "",
+                )
+            )  # fmt: skip
+        return sorted(out, key=lambda n: (n.team, n.network))
+
+    def node(self, ref: NodeRef) -> NodeInfo:
+        c = self.find(ref.range, ref.node, ref.team)
+        nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
+        labels = {name: self._network_label(name) for name in nets}
+        return self._info(c, labels)
+
+    def _network_label(self, name: str) -> str | None:
+        try:
+            return (self.api.inspect_network(name).get("Labels") or {}).get(L.NETWORK)
+        except NotFound:
+            return None
+
+    def _locate(self, ref: NodeRef) -> tuple[str, int]:
+        """(container id, pid) of the running node: how its namespace is named on this host."""
+        c = self.find_running(ref.range, ref.node, ref.team)
+        return c["Id"], self.pid(c["Id"])
 
     def find(self, range_name: str, node: str, team: int = 1) -> dict[str, Any]:
         found = self.api.containers(
@@ -577,43 +661,117 @@ class DockerBackend:
     def running_pid(self, range_name: str, node: str, team: int = 1) -> int:
         return self.pid(self.find_running(range_name, node, team)["Id"])
 
-    def exec(
-        self, range_name: str, node: str, team: int, argv: list[str], timeout: float | None = None
-    ) -> tuple[int, str]:
+    def exec(self, ref: NodeRef, argv: list[str], timeout: float | None = None) -> tuple[int, str]:
         """Run ``argv`` in a running node and return (exit code, stdout+stderr).
 
         ``timeout`` (default :data:`rangectl.backend.execs.DEFAULT_TIMEOUT`) is an absolute
         deadline enforced here, not in the node: at the deadline the exec's processes are
         killed from the host and the code is 124 (:func:`rangectl.backend.execs.run_exec`).
         """
-        c = self.find_running(range_name, node, team)
-        return self.exec_container(c["Id"], argv, timeout)
+        c = self.find_running(ref.range, ref.node, ref.team)
+        return run_exec(self.api, c["Id"], argv, timeout)
 
-    def exec_container(self, cid: str, argv: list[str], timeout: float | None = None) -> tuple[int, str]:
-        """:meth:`exec` by container id (the same deadline)."""
-        from rangectl.backend.execs import run_exec
+    def exec_stream(self, ref: NodeRef, argv: list[str]) -> ExecStream:
+        c = self.find_running(ref.range, ref.node, ref.team)
+        res = self.api.exec_create(c["Id"], argv, stdout=True, stderr=True)
 
-        return run_exec(self.api, cid, argv, timeout)
+        def chunks() -> Iterator[tuple[int, bytes]]:
+            for out, err in self.api.exec_start(res["Id"], stream=True, demux=True):
+                if out:
+                    yield 1, out
+                if err:
+                    yield 2, err
 
-    def ranges(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for c in self.containers(None):
+        return ExecStream(chunks(), lambda: int(self.api.exec_inspect(res["Id"]).get("ExitCode") or 0))
+
+    def logs(self, ref: NodeRef, follow: bool = False, tail: int = 200) -> Iterator[bytes]:
+        c = self.find(ref.range, ref.node, ref.team)
+        out = self.api.logs(c["Id"], stream=follow, follow=follow, tail=tail)
+        if follow:
+            yield from out
+        else:
+            yield out
+
+    def copy_in(self, ref: NodeRef, directory: str, files: dict[str, bytes], mode: int = 0o644) -> None:
+        c = self.find_running(ref.range, ref.node, ref.team)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in files.items():
+                if "/" in name or name in ("", ".", ".."):
+                    raise ValueError(f"'{name}' is not a plain file name")
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+                tar.addfile(info, io.BytesIO(data))
+        try:
+            ok = self.api.put_archive(c["Id"], directory, buf.getvalue())
+        except APIError as exc:
+            raise RangeError(f"cannot copy into {ref}:{directory}: {exc.explanation or exc}") from None
+        if not ok:
+            raise RangeError(f"cannot copy into {ref}:{directory}")
+
+    def shell_argv(self, ref: NodeRef) -> list[str]:
+        """``nsenter`` into the container's namespaces (no Docker CLI needed on the host)."""
+        c = self.find_running(ref.range, ref.node, ref.team)
+        pid = self.pid(c["Id"])
+        return ["nsenter", "--target", str(pid), "--mount", "--uts", "--ipc", "--net", "--pid", "--",
+                "/bin/sh", "-c", "cd /root 2>/dev/null; exec /bin/bash -l 2>/dev/null || exec /bin/sh -l"]  # fmt: skip
+
+    def ansible_host(self, ref: NodeRef) -> dict[str, str]:
+        return {
+            "ansible_connection": "community.docker.docker_api",
+            "ansible_host": container_name(ref.range, ref.team, ref.node),
+        }
+
+    def reset(
+        self, ref: NodeRef, scenario: Scenario, plan: Plan, images: dict[str, str], progress: Progress | None = None
+    ) -> NodeInfo:
+        """Remove the node's container and create it again from the plan: same name, addresses,
+        routes and labels; the team's probe is secured again (its neighbours' MACs changed)."""
+        note = progress or (lambda phase, item: None)
+        team = plan.team(ref.team)
+        node = next((n for n in team_nodes(team) if n.name == ref.node), None)
+        if node is None:
+            raise RangeNotFound(f"range '{ref.range}' has no node '{ref.node}' for team {ref.team}")
+        name = container_name(ref.range, ref.team, ref.node)
+        try:
+            self.api.remove_container(name, force=True, v=True)
+        except NotFound:
+            pass
+        note("removed", name)
+        nets = {}
+        for n in team.networks:
+            info = self.api.inspect_network(net_name(ref.range, ref.team, n.name))
+            nets[(ref.team, n.name)] = info["Id"]
+        base_labels = {
+            L.MANAGED: "1", L.RANGE: ref.range, L.SCENARIO: scenario.name, L.SCENARIO_HASH: plan.scenario_hash,
+        }  # fmt: skip
+        env = substitute_all(scenario.nodes[node.name].env, team.values) if node.role != PROBE_ROLE else {}
+        self._ensure_container(ref.range, team, node, env, images[node.image], nets, base_labels, UpResult())
+        note("created", name)
+        if team.probe is not None:
+            self.secure_probe(ref.range, team)
+        return self.node(ref)
+
+    def ranges(self) -> dict[str, RangeSummary]:
+        out: dict[str, RangeSummary] = {}
+        for c in self._containers(None):
             lab = c.get("Labels") or {}
-            r = out.setdefault(lab.get(L.RANGE, "?"), {"containers": 0, "running": 0, "networks": 0, "teams": set()})
-            r["containers"] += 1
-            r["running"] += c["State"] == "running"
-            r["teams"].add(lab.get(L.TEAM))
-        for n in self.networks(None):
-            lab = n.get("Labels") or {}
-            r = out.setdefault(lab.get(L.RANGE, "?"), {"containers": 0, "running": 0, "networks": 0, "teams": set()})
-            r["networks"] += 1
+            name = lab.get(L.RANGE, "?")
+            r = out.setdefault(name, RangeSummary(name))
+            r.containers += 1
+            r.running += c["State"] == "running"
+            if (lab.get(L.TEAM) or "").isdigit():
+                r.teams.add(int(lab[L.TEAM]))
+        for n in self._networks(None):
+            name = (n.get("Labels") or {}).get(L.RANGE, "?")
+            out.setdefault(name, RangeSummary(name)).networks += 1
         return out
 
     # -- down -----------------------------------------------------------------------
     def down(self, range_name: str | None, progress: Progress | None = None) -> tuple[int, int]:
         """Remove the range's containers, then its networks. Safe on half-built ranges."""
         note = progress or (lambda phase, item: None)
-        containers = self.containers(range_name)
+        containers = self._containers(range_name)
 
         def rm_container(c: dict[str, Any]) -> str:
             try:
@@ -625,7 +783,7 @@ class DockerBackend:
         with ThreadPoolExecutor(WORKERS) as pool:
             for name in pool.map(rm_container, containers):
                 note("container", name)
-        networks = self.networks(range_name)
+        networks = self._networks(range_name)
 
         def rm_network(n: dict[str, Any]) -> str:
             for attempt in range(5):

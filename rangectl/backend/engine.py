@@ -11,9 +11,31 @@ from docker.errors import DockerException
 from rangectl.errors import EnvironmentProblem
 
 
+def local_endpoint_problem(host: str | None) -> str | None:
+    """Why ``DOCKER_HOST`` names an engine this backend cannot drive (None: a local socket).
+
+    The Docker backend enters its containers' network namespaces on this machine (probes,
+    traffic, team access): an engine on another machine (``tcp://``, ``ssh://``) has its
+    containers' processes there, so their namespaces cannot be entered from here."""
+    if not host:
+        return None
+    scheme = host.split("://", 1)[0].lower() if "://" in host else ""
+    if scheme in ("unix", "npipe"):
+        return None
+    return (
+        f"DOCKER_HOST={host} is not an engine on this machine: rangectl's docker engine works "
+        "inside its containers' network namespaces on this host"
+    )
+
+
 @lru_cache(maxsize=1)
 def client() -> docker.DockerClient:
-    """A Docker client that answered a ping, or a one-line EnvironmentProblem."""
+    """A Docker client for the local engine that answered a ping, or a one-line EnvironmentProblem."""
+    why = local_endpoint_problem(os.environ.get("DOCKER_HOST"))
+    if why is not None:
+        raise EnvironmentProblem(
+            why, fix="unset DOCKER_HOST (or point it at unix:///var/run/docker.sock) and run rangectl on the engine's host"
+        )
     try:
         c = docker.from_env(timeout=int(os.environ.get("RANGECTL_DOCKER_TIMEOUT", "120")))
         c.ping()
@@ -29,3 +51,9 @@ def client() -> docker.DockerClient:
             fix="run scripts/setup.sh (installs docker.io and starts dockerd), then `rangectl doctor`",
         ) from None
     return c
+
+
+def connect(timeout: int = 10) -> docker.DockerClient:
+    """A client for ``DOCKER_HOST`` without the checks of :func:`client` (``doctor`` reports the
+    failure itself)."""
+    return docker.from_env(timeout=timeout)

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml as pyyaml  # ansible ships PyYAML
 
+from rangectl.backend.base import Backend, NodeRef
 from rangectl.backend.docker import container_name
 from rangectl.errors import EnvironmentProblem, RangeError, ScenarioError
 from rangectl.paths import resolve_path
@@ -51,14 +52,31 @@ def host_name(team: int, node: str) -> str:
     return f"t{team}-{node}"
 
 
-def build_inventory(range_name: str, scenario: Scenario, plan: Plan, scenario_file: Path) -> tuple[dict, list[tuple[Path, str]]]:
-    """The inventory dict and the (playbook path, group) pairs to run, in first-use order."""
+def docker_api_host(ref: NodeRef) -> dict[str, str]:
+    """How Ansible reaches a node of the local Docker engine (:meth:`DockerBackend.ansible_host`)."""
+    return {"ansible_connection": "community.docker.docker_api", "ansible_host": container_name(ref.range, ref.team, ref.node)}
+
+
+def build_inventory(
+    range_name: str,
+    scenario: Scenario,
+    plan: Plan,
+    scenario_file: Path,
+    connect: Callable[[NodeRef], dict[str, str]] = docker_api_host,
+    only: set[str] | None = None,
+) -> tuple[dict, list[tuple[Path, str]]]:
+    """The inventory dict and the (playbook path, group) pairs to run, in first-use order.
+
+    ``connect`` gives each host's connection variables (the backend's :meth:`ansible_host`);
+    ``only`` limits the hosts to those nodes (a node reset re-provisions just that node)."""
     hosts: dict[str, Any] = {}
     groups: dict[str, dict[str, Any]] = {}
     plays: list[tuple[Path, str]] = []
     seen: dict[Path, str] = {}
     for t in plan.teams:
         for node in t.nodes:
+            if only is not None and node.name not in only:
+                continue
             spec = scenario.nodes[node.name]
             h = host_name(t.team, node.name)
             # The scenario's vars first, rangectl's own after, and no ansible_*/rangectl_* key
@@ -68,8 +86,7 @@ def build_inventory(range_name: str, scenario: Scenario, plan: Plan, scenario_fi
             scenario_vars = substitute_all({k: v for k, v in spec.vars.items() if not reserved_var(k)}, t.values)
             hosts[h] = {
                 **scenario_vars,
-                "ansible_connection": "community.docker.docker_api",
-                "ansible_host": container_name(range_name, t.team, node.name),
+                **connect(NodeRef(range_name, t.team, node.name)),
                 "ansible_python_interpreter": "/usr/bin/python3",
                 "rangectl_range": range_name,
                 "rangectl_team": t.team,
@@ -231,6 +248,8 @@ def provision(
     note: EventNote | None = None,
     workdir: Path | None = None,
     trust_playbooks: bool = False,
+    backend: Backend | None = None,
+    only: set[str] | None = None,
 ) -> ProvisionResult:
     """Run the scenario's playbooks on a range's nodes.
 
@@ -247,7 +266,8 @@ def provision(
 
     import ansible_runner
 
-    inventory, plays = build_inventory(range_name, scenario, plan, scenario_file)
+    connect = backend.ansible_host if backend is not None else docker_api_host
+    inventory, plays = build_inventory(range_name, scenario, plan, scenario_file, connect, only)
     nhosts = sum(len(inventory["all"]["children"][g]["hosts"]) for _, g in plays) if plays else 0
     if not plays:
         return ProvisionResult(ok=True, hosts=0)

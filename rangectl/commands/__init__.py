@@ -15,6 +15,7 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("rangectl.commands.range", "exec_", "exec", "command"),
     ("rangectl.commands.range", "shell", "shell", "command"),
     ("rangectl.commands.range", "logs", "logs", "command"),
+    ("rangectl.commands.range", "reset", "reset", "command"),
     ("rangectl.commands.drill", "app", "drill", "group"),
     ("rangectl.commands.images", "app", "images", "group"),
     ("rangectl.commands.doctor", "doctor", "doctor", "command"),
@@ -33,17 +34,10 @@ COMMANDS: list[tuple[str, str, str, str]] = [
 ]
 
 
-def register_optional(app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
+    """Mount every command area on ``app``; a missing module or attribute is an error, never skipped."""
     for module, attr, name, kind in COMMANDS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name == module:
-                continue  # area not built yet
-            raise
-        obj = getattr(mod, attr, None)
-        if obj is None:
-            continue
+        obj = getattr(importlib.import_module(module), attr)
         if kind == "group":
             app.add_typer(obj, name=name)
         else:

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from rangectl.backend.engine import connect, local_endpoint_problem
+
 SETUP = "run scripts/setup.sh as root"
 
 
@@ -52,9 +54,12 @@ def _socket_path() -> str | None:
 def check_socket() -> Check:
     path = _socket_path()
     if path is None:
+        why = local_endpoint_problem(os.environ.get("DOCKER_HOST"))
         return Check(
-            "docker socket", True, f"DOCKER_HOST={os.environ.get('DOCKER_HOST')} (not a local socket)"
-        )
+            "docker socket", False, why or "not a local socket",
+            "unset DOCKER_HOST (or point it at unix:///var/run/docker.sock) and run rangectl on the engine's host",
+            status="FAIL",
+        )  # fmt: skip
     if not os.path.exists(path):
         return Check("docker socket", False, f"{path} does not exist", f"start the engine: {SETUP}")
     if not os.access(path, os.R_OK | os.W_OK):
@@ -69,10 +74,11 @@ def check_socket() -> Check:
 
 
 def check_engine():
+    why = local_endpoint_problem(os.environ.get("DOCKER_HOST"))
+    if why is not None:
+        return Check("docker engine", False, why, "run rangectl on the engine's host", status="FAIL"), None
     try:
-        import docker
-
-        c = docker.from_env(timeout=10)
+        c = connect(timeout=10)
         v = c.version()
         return Check(
             "docker engine", True, f"answers: version {v.get('Version', '?')}, API {v.get('ApiVersion', '?')}"

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 
 import typer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from rangectl.drill import process
 from rangectl.drill.runner import ClockState, clock_from_events, due_times, end_time, progress_from_events
-from rangectl.errors import RangeError, UsageError
+from rangectl.errors import UsageError
 from rangectl.scenario.durations import format_duration
 from rangectl.state import RangeState
 from rangectl.store import EventStore
@@ -32,20 +27,6 @@ def _store(range_name: str) -> tuple[RangeState, EventStore]:
 
 def _clock(store: EventStore) -> ClockState:
     return clock_from_events(list(store.events()))
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return b"drill" in fh.read()
-    except OSError:
-        return False
 
 
 def _view(st: RangeState, runner_or_none=None) -> Group:
@@ -93,54 +74,29 @@ def start(
     clock = _clock(store)
     if clock.status in ("stopped", "finished"):
         raise UsageError(f"the drill on '{range_name}' has {clock.status}; `rangectl drill status` shows the record")
-    pid = st.get("drill_pid")
-    if _pid_alive(pid) and pid != os.getpid():
-        raise UsageError(f"a drill runner is already running for '{range_name}' (pid {pid})")
+    process.ensure_not_running(st, range_name)
     if detach:
-        log = st.dir / "drill.log"
-        with open(log, "ab") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "rangectl.cli", "drill", "start", range_name, "--time-scale", str(time_scale), "--no-live"],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        st.update(drill_pid=proc.pid)
-        console.print(f"drill runner started in the background (pid {proc.pid}, log {log})", highlight=False)
+        pid, log = process.detach(st, range_name, time_scale)
+        console.print(f"drill runner started in the background (pid {pid}, log {log})", highlight=False)
         return
-    from rangectl.drill.wiring import build_runner
-    from rangectl.ranges import backend
-
-    st.update(drill_pid=os.getpid())
-    runner = build_runner(st, backend())
-    runner.start(time_scale)
-    stop = threading.Event()
-
-    def _term(signum, frame):  # noqa: ARG001
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _term)
-    thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
-    thread.start()
+    run = process.ForegroundRun(st, time_scale)
     try:
         if live and console.is_terminal:
             with Live(_view(st), console=console, refresh_per_second=2) as lv:
-                while thread.is_alive():
-                    thread.join(1.0)
+                while run.alive():
+                    run.join(1.0)
                     lv.update(_view(st))
         else:
             last = None
-            while thread.is_alive():
-                thread.join(2.0)
-                c = runner.clock
+            while run.alive():
+                run.join(2.0)
+                c = run.runner.clock
                 line = f"[{format_duration(c.drill_t())}] {c.status}"
                 if line != last and live:
                     print(line, flush=True)
                     last = line
     except KeyboardInterrupt:
-        stop.set()
-        thread.join(30)
+        run.interrupt(30)
         console.print("runner interrupted; `rangectl drill start` carries on from the record", highlight=False)
         raise typer.Exit(130) from None
     c = _clock(store)
@@ -207,7 +163,7 @@ def status(
         "drill_t": c.drill_t(),
         "time_scale": c.scale,
         "end": end_time(sc),
-        "runner_pid": st.get("drill_pid") if _pid_alive(st.get("drill_pid")) else None,
+        "runner_pid": process.runner_pid(st),
         "injects": rows,
     }
     if json_out:
@@ -227,15 +183,3 @@ def status(
             format_duration(r["fired_at"]) if r["fired_at"] is not None else "-", r["status"] or "-",
         )
     console.print(table)
-
-
-def wait_finished(range_name: str, timeout: float) -> ClockState:
-    """Block until the drill finishes or stops (for tests and the self-test)."""
-    _, store = _store(range_name)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        c = _clock(store)
-        if c.status in ("finished", "stopped"):
-            return c
-        time.sleep(0.5)
-    raise RangeError(f"drill on '{range_name}' did not finish within {timeout:.0f}s")

@@ -1,4 +1,4 @@
-"""Range commands: up, down, ls, status, exec, shell, logs."""
+"""Range commands: up, down, ls, status, exec, shell, logs, reset."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from rangectl import backend as backends
 from rangectl import ranges
+from rangectl.backend.base import NodeRef
 from rangectl.errors import RangeError
+from rangectl.state import RangeState
 
 console = Console()
 err = Console(stderr=True)
@@ -54,6 +57,9 @@ def up(
     ),
     seed: str | None = typer.Option(
         None, "--seed", help="Seed for the per-team variables (default: a fresh one, recorded with the range)."
+    ),
+    engine: str | None = typer.Option(
+        None, "--engine", envvar="RANGECTL_ENGINE", help="The engine to run on (default: docker, the local engine)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -95,7 +101,7 @@ def up(
         try:
             rep = ranges.up(
                 scenario, teams, name, not no_provision, note, ansible_note, keep_on_failure,
-                trust_playbooks=trust_playbooks, seed=seed,
+                trust_playbooks=trust_playbooks, seed=seed, engine=engine,
             )
         except KeyboardInterrupt:
             prog.stop()
@@ -171,7 +177,7 @@ def ls(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
     """List ranges: from the state folder and from labelled Docker resources."""
     from rangectl.state import list_ranges
 
-    found = ranges.backend().ranges()
+    found = backends.get().ranges()
     rows = {}
     for st in list_ranges():
         meta = st.meta()
@@ -186,9 +192,9 @@ def ls(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
         }
     for name, info in found.items():
         row = rows.setdefault(
-            name, {"range": name, "scenario": None, "teams": len(info["teams"]), "status": "orphaned"}
+            name, {"range": name, "scenario": None, "teams": len(info.teams), "status": "orphaned"}
         )
-        row.update(containers=info["containers"], running=info["running"], networks=info["networks"])
+        row.update(containers=info.containers, running=info.running, networks=info.networks)
     if json_out:
         print(json.dumps(list(rows.values()), indent=2))
         return
@@ -225,6 +231,10 @@ def status(
         raise typer.Exit(1)
 
 
+def _backend(range_name: str):
+    return backends.for_range(RangeState(range_name))
+
+
 def exec_(
     range_name: str = typer.Argument(..., metavar="RANGE"),
     node: str = typer.Argument(..., help="Node name."),
@@ -232,19 +242,12 @@ def exec_(
     team: int = typer.Option(1, "--team", "-t", min=1, help="Team whose copy of the node to use."),
 ) -> None:
     """Run a command in a node and print its output; exits with the command's status."""
-    be = ranges.backend()
-    c = be.find_running(range_name, node, team)
-    res = be.api.exec_create(c["Id"], cmd, stdout=True, stderr=True)
-    for chunk in be.api.exec_start(res["Id"], stream=True, demux=True):
-        out, errb = chunk
-        if out:
-            sys.stdout.buffer.write(out)
-            sys.stdout.flush()
-        if errb:
-            sys.stderr.buffer.write(errb)
-            sys.stderr.flush()
-    code = be.api.exec_inspect(res["Id"]).get("ExitCode") or 0
-    raise typer.Exit(code)
+    stream = _backend(range_name).exec_stream(NodeRef(range_name, team, node), cmd)
+    for fd, chunk in stream:
+        out = sys.stdout if fd == 1 else sys.stderr
+        out.buffer.write(chunk)
+        out.flush()
+    raise typer.Exit(stream.code)
 
 
 def shell(
@@ -253,11 +256,8 @@ def shell(
     team: int = typer.Option(1, "--team", "-t", min=1, help="Team whose copy of the node to use."),
 ) -> None:
     """Open an interactive shell in a node (enters the container's namespaces)."""
-    be = ranges.backend()
-    pid = be.running_pid(range_name, node, team)
-    argv = ["nsenter", "--target", str(pid), "--mount", "--uts", "--ipc", "--net", "--pid", "--",
-            "/bin/sh", "-c", "cd /root 2>/dev/null; exec /bin/bash -l 2>/dev/null || exec /bin/sh -l"]
-    os.execvp("nsenter", argv)
+    argv = _backend(range_name).shell_argv(NodeRef(range_name, team, node))
+    os.execvp(argv[0], argv)
 
 
 def logs(
@@ -268,12 +268,34 @@ def logs(
     tail: int = typer.Option(200, "--tail", help="Lines from the end."),
 ) -> None:
     """Print a node's container log."""
-    be = ranges.backend()
-    c = be.find(range_name, node, team)
-    out = be.api.logs(c["Id"], stream=follow, follow=follow, tail=tail)
-    if follow:
-        for chunk in out:
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.flush()
-    else:
-        sys.stdout.buffer.write(out)
+    for chunk in _backend(range_name).logs(NodeRef(range_name, team, node), follow=follow, tail=tail):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+
+
+def reset(
+    range_name: str = typer.Argument(..., metavar="RANGE"),
+    node: str = typer.Argument(..., help="Node name."),
+    team: int = typer.Option(1, "--team", "-t", min=1, help="Team whose copy of the node to re-create."),
+    no_provision: bool = typer.Option(False, "--no-provision", help="Skip the node's playbooks."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Re-create one node of one team from its image and playbooks (same addresses and routes).
+
+    A running drill carries on; its checks and availability probes reach the new container.
+    The reset is recorded in the range's events (`node.reset`)."""
+    from rangectl.store import EventStore
+
+    res = ranges.reset_node(range_name, node, team, provision=not no_provision)
+    st = RangeState(range_name)
+    with EventStore(st.db_path) as store:
+        store.append("node.reset", {"node": node, "container": res["container"], "provisioned": res["provisioned"]},
+                     team=team, actor="trainer")  # fmt: skip
+    if json_out:
+        print(json.dumps(res, indent=2))
+        return
+    console.print(
+        f"reset {node} of team {team}: container {res['container']} "
+        f"({', '.join(f'{k}={v}' for k, v in res['addresses'].items())}), {res['seconds']:.1f}s",
+        highlight=False,
+    )

@@ -2,7 +2,7 @@
 
 ``app`` is the ``rangectl traffic`` group; ``inject`` and ``replay`` are plain
 functions that rangectl/commands/__init__.py registers as top-level commands.
-The work is in :mod:`rangectl.inject` and :mod:`rangectl.traffic`.
+The work is in :mod:`rangectl.drill.inject` and :mod:`rangectl.traffic`.
 """
 
 from __future__ import annotations
@@ -138,11 +138,11 @@ def _print(title: str, rows: list[dict[str, Any]], recorded: list[int]) -> None:
 
 
 def _open(range_name: str):
-    from rangectl import ranges
+    from rangectl import backend as backends
     from rangectl.state import RangeState
 
     state = RangeState.open(range_name)
-    return state, state.scenario(), state.plan(), ranges.backend()
+    return state, state.scenario(), state.plan(), backends.for_range(state)
 
 
 def _finish(results: list[dict[str, Any]], failures: list[tuple[int, RangeError]], json_out: bool, title: str) -> None:
@@ -180,7 +180,7 @@ def inject(
     manual: true; the drill's own run of the inject still happens on time).
     Exit 1 when a run fails or is refused, 4 for an unknown range, inject, node or team.
     """
-    from rangectl.inject import record, run_traffic_inject, team_plan
+    from rangectl.drill.inject import record, run_traffic_inject, team_plan
 
     if team and all_teams:
         raise UsageError("give --team or --all-teams, not both")
@@ -268,7 +268,7 @@ def replay(
     is sent) unless --drop-outside. Recorded as an `inject.done` event with
     inject null (actor trainer, manual: true).
     """
-    from rangectl.inject import node_plan, parse_map, record, run_replay, team_plan
+    from rangectl.drill.inject import node_plan, parse_map, record, run_replay, team_plan
 
     timings = [n for n, v in (("--speed", speed), ("--pps", pps), ("--topspeed", topspeed or None)) if v is not None]
     if len(timings) > 1:

@@ -6,6 +6,11 @@ contains/absent), ``dns`` (answer or NXDOMAIN from a node's resolver),
 ``file`` (a path in a node contains text), ``command`` (exit status of a
 command in a node). Availability probes use the same primitives.
 
+Probes run through the backend's execution seam (:mod:`rangectl.backend.nodeexec`): the
+socket primitives below run as the node job :func:`probe_job` in the vantage node, so the
+same check works whichever engine holds the node. Check kinds are registered in
+:data:`CHECKS` (one function per kind, like the traffic generators' registry).
+
 Every probe has a timeout, and it is an absolute deadline for the whole probe
 (connect, send and every read together), not a limit per read: a target that
 answers a byte at a time or floods replies with the wrong id gets no more
@@ -22,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rangectl.answers import check_answer
+from rangectl.backend.nodeexec import Job, JobControl, node_job
 from rangectl.plan import TeamPlan
 from rangectl.scenario.model import Answer, Availability, Check, Scenario
 from rangectl.scenario.vantage import PROBE, probe_host
@@ -43,32 +50,34 @@ class VantageRefused(Exception):
     """A probe asked to run from a node trainees control (docs/scoring.md, "Probe vantage")."""
 
 
+RunIn = Callable[[str, Job], Any]  # (node of the team, job) -> the job's result (the execution seam)
+ExecIn = Callable[[str, list[str], float], tuple[int, str]]  # (node, argv, deadline s) -> (code, output)
+
+
 class Vantage:
-    """How a probe reaches a node of one team: its netns path and its container.
+    """How probes reach the nodes of one team: jobs run in a node, commands exec'd in one.
 
     Probes run from :data:`rangectl.plan.PROBE` (rangectl's hidden probe node) or from a
-    scenario node trainees do not control; :meth:`netns` refuses a blue node even if a
+    scenario node trainees do not control; :meth:`probe` refuses a blue node even if a
     scenario that validation would refuse got this far."""
 
-    def __init__(self, team: TeamPlan, netns_of: Callable[[str], str], exec_in: Callable[[str, list[str], float], tuple[int, str]]):
+    def __init__(self, team: TeamPlan, run_in: RunIn, exec_in: ExecIn):
         self.team = team
-        self.netns_of = netns_of
+        self.run_in = run_in
         self.exec_in = exec_in
 
-    def netns(self, node: str) -> str:
-        """The network namespace a probe ``from`` node runs in."""
+    def vantage(self, node: str) -> str:
+        """``node``, if probes may run from it (VantageRefused for a node trainees control)."""
         if node != PROBE and any(n.name == node and n.role == "blue" for n in self.team.nodes):
             raise VantageRefused(f"refused to probe from '{node}': trainees control it; probes run from '{PROBE}'")
-        return self.netns_of(node)
+        return node
+
+    def probe(self, node: str, kind: str, *args: Any) -> Any:
+        """Run socket primitive ``kind`` (see :data:`PRIMITIVES`) with ``args`` in ``node``."""
+        return self.run_in(self.vantage(node), Job.of(probe_job, kind=kind, args=list(args)))
 
 
-# --- socket primitives (run inside a netns) -------------------------------------
-
-
-def _in_ns(netns_path: str, fn: Callable[..., Any], *args: Any) -> Any:
-    from rangectl.netns import run_in_netns
-
-    return run_in_netns(netns_path, fn, *args)
+# --- socket primitives (run inside the vantage node, as the job probe_job) ---------------
 
 
 def _deadline(timeout: float) -> float:
@@ -238,17 +247,32 @@ def dns_query(server: str, name: str, qtype: str, timeout: float) -> tuple[str |
         s.close()
 
 
+#: the primitives a probe job may run, by name
+PRIMITIVES: dict[str, Callable[..., Any]] = {
+    "tcp": tcp_connect,
+    "udp": udp_probe,
+    "icmp": icmp_ping,
+    "http": http_get,
+    "dns": dns_query,
+}
+
+
+@node_job
+def probe_job(ctl: JobControl, kind: str, args: list[Any]) -> Any:
+    """One socket primitive, in the node the job runs in (its own timeout bounds it)."""
+    return PRIMITIVES[kind](*args)
+
+
 # --- checks --------------------------------------------------------------------
 
 
 def _flow(v: Vantage, src: str, dst: str, proto: str, port: int | None, timeout: float) -> tuple[bool, str]:
     ip = str(v.team.ip_of(dst))
-    ns = v.netns(src)
-    if proto == "tcp":
-        return _in_ns(ns, tcp_connect, ip, port, timeout)
-    if proto == "udp":
-        return _in_ns(ns, udp_probe, ip, port, timeout)
-    return _in_ns(ns, icmp_ping, ip, timeout)
+    if proto == "icmp":
+        ok, detail = v.probe(src, "icmp", ip, timeout)
+    else:
+        ok, detail = v.probe(src, proto, ip, port, timeout)
+    return bool(ok), detail
 
 
 def control_vantage(scenario: Scenario, exclude: set[str]) -> str | None:
@@ -267,63 +291,91 @@ def run_check(scenario: Scenario, check: Check, v: Vantage, timeout: float = DEF
     return res
 
 
+CheckFn = Callable[[Scenario, Any, Vantage, float], CheckResult]
+
+#: check kind -> the function that runs it (``register_check`` adds one; docs/architecture.md)
+CHECKS: dict[str, CheckFn] = {}
+
+
+def register_check(kind: str) -> Callable[[CheckFn], CheckFn]:
+    def add(fn: CheckFn) -> CheckFn:
+        CHECKS[kind] = fn
+        return fn
+
+    return add
+
+
 def _run_check(scenario: Scenario, check: Check, v: Vantage, timeout: float) -> CheckResult:
-    kind = check.kind
-    spec = check.spec
-    if kind == "reachable":
-        ok, detail = _flow(v, spec.from_, spec.to, spec.proto, spec.port, timeout)
-        return CheckResult(ok, detail)
-    if kind == "blocked":
-        ok, detail = _flow(v, spec.from_, spec.to, spec.proto, spec.port, timeout)
-        if ok:
-            return CheckResult(False, f"not blocked: {detail}")
-        # A block, not an outage: the service must still answer someone else.
-        ctrl = None if spec.outage_ok else (spec.control or control_vantage(scenario, {spec.from_, spec.to}))
-        if ctrl is not None:
-            cok, cdetail = _flow(v, ctrl, spec.to, spec.proto, spec.port, timeout)
-            if not cok:
-                return CheckResult(False, f"{spec.to} is down for {ctrl} too ({cdetail}): an outage is not a block")
-        return CheckResult(True, f"blocked: {detail}")
-    if kind == "http":
-        ip = str(v.team.ip_of(spec.to))
-        status, body, detail = _in_ns(v.netns(spec.from_), http_get, ip, spec.port, spec.path, timeout)
-        if status != spec.status:
-            return CheckResult(False, f"{detail} (want {spec.status})")
-        if spec.contains is not None and spec.contains not in body:
-            return CheckResult(False, f"{detail}: body lacks the expected text")
-        if spec.absent is not None and spec.absent in body:
-            return CheckResult(False, f"{detail}: body still has the unwanted text")
+    return CHECKS[check.kind](scenario, check.spec, v, timeout)
+
+
+@register_check("reachable")
+def _reachable(scenario: Scenario, spec: Any, v: Vantage, timeout: float) -> CheckResult:
+    ok, detail = _flow(v, spec.from_, spec.to, spec.proto, spec.port, timeout)
+    return CheckResult(ok, detail)
+
+
+@register_check("blocked")
+def _blocked(scenario: Scenario, spec: Any, v: Vantage, timeout: float) -> CheckResult:
+    ok, detail = _flow(v, spec.from_, spec.to, spec.proto, spec.port, timeout)
+    if ok:
+        return CheckResult(False, f"not blocked: {detail}")
+    # A block, not an outage: the service must still answer someone else.
+    ctrl = None if spec.outage_ok else (spec.control or control_vantage(scenario, {spec.from_, spec.to}))
+    if ctrl is not None:
+        cok, cdetail = _flow(v, ctrl, spec.to, spec.proto, spec.port, timeout)
+        if not cok:
+            return CheckResult(False, f"{spec.to} is down for {ctrl} too ({cdetail}): an outage is not a block")
+    return CheckResult(True, f"blocked: {detail}")
+
+
+@register_check("http")
+def _http(scenario: Scenario, spec: Any, v: Vantage, timeout: float) -> CheckResult:
+    ip = str(v.team.ip_of(spec.to))
+    status, body, detail = v.probe(spec.from_, "http", ip, spec.port, spec.path, timeout)
+    if status != spec.status:
+        return CheckResult(False, f"{detail} (want {spec.status})")
+    if spec.contains is not None and spec.contains not in body:
+        return CheckResult(False, f"{detail}: body lacks the expected text")
+    if spec.absent is not None and spec.absent in body:
+        return CheckResult(False, f"{detail}: body still has the unwanted text")
+    return CheckResult(True, detail)
+
+
+@register_check("dns")
+def _dns(scenario: Scenario, spec: Any, v: Vantage, timeout: float) -> CheckResult:
+    server = str(v.team.ip_of(spec.server))
+    rcode, answers, detail = v.probe(spec.from_, "dns", server, spec.name, spec.type, timeout)
+    if spec.nxdomain:
+        return CheckResult(rcode == "NXDOMAIN" or (rcode == "NOERROR" and not answers), detail)
+    if rcode != "NOERROR" or not answers:
+        return CheckResult(False, detail)
+    if spec.expect is None:
         return CheckResult(True, detail)
-    if kind == "dns":
-        server = str(v.team.ip_of(spec.server))
-        rcode, answers, detail = _in_ns(v.netns(spec.from_), dns_query, server, spec.name, spec.type, timeout)
-        if spec.nxdomain:
-            return CheckResult(rcode == "NXDOMAIN" or (rcode == "NOERROR" and not answers), detail)
-        if rcode != "NOERROR" or not answers:
-            return CheckResult(False, detail)
-        if spec.expect is None:
-            return CheckResult(True, detail)
-        return CheckResult(any(dns_answer_matches(spec.expect, a, v.team) for a in answers), detail)
-    if kind == "file":
-        code, out = v.exec_in(spec.node, ["cat", spec.path], timeout)
-        if code != 0:
-            return CheckResult(False, f"{spec.node}:{spec.path} unreadable")
-        if spec.contains is not None and spec.contains not in out:
-            return CheckResult(False, f"{spec.node}:{spec.path} lacks the expected text")
-        if spec.absent is not None and spec.absent in out:
-            return CheckResult(False, f"{spec.node}:{spec.path} still has the unwanted text")
-        return CheckResult(True, f"{spec.node}:{spec.path} as expected")
-    if kind == "command":
-        code, out = v.exec_in(spec.node, ["sh", "-c", spec.run], max(timeout, 10.0))
-        return CheckResult(code == spec.exit, f"{spec.node}: exit {code} (want {spec.exit})")
-    raise AssertionError(kind)
+    return CheckResult(any(dns_answer_matches(spec.expect, a, v.team) for a in answers), detail)
+
+
+@register_check("file")
+def _file(scenario: Scenario, spec: Any, v: Vantage, timeout: float) -> CheckResult:
+    code, out = v.exec_in(spec.node, ["cat", spec.path], timeout)
+    if code != 0:
+        return CheckResult(False, f"{spec.node}:{spec.path} unreadable")
+    if spec.contains is not None and spec.contains not in out:
+        return CheckResult(False, f"{spec.node}:{spec.path} lacks the expected text")
+    if spec.absent is not None and spec.absent in out:
+        return CheckResult(False, f"{spec.node}:{spec.path} still has the unwanted text")
+    return CheckResult(True, f"{spec.node}:{spec.path} as expected")
+
+
+@register_check("command")
+def _command(scenario: Scenario, spec: Any, v: Vantage, timeout: float) -> CheckResult:
+    code, out = v.exec_in(spec.node, ["sh", "-c", spec.run], max(timeout, 10.0))
+    return CheckResult(code == spec.exit, f"{spec.node}: exit {code} (want {spec.exit})")
 
 
 def dns_answer_matches(expect: str | Answer, answer: str, team: TeamPlan) -> bool:
     """One DNS answer against the check's ``expect``: a literal (case-folded, trailing dot
     ignored) or an answer spec (``ip_of``, ``value``, ``one_of``, ``regex``) as scoring reads it."""
-    from rangectl.answers import check_answer
-
     answer = answer.rstrip(".")
     if isinstance(expect, str):
         return answer.lower() == expect.rstrip(".").lower()
@@ -359,14 +411,17 @@ def availability_probe(scenario: Scenario, av: Availability, v: Vantage) -> Chec
     svc = next(s for s in scenario.nodes[av.node].services if s.name == av.service)
     probe = av.probe or ("http" if av.service in ("http", "https") else "udp" if svc.proto == "udp" else "tcp")
     ip = str(v.team.ip_of(av.node))
-    ns = v.netns(availability_vantage(scenario, av))
+    frm = availability_vantage(scenario, av)
     if probe == "http":
-        status, body, detail = _in_ns(ns, http_get, ip, svc.port, av.path, av.timeout)
+        status, body, detail = v.probe(frm, "http", ip, svc.port, av.path, av.timeout)
         ok, detail = content_verdict(av, status, body, detail)
     elif probe == "udp":
-        ok, detail = _in_ns(ns, udp_probe, ip, svc.port, av.timeout)
+        ok, detail = v.probe(frm, "udp", ip, svc.port, av.timeout)
     else:
-        ok, detail = _in_ns(ns, tcp_connect, ip, svc.port, av.timeout)
+        ok, detail = v.probe(frm, "tcp", ip, svc.port, av.timeout)
     return CheckResult(bool(ok), detail, time.monotonic() - t0)
 
 
+
+
+assert set(CHECKS) == {"blocked", "reachable", "http", "dns", "file", "command"}, "every check kind has a runner"

@@ -7,8 +7,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from rangectl.backend.docker import DockerBackend
+from rangectl.backend.base import Backend, NodeRef
+from rangectl.backend.nodeexec import Job
 from rangectl.drill.checks import Vantage, availability_probe, run_check
+from rangectl.drill.inject import run_traffic_inject
 from rangectl.drill.runner import DrillRunner
 from rangectl.errors import NotFound as RangeNotFound
 from rangectl.plan import Plan
@@ -22,12 +24,12 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class RangeProbes:
-    """Per-team vantages onto a running range (netns paths and exec), from the Docker backend.
+    """Per-team vantages onto a running range: probe jobs and execs through the backend's seam.
 
     Network probes run in the team's probe node (:data:`rangectl.plan.PROBE`) unless the
     scenario names another vantage that trainees do not control (docs/scoring.md)."""
 
-    def __init__(self, state: RangeState, plan: Plan, backend: DockerBackend):
+    def __init__(self, state: RangeState, plan: Plan, backend: Backend):
         self.state = state
         self.plan = plan
         self.backend = backend
@@ -35,9 +37,9 @@ class RangeProbes:
     def vantage(self, team: int) -> Vantage:
         rng = self.state.name
 
-        def netns_of(node: str) -> str:
+        def run_in(node: str, job: Job) -> Any:
             try:
-                pid = self.backend.running_pid(rng, node, team)
+                return self.backend.nodes_exec.run(NodeRef(rng, team, node), job)
             except RangeNotFound:
                 if node != PROBE:
                     raise
@@ -45,12 +47,11 @@ class RangeProbes:
                     f"range '{rng}' has no probe node for team {team} (made before probes had their own node)",
                     fix=f"run `rangectl up` for range '{rng}' again to add it",
                 ) from None
-            return f"/proc/{pid}/ns/net"
 
         def exec_in(node: str, argv: list[str], timeout: float) -> tuple[int, str]:
-            return self.backend.exec(rng, node, team, argv, timeout=timeout)
+            return self.backend.exec(NodeRef(rng, team, node), argv, timeout=timeout)
 
-        return Vantage(self.plan.team(team), netns_of, exec_in)
+        return Vantage(self.plan.team(team), run_in, exec_in)
 
 
 def for_team(spec: M, values: Mapping[str, str]) -> M:
@@ -91,7 +92,7 @@ def record_message(
     return store.append("message", data, team=team, actor=actor)
 
 
-def build_runner(state: RangeState, backend: DockerBackend, on_tick=None) -> DrillRunner:
+def build_runner(state: RangeState, backend: Backend, on_tick=None) -> DrillRunner:
     scenario: Scenario = state.scenario()
     plan = state.plan()
     store = EventStore(state.db_path)
@@ -101,8 +102,6 @@ def build_runner(state: RangeState, backend: DockerBackend, on_tick=None) -> Dri
         if inj.message is not None:
             record_message(store, inj, team, drill_t, values=plan.team(team).values)
             return {"message": True}
-        from rangectl.inject import run_traffic_inject
-
         # `duration` of traffic is drill time: scaled by the drill clock's speed
         return run_traffic_inject(state, scenario, plan, backend, team, inj, time_scale=runner.clock.scale)
 

@@ -16,14 +16,7 @@ from rangectl.traffic.base import (
     TrafficResult,
 )
 from rangectl.traffic.generators import GENERATORS, describe, parse_params, run_traffic
-
-
-def replay_pcap(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy wrapper
-    """See :func:`rangectl.traffic.pcap.replay_pcap`."""
-    from rangectl.traffic.pcap import replay_pcap as _replay
-
-    return _replay(*args, **kwargs)
-
+from rangectl.traffic.replay import replay_pcap
 
 __all__ = [
     "GENERATORS",

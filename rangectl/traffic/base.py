@@ -58,8 +58,9 @@ def _ip(v: Any) -> IPv4 | None:
 class TrafficContext:
     """Where and how a generator runs.
 
-    netns_path:       the source node's network namespace (``/proc/<pid>/ns/net``,
-                      ``/run/netns/NAME``); None = the caller's own namespace.
+    netns_path:       a network namespace file to run in (``ip netns``'s
+                      ``/run/netns/NAME``); None = the caller's own namespace (a node job
+                      already runs in its node: rangectl.traffic.jobs).
     allowed_subnets:  the only networks packets may be addressed to (the team's
                       range). Empty = nothing may be sent.
     dst_ip:           the target node's address (None only for ``pcap``).

@@ -9,10 +9,12 @@ import time
 
 import pytest
 
+from rangectl import backend as backends
 from rangectl import ranges
+from rangectl.backend.base import NodeRef
 from rangectl.drill.checks import availability_probe
+from rangectl.drill.inject import run_traffic_inject
 from rangectl.drill.wiring import RangeProbes, for_team
-from rangectl.inject import run_traffic_inject
 from rangectl.state import RangeState
 from tests.conftest import ROOT, leftovers
 
@@ -43,10 +45,10 @@ def _portal_up(st, plan, be, team: int):
 
 def test_the_flood_downs_the_idle_teams_portal_and_the_edge_filter_saves_team_1(tet):
     st = RangeState.open(tet)
-    plan, be, sc = st.plan(), ranges.backend(), st.scenario()
+    plan, be, sc = st.plan(), backends.for_range(st), st.scenario()
     assert _portal_up(st, plan, be, 1)[0] and _portal_up(st, plan, be, 2)[0]
     botnet = plan.team(1).ip_of("botnet")
-    rc, out = be.exec(tet, "edge", 1, ["iptables", "-I", "RANGECTL-FILTER", "-s", f"{botnet}/28", "-j", "DROP"])
+    rc, out = be.exec(NodeRef(tet, 1, "edge"), ["iptables", "-I", "RANGECTL-FILTER", "-s", f"{botnet}/28", "-j", "DROP"])
     assert rc == 0, out
     flood = sc.inject("flood")
     truths: dict[int, dict] = {}
@@ -81,12 +83,12 @@ def test_the_flood_downs_the_idle_teams_portal_and_the_edge_filter_saves_team_1(
 
 def test_a_defaced_home_page_is_down_until_restored(tet):
     st = RangeState.open(tet)
-    plan, be = st.plan(), ranges.backend()
-    rc, out = be.exec(tet, "portal", 2, ["sh", "-c", "echo '<h1>Hacked by Ghost-Tet Team</h1>' > /srv/www/index.html"])
+    plan, be = st.plan(), backends.for_range(st)
+    rc, out = be.exec(NodeRef(tet, 2, "portal"), ["sh", "-c", "echo '<h1>Hacked by Ghost-Tet Team</h1>' > /srv/www/index.html"])
     assert rc == 0, out
     up, detail = _portal_up(st, plan, be, 2)
     assert not up and "lacks" in detail
     assert _portal_up(st, plan, be, 1)[0]  # the other team's portal is untouched
-    rc, out = be.exec(tet, "portal", 2, ["cp", "/var/backups/portal/index.html", "/srv/www/index.html"])
+    rc, out = be.exec(NodeRef(tet, 2, "portal"), ["cp", "/var/backups/portal/index.html", "/srv/www/index.html"])
     assert rc == 0, out
     assert _portal_up(st, plan, be, 2)[0]

@@ -151,7 +151,7 @@ def capture(client, node: str, bpf: str, out: Path):
 
 def _ipv4_packets(path: Path) -> list[bytes]:
     from rangectl.traffic.packets import ipv4_from_link
-    from rangectl.traffic.pcap import read_capture
+    from rangectl.traffic.pcapfile import read_capture
 
     out = []
     for cp in read_capture(path):

@@ -407,11 +407,13 @@ def _ssh(r, base: int, team: int, command: str, timeout: int = 30) -> subprocess
 
 @docker_only
 def test_docker_exec_is_killed_at_its_deadline(docker_engine, rng):
-    from rangectl.ranges import backend
+    from rangectl import backend as backends
+    from rangectl.backend.base import NodeRef
 
-    be = backend()
+    be = backends.get()
+    soc = NodeRef(rng["name"], 1, "soc")
     t0 = time.monotonic()
-    code, out = be.exec(rng["name"], "soc", 1, ["sh", "-c", "trap '' TERM INT; sleep 1000"], timeout=2)
+    code, out = be.exec(soc, ["sh", "-c", "trap '' TERM INT; sleep 1000"], timeout=2)
     took = time.monotonic() - t0
     print(f"[measure] exec ignoring TERM, deadline 2s: returned in {took:.2f}s")
     assert code == 124 and "deadline" in out
@@ -419,13 +421,13 @@ def test_docker_exec_is_killed_at_its_deadline(docker_engine, rng):
     # a FIFO read: the trainee's trap of the finding
     _sh(docker_engine, rng, 1, "rm -f /tmp/trap; mkfifo /tmp/trap")
     t0 = time.monotonic()
-    code, _ = be.exec(rng["name"], "soc", 1, ["cat", "/tmp/trap"], timeout=1.5)
+    code, _ = be.exec(soc, ["cat", "/tmp/trap"], timeout=1.5)
     assert code == 124 and time.monotonic() - t0 < 3
     time.sleep(0.3)
     _, ps = _sh(docker_engine, rng, 1, "ps -eo args")
     assert "sleep 1000" not in ps and "cat /tmp/trap" not in ps, ps  # killed, not left behind
     # an ordinary exec still gives its code and output
-    assert be.exec(rng["name"], "soc", 1, ["sh", "-c", "echo hi; exit 3"], timeout=5) == (3, "hi\n")
+    assert be.exec(soc, ["sh", "-c", "echo hi; exit 3"], timeout=5) == (3, "hi\n")
 
 
 @docker_only

@@ -33,7 +33,7 @@ import pytest
 
 from rangectl import netns
 from rangectl.traffic import TrafficContext, TrafficRefused, replay_pcap, run_traffic
-from rangectl.traffic.pcap import read_capture
+from rangectl.traffic.pcapfile import read_capture
 from rangectl.traffic.sniff import ArrivalCounter
 
 pytestmark = [

@@ -24,6 +24,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
+from rangectl import backend as backends
 from rangectl import labels as L
 from rangectl import ranges
 from rangectl.backend.docker import container_name, net_name, remove_bridge_rules
@@ -61,7 +62,7 @@ def rng(docker_engine, built_images, tmp_path_factory):
     try:
         rep = ranges.up(SCENARIO, teams=1, name=RANGE, provision=False)
         st = RangeState.open(RANGE)
-        yield rep, st, ranges.backend()
+        yield rep, st, backends.for_range(st)
     finally:
         ranges.down(RANGE)
         cs, ns = leftovers(docker_engine, RANGE)
@@ -76,14 +77,14 @@ def _exec(client, node: str, cmd: str, team: int = 1) -> tuple[int, str]:
 
 
 def _ns(be, node: str, team: int = 1) -> str:
-    return f"/proc/{be.running_pid(RANGE, node, team)}/ns/net"
+    return f"/proc/{be.running_pid(RANGE, node, team)}/ns/net"  # the Docker backend's own (test only)
 
 
 class WorkstationVantage(checks.Vantage):
     """The vantage rangectl used before: probes from whatever node is named, blue included."""
 
-    def netns(self, node: str) -> str:
-        return self.netns_of(node)
+    def vantage(self, node: str) -> str:
+        return node
 
 
 def _wait(pred, timeout: float = 30.0) -> bool:
@@ -160,7 +161,7 @@ def test_a_redirect_in_the_workstation_no_longer_fakes_the_portal(docker_engine,
     # the attack works against the workstation's vantage ...
     status, body, detail = run_in_netns(soc_ns, checks.http_get, portal_ip, 80, "/", 2.0)
     assert status == 200 and "Online public services" in body and "stub" in body, detail
-    old = WorkstationVantage(t, RangeProbes(st, rep.plan, be).vantage(1).netns_of, lambda *a: (1, ""))
+    old = WorkstationVantage(t, RangeProbes(st, rep.plan, be).vantage(1).run_in, lambda *a: (1, ""))
     av_soc = Availability.model_validate({**sc.availability[0].model_dump(by_alias=True), "from": "soc"})
     assert checks.availability_probe(sc, av_soc, old).passed
     http_soc = sc.objective("restore-page").check.model_copy(deep=True)

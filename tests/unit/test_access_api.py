@@ -35,7 +35,7 @@ from rangectl.state import RangeState
 from rangectl.store import EventStore
 
 ROOT = Path(__file__).resolve().parents[2]
-RESPOND = ROOT / "rangectl" / "data" / "respond.py"
+RESPOND = ROOT / "rangectl" / "node_files" / "respond.py"
 API = "/api/v1"
 
 # Distinctive strings that must never reach a team: answer keys, check definitions, report keys,
@@ -943,6 +943,8 @@ def test_gateway_in_a_network_namespace(tmp_path, rng):
     from rangectl.access.gateway import Gateway
     from rangectl.access.install import WS_SSH_PORT
     from rangectl.access.server import ServeOptions, api_socket_path, serve_in_thread
+    from rangectl.backend.base import NodeRef
+    from rangectl.backend.nodeexec import LocalNodeExec
 
     if os.geteuid() != 0 or not Path("/usr/sbin/ip").exists() and not Path("/sbin/ip").exists():
         pytest.skip("needs root and iproute2")
@@ -974,7 +976,7 @@ def test_gateway_in_a_network_namespace(tmp_path, rng):
         gw = Gateway(
             [1],
             str(api_socket_path(rng)),
-            resolve=lambda team: ("fake-container", pid),
+            attach=lambda team: LocalNodeExec(lambda ref: ("fake-container", pid)).attach(NodeRef("r", team, "ws")),
             exec_in=None,
             ssh_bind="127.0.0.1",
             ssh_base=base,

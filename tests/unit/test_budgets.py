@@ -21,15 +21,14 @@ from fastapi.testclient import TestClient
 
 from rangectl.access.api import create_app
 from rangectl.access.ratelimit import RateLimit, TeamBudget
-from rangectl.access.service import (
+from rangectl.access.refusals import (
     REFUSAL_SAMPLES,
     REFUSED_KIND,
     SAMPLE_BYTES,
     THROTTLED_KIND,
     RefusalLog,
-    Settings,
-    TeamService,
 )
+from rangectl.access.service import Settings, TeamService
 from rangectl.drill.runner import DrillRunner
 from rangectl.plan import plan
 from rangectl.scenario.model import Scenario

@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from rangectl.backend.nodeexec import run_here
 from rangectl.drill import checks
 from rangectl.plan import plan
 from rangectl.scenario.model import Scenario
@@ -55,8 +56,8 @@ def _probe(monkeypatch, site, **av):
     scenario = Scenario.model_validate(sc)
     tp = plan(scenario, 1).team(1)
     monkeypatch.setattr(tp, "ip_of", lambda node: "127.0.0.1")
-    monkeypatch.setattr(checks, "_in_ns", lambda ns, fn, *args: fn(*args))  # loopback stands in for the range
-    v = checks.Vantage(tp, lambda node: f"/netns/{node}", lambda *a: (0, ""))
+    # loopback stands in for the range: the probe job runs here, through JSON like on a node
+    v = checks.Vantage(tp, lambda node, job: run_here(job), lambda *a: (0, ""))
     return checks.availability_probe(scenario, scenario.availability[0], v)
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from rangectl.backend import images as I
+from rangectl.backend.images import debootstrap as D
+from rangectl.backend.images import recipes as I
 from tests.conftest import ROOT
 
 IMAGES = ROOT / "images"
@@ -81,7 +82,7 @@ def test_base_recipe_files_are_valid():
         r = subprocess.run(["bash", "-n", str(f)], capture_output=True, text=True)
         assert r.returncode == 0, f"{f}: {r.stderr}"
     assert os.access(svc, os.X_OK) and os.access(policy, os.X_OK)
-    assert "python3" in I._base_packages()  # Ansible needs it on every node
+    assert "python3" in I.base_packages()  # Ansible needs it on every node
 
 
 def test_python_in_recipes_compiles():
@@ -169,7 +170,7 @@ def _etc(tmp_path: Path, sources: str | None = None, listfile: str | None = None
 
 
 def test_mirror_from_deb822_skips_security(tmp_path, monkeypatch):
-    monkeypatch.delenv(I.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(D.MIRROR_ENV, raising=False)
     etc = _etc(
         tmp_path,
         sources=(
@@ -179,11 +180,11 @@ def test_mirror_from_deb822_skips_security(tmp_path, monkeypatch):
             "Suites: bookworm bookworm-updates\nComponents: main\n"
         ),
     )
-    assert I.debian_mirror(etc) == "http://mirror.example.test/debian"
+    assert D.debian_mirror(etc) == "http://mirror.example.test/debian"
 
 
 def test_mirror_from_one_line_sources_list(tmp_path, monkeypatch):
-    monkeypatch.delenv(I.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(D.MIRROR_ENV, raising=False)
     etc = _etc(
         tmp_path,
         listfile=(
@@ -191,15 +192,15 @@ def test_mirror_from_one_line_sources_list(tmp_path, monkeypatch):
             "deb [arch=amd64 signed-by=/x.gpg] http://mirror.example.test/debian bookworm main\n"
         ),
     )
-    assert I.debian_mirror(etc) == "http://mirror.example.test/debian"
+    assert D.debian_mirror(etc) == "http://mirror.example.test/debian"
 
 
 def test_mirror_env_wins_and_none_found_is_an_environment_problem(tmp_path, monkeypatch):
-    monkeypatch.setenv(I.MIRROR_ENV, "http://env.example.test/debian")
-    assert I.debian_mirror(_etc(tmp_path)) == "http://env.example.test/debian"
-    monkeypatch.delenv(I.MIRROR_ENV)
-    with pytest.raises(I.EnvironmentProblem):
-        I.debian_mirror(tmp_path / "etc")
+    monkeypatch.setenv(D.MIRROR_ENV, "http://env.example.test/debian")
+    assert D.debian_mirror(_etc(tmp_path)) == "http://env.example.test/debian"
+    monkeypatch.delenv(D.MIRROR_ENV)
+    with pytest.raises(D.EnvironmentProblem):
+        D.debian_mirror(tmp_path / "etc")
 
 
 # -- the service code of two images, run here on loopback ------------------------------------

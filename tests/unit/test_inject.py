@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,8 +11,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from rangectl.drill.inject import (
+    REPLAY_EVENT,
+    Watch,
+    ground_truth,
+    parse_map,
+    record,
+    run_job,
+    run_traffic_inject,
+)
 from rangectl.errors import NotFound, RangeError, UsageError
-from rangectl.inject import REPLAY_EVENT, Watch, ground_truth, parse_map, record, run_job, run_traffic_inject
 from rangectl.plan import plan as make_plan
 from rangectl.scenario.validate import load_scenario
 from rangectl.traffic import TrafficRefused, TrafficResult
@@ -52,18 +59,22 @@ class FakeState:
 
 
 class FakeBackend:
-    """running_pid: our own process for running nodes (so the namespace path exists), an error otherwise."""
+    """running(): fine for running nodes, the backend's errors for stopped and missing ones; no
+    job may start (the tests here fail before anything runs in a node)."""
 
     def __init__(self, stopped: set[str] = frozenset(), missing: set[str] = frozenset()):
         self.stopped, self.missing, self.asked = stopped, missing, []
 
-    def running_pid(self, rng: str, node: str, team: int) -> int:
-        self.asked.append((node, team))
-        if node in self.missing:
-            raise NotFound(f"range '{rng}' has no node '{node}' for team {team}", fix="see `rangectl status`")
-        if node in self.stopped:
-            raise RangeError(f"node '{node}' of team {team} is not running (exited)", fix="run `rangectl up` again")
-        return os.getpid()
+    def running(self, ref):
+        self.asked.append((ref.node, ref.team))
+        if ref.node in self.missing:
+            raise NotFound(f"range '{ref.range}' has no node '{ref.node}' for team {ref.team}", fix="see `rangectl status`")
+        if ref.node in self.stopped:
+            raise RangeError(f"node '{ref.node}' of team {ref.team} is not running (exited)", fix="run `rangectl up` again")
+
+    @property
+    def nodes_exec(self):
+        raise AssertionError("no job may start")
 
 
 def test_parse_map():
@@ -189,7 +200,7 @@ def test_traffic_list_command():
 
 
 def test_spoof_ranges_move_with_the_team():
-    from rangectl.inject import team_network
+    from rangectl.drill.inject import team_network
     from rangectl.plan import plan
     from rangectl.scenario.validate import load_scenario
     from tests.conftest import FIXTURES

@@ -124,3 +124,25 @@ def test_without_a_seed_the_scenario_name_draws_the_values():
     a, b = plan(sc, 2), plan(sc, 2, seed=sc.name)
     assert [t.values for t in a.teams] == [t.values for t in b.teams] and a.teams[0].values
     assert a.seed == b.seed == sc.name
+
+
+def test_a_router_is_planned_as_a_router_and_other_nodes_are_not():
+    """`forward: true` reaches the node's plan (the backend turns IP forwarding on from it); a node
+    without it never forwards."""
+    t2 = plan(_sc(), 2).team(2)
+    assert t2.node("gw").forward is True and t2.node("gw").as_dict()["forward"] is True
+    assert t2.node("soc").forward is False and t2.node("soc").as_dict()["forward"] is False
+
+
+def test_a_plan_names_its_scenario_and_the_version_it_was_made_from():
+    """The plan carries the scenario's name and the hash of its meaning: ranges.py refuses to touch a
+    running range whose recorded hash differs, and the backend labels containers with both."""
+    from rangectl.scenario.loader import scenario_hash
+
+    sc = _sc()
+    p = plan(sc, 2)
+    assert p.scenario == "probe-room" and p.as_dict()["scenario"] == "probe-room"
+    assert p.scenario_hash == scenario_hash(sc) and p.as_dict()["scenario_hash"] == scenario_hash(sc)
+    assert len(p.scenario_hash) == 16 and int(p.scenario_hash, 16) >= 0
+    # another subnet is another scenario version: the plan's hash follows it
+    assert plan(_sc("10.40.9.0/29", {"dmz": "10.40.1.50", "mgmt": "10.40.9.1"})).scenario_hash != p.scenario_hash

@@ -25,15 +25,14 @@ from rangectl.traffic.packets import (
     tcp_segment,
     udp_datagram,
 )
-from rangectl.traffic.pcap import (
+from rangectl.traffic.pcapfile import (
     CapturedPacket,
     PcapFormatError,
-    build_schedule,
     capture_format,
     prepare_replay,
     read_capture,
-    send_frames,
 )
+from rangectl.traffic.replay import build_schedule, send_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 # Explicit MACs: a bare Ether() makes Scapy ARP for the destination on the host network.

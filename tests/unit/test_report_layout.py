@@ -13,7 +13,8 @@ import re
 
 import pytest
 
-from rangectl.report import LABEL_CHAR_W, W, label_rows, write_report
+from rangectl.report import write_report
+from rangectl.report.svg import LABEL_CHAR_W, W, label_rows
 from rangectl.store import EventStore
 from tests.unit.test_scoring import POLICY, SCENARIO
 

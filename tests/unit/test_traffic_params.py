@@ -293,7 +293,7 @@ def test_budget_deadline_and_stop():
 @given(st.binary(min_size=1, max_size=400), st.integers(1, 63))
 @settings(max_examples=50, deadline=None)
 def test_exfil_names_carry_the_data(data, label):
-    from rangectl.traffic.session import exfil_names
+    from rangectl.traffic.generators.dns_exfil import exfil_names
 
     names = exfil_names(data, "cdn-sync.range.test", label)
     chunks = []
@@ -309,14 +309,14 @@ def test_exfil_names_carry_the_data(data, label):
 def test_dns_query_dissects():
     from scapy.layers.dns import DNS
 
-    from rangectl.traffic.session import dns_query
+    from rangectl.traffic.generators.dns_exfil import dns_query
 
     q = DNS(dns_query(0x1234, "abc.0.cdn-sync.range.test", 16))
     assert q.id == 0x1234 and q.rd == 1 and q.qd[0].qname == b"abc.0.cdn-sync.range.test." and q.qd[0].qtype == 16
 
 
 def test_phishing_message():
-    from rangectl.traffic.session import phishing_message
+    from rangectl.traffic.generators.phishing import phishing_message
 
     p = parse_params("phishing", {"to": ["a@range.test", "b@range.test"], "link": "http://evil.range.test/x"})
     msg = phishing_message(p, p.to, 0)

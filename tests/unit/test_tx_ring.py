@@ -21,7 +21,7 @@ from rangectl.traffic.base import (
     ring_geometry,
     ring_image,
 )
-from rangectl.traffic.pcap import build_schedule, send_frames
+from rangectl.traffic.replay import build_schedule, send_frames
 
 
 @given(st.integers(14, 9014), st.integers(1, 5000))

@@ -306,26 +306,32 @@ def test_probe_addresses_never_collide(sc, teams):
 
 
 class RecordingVantage(checks.Vantage):
+    """Records the node every probe job is sent to; ``answer(node, kind, args)`` answers it."""
+
     def __init__(self, team):
         self.asked: list[str] = []
-        super().__init__(team, lambda node: self.asked.append(node) or f"/ns/{node}", lambda *a: (1, ""))
+        self.answer = default_answer
+        super().__init__(team, self._run, lambda *a: (1, ""))
+
+    def _run(self, node, job):
+        self.asked.append(node)
+        self.calls.append((node, job.args["kind"], job.args["args"]))
+        return self.answer(node, job.args["kind"], job.args["args"])
+
+
+def default_answer(node, kind, args):
+    if kind == "http":
+        return 200, "ok", "http ok"
+    if kind == "dns":
+        return "NOERROR", ["1.2.3.4"], "dns ok"
+    return True, f"{kind} ok"
 
 
 @pytest.fixture
-def mini(monkeypatch):
+def mini():
     sc = load_scenario(FIXTURES / "mini-range.yaml")
     v = RecordingVantage(plan(sc, 2).team(2))
-    calls = []
-
-    def fake_in_ns(ns, fn, *args):
-        calls.append((ns, fn.__name__, args))
-        if fn is checks.http_get:
-            return 200, "ok", "http ok"
-        if fn is checks.dns_query:
-            return "NOERROR", ["1.2.3.4"], "dns ok"
-        return True, f"{fn.__name__} ok"
-
-    monkeypatch.setattr(checks, "_in_ns", fake_in_ns)
+    v.calls = calls = []
     return sc, v, calls
 
 
@@ -334,19 +340,14 @@ def test_availability_runs_from_the_probe(mini):
     av = sc.availability[0]
     assert checks.availability_vantage(sc, av) == PROBE
     res = checks.availability_probe(sc, av, v)
-    assert res.passed and v.asked == [PROBE] and calls[0][0] == f"/ns/{PROBE}"
+    assert res.passed and v.asked == [PROBE] and calls[0][0] == PROBE
     assert calls[0][2][0] == str(v.team.ip_of("portal"))  # team 2's portal
 
 
-def test_blocked_control_is_the_probe(mini, monkeypatch):
+def test_blocked_control_is_the_probe(mini):
     sc, v, calls = mini
     reach = {"scanner": False, PROBE: True}
-
-    def tcp(ns, fn, ip, port, timeout):
-        calls.append(ns)
-        return reach[ns.rsplit("/", 1)[1]], "x"
-
-    monkeypatch.setattr(checks, "_in_ns", tcp)
+    v.answer = lambda node, kind, args: (reach[node], "x")
     res = checks.run_check(
         sc, Check.model_validate({"blocked": {"from": "scanner", "to": "portal", "port": 80}}), v
     )
@@ -376,11 +377,7 @@ def test_http_and_dns_from_probe(mini):
 def test_a_blue_vantage_is_refused_at_run_time(mini, check, monkeypatch):
     """Defence in depth: a scenario that skipped validation still never probes from soc."""
     sc, v, calls = mini
-    monkeypatch.setattr(
-        checks,
-        "_in_ns",
-        lambda ns, fn, *a: (False, "refused") if fn is not checks.http_get else (None, "", "x"),
-    )
+    v.answer = lambda node, kind, a: (False, "refused") if kind != "http" else (None, "", "x")
     with pytest.raises(checks.VantageRefused, match="trainees control it"):
         checks.run_check(sc, Check.model_validate(check), v)
     assert "soc" not in v.asked

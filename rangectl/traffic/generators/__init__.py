@@ -1,5 +1,8 @@
 """The traffic generators: registry, parameter validation, descriptions, and the one entry point.
 
+One module per kind beside this one (portscan, synflood, http, bruteforce, dns_exfil, beacon,
+phishing, pcap), each with its ``run_<kind>(params, ctx)``.
+
 Parameter models and their pure checks are part of the scenario format
 (:mod:`rangectl.scenario.traffic_params`); ``run_traffic(kind, params, ctx)`` validates, applies the safety rule and runs
 the generator inside ``ctx.netns_path``; it returns a :class:`TrafficResult`.
@@ -30,26 +33,14 @@ from rangectl.scenario.traffic_params import (
     check_params,
 )
 from rangectl.traffic.base import TrafficContext, TrafficError, TrafficParamsError, TrafficResult
-
-
-def _portscan(p: Any, ctx: TrafficContext) -> TrafficResult:
-    if p.method == "syn":
-        from rangectl.traffic.packet import run_portscan_syn
-
-        return run_portscan_syn(p, ctx)
-    from rangectl.traffic.session import run_portscan_connect
-
-    return run_portscan_connect(p, ctx)
-
-
-def _lazy(module: str, name: str) -> Callable[[Any, TrafficContext], TrafficResult]:
-    def run(p: Any, ctx: TrafficContext) -> TrafficResult:
-        import importlib
-
-        return getattr(importlib.import_module(module), name)(p, ctx)
-
-    run.__name__ = name
-    return run
+from rangectl.traffic.generators.beacon import run_beacon
+from rangectl.traffic.generators.bruteforce import run_bruteforce
+from rangectl.traffic.generators.dns_exfil import run_dns_exfil
+from rangectl.traffic.generators.http import run_http
+from rangectl.traffic.generators.pcap import run_pcap
+from rangectl.traffic.generators.phishing import run_phishing
+from rangectl.traffic.generators.portscan import run_portscan
+from rangectl.traffic.generators.synflood import run_synflood
 
 
 @dataclass(frozen=True)
@@ -73,56 +64,56 @@ GENERATORS: dict[str, GeneratorSpec] = {
             "TCP port scan: half-open SYN probes (raw frames) or full connects, over a port list",
             "packet",
             PortscanParams,
-            _portscan,
+            run_portscan,
         ),
         GeneratorSpec(
             "synflood",
             "TCP SYN flood at a bounded rate and count, optionally from forged in-range sources",
             "packet",
             SynfloodParams,
-            _lazy("rangectl.traffic.packet", "run_synflood"),
+            run_synflood,
         ),
         GeneratorSpec(
             "http",
             "Web attacks over real TCP connections: SQL injection, path traversal, web-shell upload",
             "session",
             HttpParams,
-            _lazy("rangectl.traffic.session", "run_http"),
+            run_http,
         ),
         GeneratorSpec(
             "bruteforce",
             "Password guessing against an HTTP login form (or SSH connection attempts)",
             "session",
             BruteforceParams,
-            _lazy("rangectl.traffic.session", "run_bruteforce"),
+            run_bruteforce,
         ),
         GeneratorSpec(
             "dns-exfil",
             "Data base32-encoded into <chunk>.<seq>.<domain> queries to a resolver over UDP",
             "session",
             DnsExfilParams,
-            _lazy("rangectl.traffic.session", "run_dns_exfil"),
+            run_dns_exfil,
         ),
         GeneratorSpec(
             "beacon",
             "Periodic C2 check-ins over HTTP or UDP, with jitter",
             "session",
             BeaconParams,
-            _lazy("rangectl.traffic.session", "run_beacon"),
+            run_beacon,
         ),
         GeneratorSpec(
             "phishing",
             "A lure e-mail with a link, delivered over SMTP to a mail node",
             "session",
             PhishingParams,
-            _lazy("rangectl.traffic.session", "run_phishing"),
+            run_phishing,
         ),
         GeneratorSpec(
             "pcap",
             "Replay a capture with addresses mapped onto this team's nodes",
             "replay",
             PcapParams,
-            _lazy("rangectl.traffic.pcap", "run_pcap"),
+            run_pcap,
         ),
     ]
 }

@@ -1,128 +1,42 @@
-"""Packet-level generators: raw Ethernet frames from the node's namespace on one AF_PACKET socket.
+"""The ``portscan`` generator: half-open SYN probes (raw frames on one AF_PACKET socket) or full connects.
 
-Frames carry the node's own MAC and address and go to the next hop's MAC
-(the scenario's router, or the target when it is on the same segment), so
-they cross the range exactly as the node's own traffic would. Frame templates
-are built with Scapy-compatible layouts (see :mod:`rangectl.traffic.packets`)
-and patched per packet, so rates in the tens of thousands per second are
-reachable.
+The SYN method sends frames from the node's own MAC and address to the next
+hop's MAC and reads the answers off the wire; the connect method opens
+ordinary non-blocking sockets inside the node's namespace.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import ipaddress
 import random
+import selectors
 import socket
 import struct
 import time
 
-from rangectl.netns import NextHop, next_hop_here, run_in_netns
-from rangectl.scenario.traffic_params import PortscanParams, SynfloodParams
+from rangectl.netns import run_in_netns
+from rangectl.scenario.traffic_params import PortscanParams
 from rangectl.traffic.base import (
+    PACKET_OUTGOING,
     Budget,
     PacketSocket,
     TrafficContext,
-    TrafficError,
     TrafficResult,
-    check_address,
-    check_network,
     target_of,
     utcnow,
 )
+from rangectl.traffic.nexthop import next_hop
+from rangectl.traffic.node_session import Session, run_session
 from rangectl.traffic.packets import PROTO_ICMP, PROTO_TCP, TCP_RST, TCP_SYN, SynTemplate
 
-PACKET_OUTGOING = 4
 
-
-def _hop(ctx: TrafficContext, dst: ipaddress.IPv4Address) -> NextHop:
-    hop = next_hop_here(str(dst), src_ip=str(ctx.src_ip) if ctx.src_ip else None)
-    if ctx.src_iface and ctx.src_iface != hop.ifname:
-        raise TrafficError(f"{dst} is routed out of {hop.ifname}, not {ctx.src_iface}")
-    return hop
-
-
-# --- synflood ------------------------------------------------------------------------
-
-
-def run_synflood(p: SynfloodParams, ctx: TrafficContext) -> TrafficResult:
-    """Send up to ``count`` SYNs to ``dst:port`` at ``rate`` per second (optionally forged sources)."""
-    dst = target_of(ctx, "synflood")
-    spoof = None
-    if p.spoof:
-        spoof = ipaddress.IPv4Network(p.spoof)
-        check_network(spoof, ctx)
-    return run_in_netns(ctx.netns_path, _synflood_here, p, ctx, dst, spoof)
-
-
-def _spoof_pool(net: ipaddress.IPv4Network, ctx: TrafficContext) -> list[bytes]:
-    hosts = list(net.hosts()) if net.num_addresses > 2 else list(net)
-    hosts = hosts[:65536]
-    out = []
-    for h in hosts:
-        check_address(h, ctx, "forged source")
-        out.append(h.packed)
-    if not out:
-        raise TrafficError(f"no usable source addresses in {net}")
-    return out
-
-
-def _synflood_here(
-    p: SynfloodParams, ctx: TrafficContext, dst: ipaddress.IPv4Address, spoof: ipaddress.IPv4Network | None
-) -> TrafficResult:
-    hop = _hop(ctx, dst)
-    pool = _spoof_pool(spoof, ctx) if spoof else None
-    tmpl = SynTemplate(hop.src_mac, hop.hop_mac, hop.src_ip, dst)
-    rnd = random.Random()
-    budget = Budget(ctx, count=p.count, duration=p.duration, rate=None)
-    sent = nbytes = 0
-    sources: set[bytes] = set()
-    started = utcnow()
-    with PacketSocket(hop.ifname) as sock:
-        t0 = time.monotonic()
-        while sent < p.count:
-            if budget.expired():
-                break
-            now = time.monotonic()
-            due_total = min(p.count, int((now - t0) * p.rate) + 1)
-            if due_total <= sent:
-                wait = t0 + sent / p.rate - now
-                time.sleep(min(max(wait, 0.0), 0.05))
-                continue
-            for _ in range(min(due_total - sent, 512)):
-                src = pool[rnd.randrange(len(pool))] if pool else None
-                frame = tmpl.frame(
-                    rnd.randrange(1024, 65536), p.port, rnd.getrandbits(32), rnd.getrandbits(16), src=src
-                )
-                sock.send(frame)
-                if src:
-                    sources.add(src)
-                sent += 1
-                nbytes += len(frame)
-        bypass = sock.qdisc_bypass
-    ended = utcnow()
-    stopped = "count" if sent >= p.count else budget.reason
-    secs = max((ended - started).total_seconds(), 1e-9)
-    return TrafficResult(
-        kind="synflood",
-        src_ip=str(hop.src_ip),
-        dst_ip=str(dst),
-        started=started,
-        ended=ended,
-        packets_sent=sent,
-        bytes_sent=nbytes,
-        stopped=stopped,
-        counted="exact",
-        src_iface=hop.ifname,
-        details={
-            "port": p.port,
-            "rate_asked": p.rate,
-            "rate_achieved": round(sent / secs, 1),
-            "spoofed_from": str(spoof) if spoof else None,
-            "distinct_sources": len(sources) if pool else 1,
-            "next_hop": {"ip": str(hop.hop_ip), "mac": hop.hop_mac},
-            "qdisc_bypass": bypass,
-        },
-    )
+def run_portscan(p: PortscanParams, ctx: TrafficContext) -> TrafficResult:
+    """Scan ``p.port_list`` on the target with ``p.method`` (``syn`` or ``connect``)."""
+    if p.method == "syn":
+        return run_portscan_syn(p, ctx)
+    return run_portscan_connect(p, ctx)
 
 
 # --- SYN scan ---------------------------------------------------------------------------
@@ -134,7 +48,7 @@ def run_portscan_syn(p: PortscanParams, ctx: TrafficContext) -> TrafficResult:
 
 
 def _synscan_here(p: PortscanParams, ctx: TrafficContext, dst: ipaddress.IPv4Address) -> TrafficResult:
-    hop = _hop(ctx, dst)
+    hop = next_hop(ctx, dst)
     ports = p.port_list
     rnd = random.Random()
     if p.randomize:
@@ -244,3 +158,85 @@ def _synscan_here(p: PortscanParams, ctx: TrafficContext, dst: ipaddress.IPv4Add
             "note": "the node's kernel answers each SYN-ACK with a RST; those are not counted in packets_sent",
         },
     )
+
+
+# --- connect scan ----------------------------------------------------------------------
+
+
+def run_portscan_connect(p: PortscanParams, ctx: TrafficContext) -> TrafficResult:
+    ports = p.port_list
+    if p.randomize:
+        random.shuffle(ports)
+
+    def body(s: Session) -> str:
+        budget = Budget(ctx, count=len(ports), duration=p.duration, rate=None)
+        sel = selectors.DefaultSelector()
+        inflight: dict[socket.socket, tuple[int, float]] = {}
+        state: dict[int, str] = {}
+        queue = list(ports)
+        launched = 0
+        t0 = time.monotonic()
+        stopped = "done"
+
+        def finish(sock: socket.socket, port: int, result: str) -> None:
+            state[port] = result
+            with contextlib.suppress(Exception):
+                sel.unregister(sock)
+            sock.close()
+            inflight.pop(sock, None)
+
+        try:
+            while queue or inflight:
+                if queue and budget.expired():
+                    stopped = budget.reason
+                    queue.clear()
+                now = time.monotonic()
+                allowed = int((now - t0) * p.rate) + 1 - launched
+                while queue and allowed > 0 and len(inflight) < p.concurrency:
+                    port = queue.pop(0)
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+                    sock.setblocking(False)
+                    if s.source_address:
+                        sock.bind(s.source_address)
+                    rc = sock.connect_ex((str(s.dst), port))
+                    launched += 1
+                    allowed -= 1
+                    if rc in (0, errno.EINPROGRESS):
+                        inflight[sock] = (port, now)
+                        sel.register(sock, selectors.EVENT_WRITE)
+                    else:
+                        state[port] = "closed" if rc == errno.ECONNREFUSED else "filtered"
+                        sock.close()
+                wait = 0.01 if queue else 0.05
+                for key, _ev in sel.select(timeout=wait) if inflight else []:
+                    sock = key.fileobj  # type: ignore[assignment]
+                    port, _ = inflight[sock]  # type: ignore[index]
+                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # type: ignore[union-attr]
+                    finish(sock, port, "open" if err == 0 else "closed" if err == errno.ECONNREFUSED else "filtered")  # type: ignore[arg-type]
+                now = time.monotonic()
+                for sock, (port, t) in list(inflight.items()):
+                    if now - t >= p.timeout or (not queue and budget.expired()):
+                        finish(sock, port, "filtered")
+                if not inflight and not queue:
+                    break
+                if not inflight:
+                    time.sleep(0.002)
+        finally:
+            for sock in list(inflight):
+                sock.close()
+            sel.close()
+        open_ports = sorted(pt for pt, st in state.items() if st == "open")
+        closed = sum(1 for st in state.values() if st == "closed")
+        s.details.update(
+            {
+                "method": "connect",
+                "ports_probed": len(state),
+                "open": open_ports,
+                "closed": closed,
+                "filtered": len(state) - len(open_ports) - closed,
+                "connects": launched,
+            }
+        )
+        return stopped
+
+    return run_session("portscan", ctx, body)

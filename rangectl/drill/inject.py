@@ -7,39 +7,47 @@ dict it returns as the ``inject.done`` event; ``rangectl inject`` and
 
 One run:
 
-1. find the red node's container for the team (it must be running) and its
-   network namespace (``/proc/PID/ns/net``);
-2. build a :class:`~rangectl.traffic.TrafficContext`: the team's own subnets
-   are the only allowed destinations, the target is the team's copy of the
-   target node, node names resolve to the team's addresses;
-3. check what would be sent before anything is (a capture is read and
+1. the team's own subnets are the only allowed destinations, the target is
+   the team's copy of the target node, node names resolve to the team's
+   addresses;
+2. check what would be sent before anything is (a capture is read and
    rewritten once as a dry run, so an address outside the range refuses the
    whole replay);
-4. start an arrival counter in each receiving node's namespace
-   (:class:`~rangectl.traffic.sniff.ArrivalCounter`: frames from the sender's
-   addresses to the node's, counted by the kernel), run the generator, wait a
-   moment for frames in flight, stop the counters;
-5. return the ground truth (see :func:`ground_truth`).
+3. start an arrival counter in each receiving node (the node job
+   :func:`rangectl.traffic.jobs.count_arrivals`: frames from the sender's
+   addresses to the node's, counted by the kernel), run the generator in the
+   red node (:func:`rangectl.traffic.jobs.generate`), stop the counters (each
+   waits a moment for frames in flight);
+4. return the ground truth (see :func:`ground_truth`).
+
+Both run through the backend's execution seam (:mod:`rangectl.backend.nodeexec`), so the
+same inject works on whichever engine holds the team's nodes.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from rangectl.backend.base import Backend, NodeRef
+from rangectl.backend.nodeexec import Job, RunningJob
+from rangectl.drill.runner import clock_from_events
 from rangectl.errors import NotFound, RangeError, UsageError
-from rangectl.netns import netns_path_of_pid
 from rangectl.plan import NodePlan, Plan, TeamPlan
 from rangectl.scenario.durations import parse_duration
 from rangectl.scenario.variables import substitute_all
+from rangectl.store import EventStore
+from rangectl.traffic import jobs
 from rangectl.traffic.base import TrafficContext, TrafficError, TrafficResult, refusal
-from rangectl.traffic.generators import GENERATORS, parse_params, run_traffic
-from rangectl.traffic.sniff import MAX_MATCHES, ArrivalCounter
+from rangectl.traffic.generators import GENERATORS, parse_params
+from rangectl.traffic.pcapfile import prepare_replay, read_capture, resolve_capture
+from rangectl.traffic.sniff import MAX_MATCHES
 
 IPv4 = ipaddress.IPv4Address
 
@@ -57,7 +65,7 @@ class Watch:
 
     node: str
     addresses: list[IPv4]
-    counter: ArrivalCounter | None = None
+    counter: RunningJob | None = None
     error: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
 
@@ -78,16 +86,8 @@ def node_plan(tp: TeamPlan, name: str, range_name: str) -> NodePlan:
         raise NotFound(f"range '{range_name}' has no node '{name}' (nodes: {known})") from None
 
 
-def node_netns(backend: Any, range_name: str, node: str, team: int, what: str) -> str:
-    """The running node's namespace path, or a one-line error naming the node, the team and why."""
-    try:
-        pid = backend.running_pid(range_name, node, team)
-    except RangeError as exc:
-        raise type(exc)(f"cannot {what}: {exc.message}", fix=exc.fix) from None
-    path = netns_path_of_pid(pid)
-    if not os.path.exists(path):
-        raise RangeError(f"cannot {what}: node '{node}' of team {team} has no network namespace (pid {pid} gone)")
-    return path
+def _what_failed(exc: RangeError, what: str) -> RangeError:
+    return type(exc)(f"cannot {what}: {exc.message}", fix=exc.fix)
 
 
 def addresses_by_node(tp: TeamPlan) -> dict[IPv4, str]:
@@ -106,8 +106,6 @@ def _pcap_dry_run(model: Any, ctx: TrafficContext, own: list[IPv4]) -> tuple[Pat
 
     Returns the capture path, the resolved map, and the destinations and sources the replay will use.
     """
-    from rangectl.traffic.pcap import prepare_replay, read_capture, resolve_capture
-
     path = resolve_capture(model.file, ctx)
     amap = {k: str(ctx.resolve_node(v)) for k, v in model.map.items()}
     prep = prepare_replay(
@@ -141,7 +139,7 @@ def team_network(plan: Plan, tp: Any, net: str) -> str:
 def run_job(
     state: Any,
     plan: Plan,
-    backend: Any,
+    backend: Backend,
     team: int,
     *,
     kind: str,
@@ -178,11 +176,14 @@ def run_job(
         if why:
             raise TrafficError(f"cannot {what}: {why}")
 
-    netns = node_netns(backend, rng, src_node, team, f"{what}: the red node cannot send")
-    ctx = TrafficContext(
-        netns, allowed, dst_ip=dst, resolve=_resolver(tp), scenario_file=scenario_file, stop=stop,
-        deadline=deadline, label=f"{rng}/team{team}/{inject_id or kind}",
-    )  # fmt: skip
+    try:  # the red node must be running before anything else is started
+        backend.running(NodeRef(rng, team, src_node))
+    except RangeError as exc:
+        raise _what_failed(exc, f"{what}: the red node cannot send") from None
+    # (the controller's own context: the dry run of a capture, nothing is sent with it)
+    ctx = TrafficContext(None, allowed, dst_ip=dst, resolve=_resolver(tp), scenario_file=scenario_file)
+    # deadlines cross the seam as wall-clock times
+    wall_deadline = None if deadline is None else time.time() + max(0.0, deadline - time.monotonic())
 
     # what to watch: the target, or (pcap) every node the capture's packets go to
     by_addr = addresses_by_node(tp)
@@ -207,34 +208,70 @@ def run_job(
         if spoof:
             sources.append(ipaddress.IPv4Network(spoof))
 
+    gen = Job.of(
+        jobs.generate, deadline=wall_deadline, kind=kind, params=dict(params),
+        allowed=[str(n) for n in allowed], dst_ip=str(dst) if dst is not None else None,
+        addresses={n.name: str(n.primary_ip) for n in tp.nodes},
+        scenario_file=str(scenario_file) if scenario_file else None, label=f"{rng}/team{team}/{inject_id or kind}",
+    )  # fmt: skip
     result: TrafficResult | None = None
+    nodes_exec = backend.nodes_exec
     try:
         for w in watches:
             try:
-                wns = node_netns(backend, rng, w.node, team, f"count arrivals at '{w.node}'")
-                w.counter = ArrivalCounter(wns, sources, w.addresses).start()
+                w.counter = nodes_exec.start(
+                    NodeRef(rng, team, w.node),
+                    Job.of(jobs.count_arrivals, sources=[str(s) for s in sources],
+                           destinations=[str(a) for a in w.addresses], grace=grace),
+                )  # fmt: skip
+                w.counter.wait_ready(10.0)
             except (RangeError, OSError, ValueError) as exc:
                 # a stopped target (a blue team may have taken it down) does not stop the attack
                 w.error = str(exc)
-        result = run_traffic(kind, model, ctx)
+                w.counter = None
+        try:
+            running = nodes_exec.start(NodeRef(rng, team, src_node), gen)
+        except RangeError as exc:
+            raise _what_failed(exc, f"{what}: the red node cannot send") from None
+        if stop is not None:  # the caller's stop request reaches the job
+            threading.Thread(target=_relay_stop, args=(stop, running), daemon=True).start()
+        result = _traffic_result(running.result())
     finally:
-        waited = False
+        for w in watches:
+            if w.counter is not None:
+                w.counter.stop()
         for w in watches:
             if w.counter is None:
                 continue
-            if result is None:
-                w.counter.close()
-                continue
             try:
-                w.result = w.counter.stop(0.0 if waited else grace).as_dict()
-                waited = True
-            except OSError as exc:
-                w.error = f"arrival counter failed: {exc}"
-                w.counter.close()
+                w.result = w.counter.result()
+            except RangeError as exc:
+                w.error = f"arrival counter failed: {exc.message}"
+            if result is None:
+                w.result = {}
     assert result is not None
     return ground_truth(
         rng, team, inject_id, kind, src_node, target_node, result, watches, extra
     )
+
+
+def _relay_stop(stop: threading.Event, job: RunningJob) -> None:
+    """Pass a caller's stop request on to a running job (until the job ends)."""
+    while not job.done():
+        if stop.wait(0.2):
+            job.stop()
+            return
+
+
+def _traffic_result(d: dict[str, Any]) -> TrafficResult:
+    """A generator's result as the job returned it (plain data) -> :class:`TrafficResult`."""
+    return TrafficResult(
+        kind=d["kind"], src_ip=d.get("src_ip"), dst_ip=d.get("dst_ip"),
+        started=datetime.fromisoformat(d["started"]), ended=datetime.fromisoformat(d["ended"]),
+        packets_sent=int(d.get("packets_sent", 0)), bytes_sent=int(d.get("bytes_sent", 0)),
+        stopped=d.get("stopped", "done"), counted=d.get("counted", "exact"), src_iface=d.get("src_iface"),
+        details=dict(d.get("details") or {}),
+    )  # fmt: skip
 
 
 def ground_truth(
@@ -292,7 +329,7 @@ def run_traffic_inject(
     state: Any,
     scenario: Any,
     plan: Plan,
-    backend: Any,
+    backend: Backend,
     team: int,
     inj: Any,
     *,
@@ -321,7 +358,7 @@ def run_traffic_inject(
 def run_replay(
     state: Any,
     plan: Plan,
-    backend: Any,
+    backend: Backend,
     team: int,
     src_node: str,
     file: str | Path,
@@ -369,9 +406,6 @@ def record(db_path: Path | str, team: int, truth: Mapping[str, Any], *, kind: st
     before a drill), ``manual: true`` (run by hand, not by the runner), then
     the ground truth. Actor ``trainer``. Returns the appended event.
     """
-    from rangectl.drill.runner import clock_from_events
-    from rangectl.store import EventStore
-
     with EventStore(db_path) as store:
         clock = clock_from_events(store.events(kind="drill.*"))
         data = {"inject": truth.get("inject"), "status": "ok", "drill_t": clock.drill_t(), "manual": True, **truth}

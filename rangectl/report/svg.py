@@ -1,0 +1,227 @@
+"""One team's timeline over drill time, as SVG (``timeline-team-K.svg``, and inline in the HTML).
+
+Each team's timeline chart runs over drill time and has one lane for
+injects (a bar from start to end), one for detection and one for containment
+(a mark when an objective of that kind was earned, with a dashed line back to
+its inject: the time to detect/contain), one for the other objectives, one
+for wrong answers and hints, and one per availability check (a green or red
+cell per round).
+"""
+
+from __future__ import annotations
+
+import html
+
+from rangectl.report.data import ReportData, inject_spans
+from rangectl.report.tables import fmt_minutes, fmt_points, fmt_time
+
+COLOURS = {
+    "inject": "#6b7c99",
+    "inject-error": "#b04a4a",
+    "detect": "#1f6fb4",
+    "contain": "#2a9d3f",
+    "other": "#8a55b8",
+    "wrong": "#d03030",
+    "hint": "#e08a10",
+    "up": "#3dac5a",
+    "down": "#d64545",
+    "grid": "#e3e6eb",
+    "text": "#2b2f36",
+    "muted": "#6c7480",
+}
+
+
+W = 960
+LEFT = 150
+RIGHT = 24
+TOP = 34
+LANE = 28
+BOTTOM = 34
+STEPS = (10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800)
+
+
+def _e(s: object) -> str:
+    return html.escape(str(s), quote=True)
+
+
+LABEL_CHAR_W = 5.8  # generous width of one character at font-size 9 (system-ui), for laying labels out
+LABEL_ROW = 12  # height of one row of inject labels (a 9 px font with its descenders)
+
+
+def label_rows(starts: list[tuple[str, float]], right: float) -> list[tuple[str, float, int]]:
+    """Lay inject labels out so that none overlaps another: ``(text, x, row)``.
+
+    Each label starts at its inject's start (moved left when it would run past
+    ``right``) and takes the first row where it clears the previous label by a
+    few pixels; a new row opens above when none is free."""
+    placed: list[tuple[str, float, int]] = []
+    row_end: list[float] = []
+    for text, x0 in sorted(starts, key=lambda p: p[1]):
+        width = LABEL_CHAR_W * len(text)
+        x = max(0.0, min(x0 + 2, right - width))
+        for row, end in enumerate(row_end):
+            if x >= end + 4:
+                row_end[row] = x + width
+                break
+        else:
+            row = len(row_end)
+            row_end.append(x + width)
+        placed.append((text, x, row))
+    return placed
+
+
+def timeline_svg(d: ReportData, team: int) -> str:
+    """One team's timeline over drill time, as a standalone SVG document (no XML prolog)."""
+    tb = d.board.team(team)
+    sc = d.scenario
+    end = d.end_t
+    detect, contain = set(d.policy.detect_categories), set(d.policy.contain_categories)
+    lanes = ["injects", "detection", "containment", "other objectives", "wrong / hints"]
+    lanes += [f"{a.node}/{a.service}" for a in sc.availability]
+    span = W - LEFT - RIGHT
+
+    def x(t: float) -> float:
+        return LEFT + span * min(max(t, 0.0), end) / end
+
+    spans = inject_spans(d, team)
+    labels = label_rows([(i.id, x(spans[i.id][0])) for i in sc.injects if i.id in spans], W - RIGHT)
+    top = TOP + LABEL_ROW * max(0, max((r for _t, _x, r in labels), default=0))
+    height = top + LANE * len(lanes) + BOTTOM
+
+    def y(i: int) -> float:
+        return top + LANE * i
+
+    c = COLOURS
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {height}" width="{W}" height="{height}" '
+        f'font-family="system-ui,sans-serif" font-size="11" role="img" aria-label="Team {team} timeline">',
+        f"<title>Team {team}: timeline over drill time</title>",
+        f'<rect x="0" y="0" width="{W}" height="{height}" fill="#ffffff"/>',
+        f'<text x="{LEFT}" y="18" font-size="13" font-weight="600" fill="{c["text"]}">'
+        f"Team {team} · {fmt_points(tb.total)} points · rank {tb.rank}</text>",
+    ]
+    # lanes and grid
+    for i, name in enumerate(lanes):
+        yy = y(i)
+        if i % 2 == 0:
+            out.append(f'<rect x="{LEFT}" y="{yy}" width="{span}" height="{LANE}" fill="#f7f8fa"/>')
+        out.append(
+            f'<text x="{LEFT - 8}" y="{yy + LANE / 2 + 4}" text-anchor="end" fill="{c["text"]}">{_e(name)}</text>'
+        )
+    step = next((s for s in STEPS if end / s <= 10), STEPS[-1])
+    t = 0.0
+    axis_y = y(len(lanes))
+    while t <= end + 1e-9:
+        xx = x(t)
+        out.append(f'<line x1="{xx:.1f}" y1="{top}" x2="{xx:.1f}" y2="{axis_y}" stroke="{c["grid"]}"/>')
+        out.append(
+            f'<text x="{xx:.1f}" y="{axis_y + 14}" text-anchor="middle" fill="{c["muted"]}">{fmt_time(t)}</text>'
+        )
+        t += step
+    out.append(f'<line x1="{LEFT}" y1="{axis_y}" x2="{W - RIGHT}" y2="{axis_y}" stroke="{c["muted"]}"/>')
+    out.append(
+        f'<text x="{W - RIGHT}" y="{axis_y + 28}" text-anchor="end" fill="{c["muted"]}">drill time</text>'
+    )
+    # legend
+    ly = axis_y + 28
+    lx = 8.0
+    legend = [
+        (f'<circle cx="{{x}}" cy="{ly - 4}" r="4" fill="{c["detect"]}"/>', "detected"),
+        (f'<path d="M{{x}},{ly - 9} l5,5 l-5,5 l-5,-5 z" fill="{c["contain"]}"/>', "contained"),
+        (f'<rect x="{{xm}}" y="{ly - 8}" width="8" height="8" fill="{c["other"]}"/>', "other objective"),
+        (
+            f'<path d="M{{xm}},{ly - 8} l7,7 M{{xp}},{ly - 8} l-7,7" stroke="{c["wrong"]}" stroke-width="2"/>',
+            "wrong answer",
+        ),
+        (f'<path d="M{{x}},{ly - 9} l5,9 l-10,0 z" fill="{c["hint"]}"/>', "hint"),
+        (f'<rect x="{{xm}}" y="{ly - 8}" width="8" height="8" fill="{c["up"]}"/>', "up"),
+        (f'<rect x="{{xm}}" y="{ly - 8}" width="8" height="8" fill="{c["down"]}"/>', "down"),
+    ]
+    for shape, label in legend:
+        cx = lx + 5
+        out.append(shape.format(x=f"{cx:.1f}", xm=f"{cx - 4:.1f}", xp=f"{cx + 3:.1f}"))
+        out.append(f'<text x="{lx + 13:.1f}" y="{ly}" fill="{c["muted"]}">{label}</text>')
+        lx += 20 + 6.2 * len(label)
+
+    # injects: bars in the first lane, their labels in rows above it
+    for text, lx0, row in labels:
+        out.append(
+            f'<text class="inj-label" x="{lx0:.1f}" y="{y(0) + 6 - LABEL_ROW * row}" font-size="9" '
+            f'fill="{c["muted"]}">{_e(text)}</text>'
+        )
+    for inj in sc.injects:
+        s = spans.get(inj.id)
+        if s is None:
+            continue
+        start, stop, status = s
+        x0, x1 = x(start), x(stop if stop is not None else end)
+        colour = c["inject-error"] if status == "error" else c["inject"]
+        tip = f"{inj.id}: {fmt_time(start)} to {fmt_time(stop) if stop is not None else '(not finished)'} ({status})"
+        out.append(
+            f'<rect x="{x0:.1f}" y="{y(0) + 7}" width="{max(2.0, x1 - x0):.1f}" height="{LANE - 14}" rx="2" '
+            f'fill="{colour}"><title>{_e(tip)}</title></rect>'
+        )
+
+    # objectives earned
+    for oid, r in tb.detail.items():
+        if not r.solved or r.solved_t is None:
+            continue
+        lane = 1 if r.category in detect else 2 if r.category in contain else 3
+        colour = c["detect"] if lane == 1 else c["contain"] if lane == 2 else c["other"]
+        xx, cy = x(r.solved_t), y(lane) + LANE / 2
+        tip = f"{oid} ({r.category}): {fmt_points(r.points)} points at {fmt_time(r.solved_t)}, {fmt_minutes(r.minutes)} min after its inject"
+        if r.opened_t is not None and lane in (1, 2):
+            out.append(
+                f'<line x1="{x(r.opened_t):.1f}" y1="{cy}" x2="{xx:.1f}" y2="{cy}" stroke="{colour}" '
+                f'stroke-dasharray="4 3" stroke-width="1.5"/>'
+            )
+        if lane == 1:
+            shape = f'<circle cx="{xx:.1f}" cy="{cy}" r="6" fill="{colour}">'
+            end_tag = "</circle>"
+        elif lane == 2:
+            shape = f'<path d="M{xx:.1f},{cy - 7} l7,7 l-7,7 l-7,-7 z" fill="{colour}">'
+            end_tag = "</path>"
+        else:
+            shape = f'<rect x="{xx - 5:.1f}" y="{cy - 5}" width="10" height="10" fill="{colour}">'
+            end_tag = "</rect>"
+        out.append(f"{shape}<title>{_e(tip)}</title>{end_tag}")
+
+    # wrong answers and hints
+    yy = y(4) + LANE / 2
+    for ev, t in zip(d.events, d.times, strict=True):
+        if ev.team != team:
+            continue
+        if ev.kind == "submission" and not ev.data.get("correct") and not ev.data.get("refused"):
+            xx = x(t)
+            tip = f"wrong answer to {ev.data.get('objective')} at {fmt_time(t)}"
+            out.append(
+                f'<path d="M{xx - 4:.1f},{yy - 4} l8,8 M{xx + 4:.1f},{yy - 4} l-8,8" stroke="{c["wrong"]}" '
+                f'stroke-width="2"><title>{_e(tip)}</title></path>'
+            )
+        elif ev.kind == "hint":
+            xx = x(t)
+            tip = f"hint for {ev.data.get('objective')} at {fmt_time(t)} (cost {ev.data.get('cost', 0)})"
+            out.append(
+                f'<path d="M{xx:.1f},{yy - 6} l6,11 l-12,0 z" fill="{c["hint"]}"><title>{_e(tip)}</title></path>'
+            )
+
+    # availability rounds
+    rounds: dict[int, dict[int, bool]] = {}
+    for ev in d.events:
+        if ev.kind == "availability" and ev.team == team and isinstance(ev.data.get("index"), int):
+            rounds.setdefault(ev.data["index"], {}).setdefault(
+                int(ev.data.get("round", 0)), bool(ev.data.get("up"))
+            )
+    for i, av in enumerate(sc.availability):
+        lane_y = y(5 + i)
+        for rnd, up in sorted(rounds.get(i, {}).items()):
+            x0, x1 = x(rnd * av.every), x((rnd + 1) * av.every)
+            if x0 >= W - RIGHT:
+                continue
+            tip = f"{av.node}/{av.service} round {rnd} ({fmt_time(rnd * av.every)}): {'up' if up else 'down'}"
+            out.append(
+                f'<rect x="{x0:.1f}" y="{lane_y + 6}" width="{max(1.0, x1 - x0 - 0.5):.1f}" height="{LANE - 12}" '
+                f'fill="{c["up"] if up else c["down"]}"><title>{_e(tip)}</title></rect>'
+            )
+    out.append("</svg>")
+    return "\n".join(out)
