@@ -58,6 +58,7 @@ from rangectl.scenario.model import Objective, localize
 from rangectl.scenario.variables import substitute_all
 from rangectl.scoring import actions
 from rangectl.scoring.engine import Board, DrillClock, TeamBoard, compute_board
+from rangectl.scoring.incremental import LiveBoard
 from rangectl.state import RangeState
 from rangectl.store import Event, StoreBusy, StoreError, last_checkpoint
 
@@ -190,6 +191,9 @@ class TeamService:
         # are summarised like rate-limited ones instead of each becoming an event with its answer
         self.final = FinalRefusals()
         self._board_lock = threading.Lock()
+        # what submissions are decided from: the board folded event by event, advanced under the store's
+        # write lock with only the events recorded since (never recomputed from a team's whole record)
+        self.live = LiveBoard()
 
     # -- context ------------------------------------------------------------------------------
     def ctx(self, fresh: bool = False) -> actions.Context:
@@ -405,10 +409,17 @@ class TeamService:
         """The 429 for an answer over the objective's rate limit."""
         return refused_result(team, objective_id, wait, seq)
 
-    def scored(self, team: int, objective_id: str, answer: str) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """The scoring module's ``submit``, as the trainer's CLI calls it (with actor team-K)."""
+    def scored(
+        self, team: int, objective_id: str, answer: str, ctx: actions.Context | None = None
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """The scoring module's ``submit`` (same checks, refusals, events and result, actor team-K),
+        decided from the live board: only the events recorded since the last answer are read.
+
+        ``ctx``: the scoring context whose store's transaction is open (the scoring thread's batch);
+        by default the range's current one, as ``actions.submit`` takes it."""
         with api_errors():
-            res = actions.submit(self.state, team, objective_id, answer, actor=actor(team))
+            ctx = ctx or actions.context(self.state)
+            res = self.live.submit(ctx, team, objective_id, answer, actor=actor(team))
         self.final.remember(team, res, id(self.ctx()))
         body = {
             "team": team,
@@ -694,13 +705,13 @@ class ScoringQueue:
     def _score(self, batch: list) -> None:
         results: list[tuple[Any, BaseException | None]] = []
         try:
-            # the store the scoring module's submit will use (the service's cached context may hold one
-            # it has since replaced and closed); should they still differ, that submit is a 503, no deadlock
-            store = actions.context(self.service.state).store
-            with store.transaction():  # the batch's one commit
+            # the range's current context, read once per batch (the service's cached one may hold a store
+            # since replaced and closed); every answer of the batch is scored with it, in its store
+            ctx = actions.context(self.service.state)
+            with ctx.store.transaction():  # the batch's one commit
                 for (team, oid, answer), _, _ in batch:
                     try:
-                        results.append((self.service.scored(team, oid, answer), None))
+                        results.append((self.service.scored(team, oid, answer, ctx), None))
                     except Exception as exc:  # noqa: BLE001 - this request's error, the others go on
                         results.append((None, exc))
             self.batches += 1

@@ -41,9 +41,8 @@ from rangectl.backend.nodeexec import (
     NodeExec,
     NodePort,
     RunningJob,
-    error_record,
+    ThreadJob,
     plain,
-    raise_error,
 )
 from rangectl.errors import NotFound, RangeError
 from rangectl.plan import Plan
@@ -59,44 +58,6 @@ class _Range:
     nodes: dict[tuple[int, str], NodeInfo] = field(default_factory=dict)
 
 
-class _MemoryJob(RunningJob):
-    def __init__(self, handler: JobHandler, ref: NodeRef, job: Job):
-        self.ctl = JobControl(job.deadline)
-        self._done = threading.Event()
-        self._box: dict[str, Any] = {}
-        args = plain(job.args, f"the arguments of {job.fn}")
-        self.where = f"{job.fn.rsplit(':', 1)[-1]} in {ref}"
-
-        def body() -> None:
-            try:
-                self._box["value"] = plain(handler(ref, args, self.ctl), f"the result of {job.fn}")
-            except BaseException as exc:  # noqa: BLE001 - handed over as data
-                self._box["error"] = error_record(exc)
-            finally:
-                self.ctl.ready()
-                self._done.set()
-
-        threading.Thread(target=body, name=f"memory-job-{ref.node}", daemon=True).start()
-
-    def wait_ready(self, timeout: float | None = None) -> None:
-        self.ctl._ready.wait(timeout)
-        if self._done.is_set() and "error" in self._box:
-            raise_error(self._box["error"], self.where)
-
-    def stop(self) -> None:
-        self.ctl.request_stop()
-
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def result(self, timeout: float | None = None) -> Any:
-        if not self._done.wait(timeout):
-            raise JobError(f"{self.where}: no result within {timeout:g}s")
-        if "error" in self._box:
-            raise_error(self._box["error"], self.where)
-        return self._box.get("value")
-
-
 class _MemoryExec(NodeExec):
     def __init__(self, backend: MemoryBackend):
         self.backend = backend
@@ -107,7 +68,8 @@ class _MemoryExec(NodeExec):
         if handler is None:
             raise JobError(f"the memory backend has no handler for job {job.fn}")
         self.backend.jobs_run.append((ref, job))
-        return _MemoryJob(handler, ref, job)
+        args = plain(job.args, f"the arguments of {job.fn}")
+        return ThreadJob(job, f"{job.fn.rsplit(':', 1)[-1]} in {ref}", lambda ctl: handler(ref, args, ctl))
 
     def attach(self, ref: NodeRef) -> NodePort:
         raise JobError("the memory backend has no node networks to attach to")

@@ -240,32 +240,32 @@ def raise_error(rec: dict[str, Any], where: str) -> None:
 Locate = Callable[[NodeRef], tuple[str, int]]
 
 
-class _LocalJob(RunningJob):
-    def __init__(self, ref: NodeRef, job: Job, path: str):
-        self.ref, self.job = ref, job
+class ThreadJob(RunningJob):
+    """A job run by ``work(ctl)`` on a daemon thread of this process; its result (plain data) or
+    its error (as data, see :func:`error_record`) waits for :meth:`result`. Local engines and
+    the in-memory test backend run jobs this way; ``work`` decides where the job runs."""
+
+    def __init__(self, job: Job, where: str, work: Callable[[JobControl], Any]):
+        self.job, self.where = job, where
         self.ctl = JobControl(job.deadline)
         self._done = threading.Event()
         self._box: dict[str, Any] = {}
-        fn = resolve(job.fn)
-        args = plain(job.args, f"the arguments of {job.fn}")
 
         def body() -> None:
             try:
-                with netns.entered(path):
-                    value = fn(self.ctl, **args)
-                self._box["value"] = plain(value, f"the result of {job.fn}")
+                self._box["value"] = plain(work(self.ctl), f"the result of {job.fn}")
             except BaseException as exc:  # noqa: BLE001 - handed to the caller as data
                 self._box["error"] = error_record(exc)
             finally:
                 self.ctl.ready()
                 self._done.set()
 
-        self._thread = threading.Thread(target=body, name=f"rangectl-job-{ref.node}", daemon=True)
+        self._thread = threading.Thread(target=body, name=f"rangectl-job {where}", daemon=True)
         self._thread.start()
 
     def _raise(self) -> None:
         if "error" in self._box:
-            raise_error(self._box["error"], f"{self.job.fn.rsplit(':', 1)[-1]} in {self.ref}")
+            raise_error(self._box["error"], self.where)
 
     def wait_ready(self, timeout: float | None = None) -> None:
         self.ctl._ready.wait(timeout)
@@ -280,9 +280,20 @@ class _LocalJob(RunningJob):
 
     def result(self, timeout: float | None = None) -> Any:
         if not self._done.wait(timeout):
-            raise JobError(f"{self.job.fn} in {self.ref}: no result within {timeout:g}s")
+            raise JobError(f"{self.where}: no result within {timeout:g}s")
         self._raise()
         return self._box.get("value")
+
+
+def _local_job(ref: NodeRef, job: Job, path: str) -> ThreadJob:
+    fn = resolve(job.fn)
+    args = plain(job.args, f"the arguments of {job.fn}")
+
+    def work(ctl: JobControl) -> Any:
+        with netns.entered(path):
+            return fn(ctl, **args)
+
+    return ThreadJob(job, f"{job.fn.rsplit(':', 1)[-1]} in {ref}", work)
 
 
 class _LocalPort(NodePort):
@@ -339,7 +350,7 @@ class LocalNodeExec(NodeExec):
         return path
 
     def start(self, ref: NodeRef, job: Job) -> RunningJob:
-        return _LocalJob(ref, job, self._path(ref))
+        return _local_job(ref, job, self._path(ref))
 
     def attach(self, ref: NodeRef) -> NodePort:
         """Pin the node's namespace with an open descriptor, then check the node still has that

@@ -36,6 +36,8 @@ import pytest
 from rangectl import netns as rnetns
 from rangectl.access import gateway as gw
 from rangectl.access.install import WS_API_PORT, WS_SSH_PORT
+from rangectl.backend.base import NodeRef
+from rangectl.backend.nodeexec import LocalNodeExec
 
 ROOT = Path(__file__).resolve().parents[2]
 ATTACKER = "127.0.0.2"  # another source on loopback (all of 127/8 is local)
@@ -204,6 +206,11 @@ def _ssh_hello(port: int, source: str = "127.0.0.1", timeout: float = 3.0) -> by
             return b""
 
 
+def _attach(resolve):
+    """A gateway's attach through the local execution seam, from a team -> (container, pid) map."""
+    return lambda team: LocalNodeExec(lambda ref: resolve(ref.team)).attach(NodeRef("machinery", team, "ws"))
+
+
 # --- finding 5, gateway layer ---------------------------------------------------------------
 
 
@@ -214,7 +221,7 @@ def test_idle_connections_from_one_source_do_not_lock_a_team_out(workstations, t
     base = _free_port() - 1
     lt = LoopThread()
     g = gw.Gateway(
-        [1], str(tmp_path / "api.sock"), lambda t: (f"standin-{t}", ws.pid), None,
+        [1], str(tmp_path / "api.sock"), _attach(lambda t: (f"standin-{t}", ws.pid)), None,
         ssh_bind="127.0.0.1", ssh_base=base, api_in_workstation=False, watch_seconds=60,
     )
     idle: list[socket.socket] = []
@@ -277,8 +284,8 @@ def test_a_team_with_a_hung_repair_delays_no_other_team_and_close_is_prompt(work
         w = current[team]
         return (f"standin-{team}-{w.name}", w.pid)
 
-    def exec_in(container: str, argv: list[str], timeout: float | None = None) -> int:
-        repairs.append(container)
+    def exec_in(team: int, argv: list[str], timeout: float | None = None) -> int:
+        repairs.append(f"team {team}")
         hang.wait(600)  # a repair that never returns (the finding's `cat` of a FIFO)
         return 0
 
@@ -286,7 +293,7 @@ def test_a_team_with_a_hung_repair_delays_no_other_team_and_close_is_prompt(work
     sock_path = str(tmp_path / "api.sock")
     _api_unix_server(sock_path, stop)
     lt = LoopThread()
-    g = gw.Gateway([1, 2], sock_path, resolve, exec_in, ssh_bind="127.0.0.1", ssh_base=_free_port() - 1,
+    g = gw.Gateway([1, 2], sock_path, _attach(resolve), exec_in, ssh_bind="127.0.0.1", ssh_base=_free_port() - 1,
                    watch_seconds=0.5)
     try:
         lt.run(g.start())

@@ -151,21 +151,35 @@ CHILD = textwrap.dedent(
     def avail(team, av):
         return {{"passed": True, "detail": "up"}}
     r = DrillRunner(s, plan(s, 2), store, inject, check, avail)
+    open({ready!r}, "w").close()  # imports done: from here on a kill interrupts the drill itself
     r.start(time_scale=300.0)
     r.run()
     """
 )
 
 
+def _wait_ready(proc: subprocess.Popen, ready: Path, timeout: float = 120.0) -> None:
+    """Until the child has started (Python and the imports take seconds on a loaded machine; a kill
+    window that counted them could end before the drill did any work, run after run)."""
+    end = time.monotonic() + timeout
+    while not ready.exists():
+        assert proc.poll() is None, f"the child exited ({proc.returncode}) before it started the drill"
+        assert time.monotonic() < end, "the child did not start within 120 s"
+        time.sleep(0.01)
+
+
 def test_kill_and_restart_carries_on_from_the_record(tmp_path):
     root = str(Path(__file__).resolve().parents[2])
     db = str(tmp_path / "range.db")
     script = tmp_path / "child.py"
-    script.write_text(CHILD.format(root=root, db=db))
+    ready = tmp_path / "ready"
+    script.write_text(CHILD.format(root=root, db=db, ready=str(ready)))
     rng = random.Random(7)
     kills = 0
     for _ in range(30):
+        ready.unlink(missing_ok=True)
         proc = subprocess.Popen([sys.executable, str(script)], cwd=root)
+        _wait_ready(proc, ready)
         try:
             proc.wait(timeout=rng.uniform(0.3, 1.2))
             if proc.returncode == 0:
