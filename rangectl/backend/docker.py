@@ -475,7 +475,7 @@ class DockerBackend(Backend):
 
     def _host_port(self, container: str, ip: Any) -> str:
         """The host-side veth (bridge port) of ``container``'s interface holding ``ip``."""
-        from rangectl.netns import addresses
+        from rangectl.rtnetlink import addresses
 
         ns = f"/proc/{self.pid(container)}/ns/net"
         ifname = next((a.ifname for a in addresses(ns) if str(a.interface.ip) == str(ip)), None)
@@ -552,7 +552,7 @@ class DockerBackend(Backend):
                     macs[addr] = c["MacAddress"]
         if not macs:
             return {}
-        from rangectl.netns import addresses
+        from rangectl.rtnetlink import addresses
 
         pid = self.pid(container_name(range_name, team.team, probe.name))
         ns = f"/proc/{pid}/ns/net"

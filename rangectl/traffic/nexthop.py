@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from rangectl.netns import NextHop, next_hop_here
+from rangectl.arp import NextHop, next_hop_here
 from rangectl.traffic.base import TrafficContext, TrafficError
 
 

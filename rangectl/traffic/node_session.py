@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rangectl.netns import _route_get_here, run_in_netns
-from rangectl.traffic.base import TrafficContext, TrafficError, TrafficResult, WireCounter, target_of, utcnow
+from rangectl.netns import run_in_netns
+from rangectl.rtnetlink import route_get_here
+from rangectl.traffic.base import TrafficContext, TrafficError, TrafficResult, target_of, utcnow
+from rangectl.traffic.wire import WireCounter
 
 ETH_IP_UDP = 14 + 20 + 8  # frame bytes around a UDP payload (no IP options)
 
@@ -56,7 +58,7 @@ def run_session(
     dst = target_of(ctx, kind)
 
     def here() -> TrafficResult:
-        route = _route_get_here(str(dst))
+        route = route_get_here(str(dst))
         if route.type == "local":
             raise TrafficError(f"{dst} is the sending node's own address")
         if route.type != "unicast" or not route.ifname:

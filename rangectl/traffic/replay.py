@@ -11,7 +11,7 @@ packet's due time on the monotonic clock and busy-wait the rest (a packet
 held up by more than 15 us moves the rest of the schedule with it, so the
 capture's gaps are kept rather than squeezed to catch up); top-speed replays
 copy pre-built slots into a PACKET_MMAP TX ring and flush it with one
-sendto(2) per ring (:class:`~rangectl.traffic.base.TxRing`), or, when no ring
+sendto(2) per ring (:class:`~rangectl.traffic.wire.TxRing`), or, when no ring
 can be set up, push pre-built sendmmsg(2) batches.
 """
 
@@ -24,20 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rangectl.netns import _addresses_here, _interface_here, _route_get_here, next_hop_here, run_in_netns
-from rangectl.traffic.base import (
-    FrameBatch,
-    PacketSocket,
-    TrafficContext,
-    TrafficError,
-    TrafficRefused,
-    TrafficResult,
-    TxRing,
-    set_timer_slack,
-    utcnow,
-)
+from rangectl.arp import next_hop_here
+from rangectl.netns import run_in_netns
+from rangectl.rtnetlink import addresses_here, interface_here, route_get_here
+from rangectl.traffic.base import TrafficContext, TrafficError, TrafficRefused, TrafficResult, utcnow
+from rangectl.traffic.pacing import set_timer_slack
 from rangectl.traffic.packets import mac_bytes
 from rangectl.traffic.pcapfile import capture_format, prepare_replay, read_capture
+from rangectl.traffic.wire import FrameBatch, PacketSocket, TxRing
 
 IPv4 = ipaddress.IPv4Address
 
@@ -297,16 +291,16 @@ def replay_pcap(
     def here() -> TrafficResult:
         iface = ctx.src_iface
         if iface is None:
-            route = _route_get_here(first_dst)
+            route = route_get_here(first_dst)
             if route.type == "local" and len(dry.destinations) > 1:
-                route = _route_get_here(next(d for d in dry.destinations if d != first_dst))
+                route = route_get_here(next(d for d in dry.destinations if d != first_dst))
             if route.ifname is None or route.type not in ("unicast", "local"):
                 raise TrafficError(f"no route to {first_dst} from the source node")
             iface = route.ifname
-        info = _interface_here(iface)
+        info = interface_here(iface)
         if not info.mac:
             raise TrafficError(f"interface {iface} has no Ethernet address")
-        own = [a.interface.ip for a in _addresses_here()]
+        own = [a.interface.ip for a in addresses_here()]
         hops: dict[IPv4, bytes] = {}
 
         def hop_mac(dst: IPv4) -> bytes:

@@ -26,12 +26,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from rangectl.netns import run_in_netns
+from rangectl.traffic.wire import ETH_P_ALL, PACKET_OUTGOING, SOL_PACKET
 
-SOL_PACKET = 263
 PACKET_STATISTICS = 6
 SO_ATTACH_FILTER = 26
-ETH_P_ALL = 0x0003
-PACKET_OUTGOING = 4
 
 # classic BPF opcodes
 LD_W_ABS, LD_H_ABS, LD_B_ABS = 0x20, 0x28, 0x30

@@ -29,8 +29,7 @@ from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
 from rangectl import netns
-from rangectl.traffic import TrafficContext, replay_pcap
-from rangectl.traffic import base as tbase
+from rangectl.traffic import TrafficContext, replay_pcap, wire
 
 pytestmark = [
     pytest.mark.netns,
@@ -223,7 +222,7 @@ def test_ring_batches_of_any_size_wrap_the_ring_in_order(lab):
     plan = [(0, 700), (700 % 700, 5), (5, 1024), (329, 1), (330, 1023), (653, 999)]
 
     def run() -> tuple[int, int]:
-        with tbase.TxRing("eth0", frames, mtu=1500) as ring:
+        with wire.TxRing("eth0", frames, mtu=1500) as ring:
             assert ring.slots == 1024
             for start, count in plan:
                 assert ring.send_range(start, count) == count
@@ -256,7 +255,7 @@ def test_ring_retries_a_refused_flush_without_losing_or_repeating(lab):
             return self.sock.send(data)
 
     def run() -> int:
-        with tbase.TxRing("eth0", frames, mtu=1500) as ring:
+        with wire.TxRing("eth0", frames, mtu=1500) as ring:
             real = ring.sock
             ring.sock = Flaky(
                 real, [("before", errno.ENOBUFS), ("before", errno.ETIMEDOUT), ("after", errno.ETIMEDOUT)]
@@ -278,7 +277,7 @@ def test_ring_retries_a_refused_flush_without_losing_or_repeating(lab):
 def test_ring_refused_by_the_kernel_falls_back_to_sendmmsg(lab, tmp_path, monkeypatch):
     frames = udp_frames(1500)
     cap = write_capture(tmp_path, frames)
-    monkeypatch.setattr(tbase, "PACKET_TX_RING", 0x7FFF)  # an option the kernel does not know: ENOPROTOOPT
+    monkeypatch.setattr(wire, "PACKET_TX_RING", 0x7FFF)  # an option the kernel does not know: ENOPROTOOPT
     rx = Receiver(lab)
     r = replay(lab, cap, loop=2)
     got = rx.frames()
@@ -291,7 +290,7 @@ def test_ring_refused_by_the_kernel_falls_back_to_sendmmsg(lab, tmp_path, monkey
 def test_capture_too_big_for_a_ring_image_falls_back(lab, tmp_path, monkeypatch):
     frames = udp_frames(300)
     cap = write_capture(tmp_path, frames)
-    monkeypatch.setattr(tbase, "RING_IMAGE_MAX", 1 << 20)
+    monkeypatch.setattr(wire, "RING_IMAGE_MAX", 1 << 20)
     rx = Receiver(lab)
     r = replay(lab, cap, loop=2)
     got = rx.frames()

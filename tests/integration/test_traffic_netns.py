@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from rangectl import netns
+from rangectl import arp, netns, rtnetlink
 from rangectl.traffic import TrafficContext, TrafficRefused, replay_pcap, run_traffic
 from rangectl.traffic.pcapfile import read_capture
 from rangectl.traffic.sniff import ArrivalCounter
@@ -289,18 +289,18 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
 
 def test_netns_helpers(lab):
     p = lab.path("att")
-    r = netns.route_get(p, FAR)
+    r = rtnetlink.route_get(p, FAR)
     assert (r.type, r.ifname, str(r.gateway), str(r.prefsrc)) == ("unicast", "eth0", RTR_A, ATT)
-    info = netns.interface(p, "eth0")
+    info = rtnetlink.interface(p, "eth0")
     assert [str(i) for i in info.ipv4] == [f"{ATT}/24"] and info.mac and info.up
-    rtr_mac = netns.interface(lab.path("rtr"), "eth0").mac
-    hop = netns.next_hop(p, FAR)
+    rtr_mac = rtnetlink.interface(lab.path("rtr"), "eth0").mac
+    hop = arp.next_hop(p, FAR)
     assert (str(hop.hop_ip), hop.hop_mac, hop.src_mac, str(hop.src_ip)) == (RTR_A, rtr_mac, info.mac, ATT)
-    hop2 = netns.next_hop(p, TGT)
-    assert hop2.hop_mac == netns.interface(lab.path("tgt"), "eth0").mac
-    assert any(rt["dst"] == "0.0.0.0/0" and rt["gateway"] == RTR_A for rt in netns.routes(p))
+    hop2 = arp.next_hop(p, TGT)
+    assert hop2.hop_mac == rtnetlink.interface(lab.path("tgt"), "eth0").mac
+    assert any(rt["dst"] == "0.0.0.0/0" and rt["gateway"] == RTR_A for rt in rtnetlink.routes(p))
     with pytest.raises(netns.NetnsError, match="sending namespace itself"):
-        netns.next_hop(p, ATT)
+        arp.next_hop(p, ATT)
     # run_in_netns returns results, raises errors, and leaves the caller where it was
     own = os.stat("/proc/thread-self/ns/net").st_ino
     assert netns.run_in_netns(p, lambda: os.stat("/proc/thread-self/ns/net").st_ino) == os.stat(p).st_ino
@@ -483,7 +483,7 @@ def test_replay_rewrites_addresses_as_mapped(lab):
     assert b"UNION%20SELECT" in payload and b"sqlmap" in payload
     assert not cap.ip(dst="198.51.100.20") and not cap.ip(src="198.51.100.20")
     assert r.packets_sent == 46 or r.packets_sent == r.details["frames_per_loop"]
-    assert r.details["next_hops"] == {FAR: netns.interface(lab.path("rtr"), "eth0").mac}
+    assert r.details["next_hops"] == {FAR: rtnetlink.interface(lab.path("rtr"), "eth0").mac}
 
 
 def test_replay_counts_match_target(lab):

@@ -27,10 +27,12 @@ import pytest
 from rangectl import backend as backends
 from rangectl import labels as L
 from rangectl import ranges
+from rangectl.arp import mac_bytes
 from rangectl.backend.docker import container_name, net_name, remove_bridge_rules
 from rangectl.drill import checks
 from rangectl.drill.wiring import RangeProbes
-from rangectl.netns import NUD_PERMANENT, addresses, interface, mac_bytes, neighbours, routes, run_in_netns
+from rangectl.netns import run_in_netns
+from rangectl.rtnetlink import NUD_PERMANENT, addresses, interface, neighbours, routes
 from rangectl.scenario.model import Availability
 from rangectl.scenario.vantage import PROBE
 from rangectl.state import RangeState

@@ -17,7 +17,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (0, ("rangectl", "rangectl.errors", "rangectl.labels", "rangectl.paths", "rangectl.store")),
     (1, ("rangectl.scenario", "rangectl.graph", "rangectl.i18n")),
     (2, ("rangectl.plan", "rangectl.state", "rangectl.answers", "rangectl.solution")),
-    (3, ("rangectl.netns", "rangectl.backend")),
+    (3, ("rangectl.netns", "rangectl.rtnetlink", "rangectl.arp", "rangectl.backend")),
     (4, ("rangectl.traffic", "rangectl.scoring")),
     (5, ("rangectl.drill",)),
     (6, ("rangectl.access",)),

@@ -26,7 +26,8 @@ from rangectl.traffic import (
     run_traffic,
     validate_params,
 )
-from rangectl.traffic.base import Budget, check_address, refusal
+from rangectl.traffic.base import check_address, refusal
+from rangectl.traffic.pacing import Budget
 
 ROOT = Path(__file__).resolve().parents[2]
 # Explicit MACs: a bare Ether() makes Scapy ARP for the destination on the host network.

@@ -7,7 +7,8 @@ import ipaddress
 import pytest
 
 from rangectl.traffic.packets import eth_header, ipv4_header, udp_datagram
-from rangectl.traffic.sniff import MAX_MATCHES, PACKET_OUTGOING, SNAP, bpf_program, run_bpf
+from rangectl.traffic.sniff import MAX_MATCHES, SNAP, bpf_program, run_bpf
+from rangectl.traffic.wire import PACKET_OUTGOING
 
 MAC_A, MAC_B = "02:00:00:00:00:01", "02:00:00:00:00:02"
 

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rangectl.traffic.base import (
+from rangectl.traffic.replay import build_schedule, send_frames
+from rangectl.traffic.wire import (
     PAGE,
     TP_STATUS_SEND_REQUEST,
     TPACKET2_HDR,
@@ -21,7 +22,6 @@ from rangectl.traffic.base import (
     ring_geometry,
     ring_image,
 )
-from rangectl.traffic.replay import build_schedule, send_frames
 
 
 @given(st.integers(14, 9014), st.integers(1, 5000))

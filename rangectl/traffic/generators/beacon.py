@@ -11,9 +11,10 @@ import time
 import urllib.parse
 
 from rangectl.scenario.traffic_params import BeaconParams
-from rangectl.traffic.base import Budget, TrafficContext, TrafficResult
+from rangectl.traffic.base import TrafficContext, TrafficResult
 from rangectl.traffic.http_client import http_request
 from rangectl.traffic.node_session import ETH_IP_UDP, Session, run_session
+from rangectl.traffic.pacing import Budget
 
 
 def run_beacon(p: BeaconParams, ctx: TrafficContext) -> TrafficResult:

@@ -12,8 +12,9 @@ import time
 from collections import Counter
 
 from rangectl.scenario.traffic_params import DnsExfilParams
-from rangectl.traffic.base import Budget, TrafficContext, TrafficResult
+from rangectl.traffic.base import TrafficContext, TrafficResult
 from rangectl.traffic.node_session import ETH_IP_UDP, Session, run_session
+from rangectl.traffic.pacing import Budget
 
 QTYPES = {"A": 1, "NS": 2, "CNAME": 5, "MX": 15, "TXT": 16, "AAAA": 28, "NULL": 10}
 

@@ -7,9 +7,10 @@ import urllib.parse
 from collections import Counter
 
 from rangectl.scenario.traffic_params import HttpParams
-from rangectl.traffic.base import Budget, TrafficContext, TrafficResult
+from rangectl.traffic.base import TrafficContext, TrafficResult
 from rangectl.traffic.http_client import http_request
 from rangectl.traffic.node_session import Session, run_session
+from rangectl.traffic.pacing import Budget
 
 
 def _multipart(field_name: str, filename: str, content: bytes, ctype: str) -> tuple[bytes, str]:

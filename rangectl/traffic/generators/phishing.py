@@ -8,8 +8,9 @@ from email.utils import formataddr, formatdate, make_msgid
 from typing import Any
 
 from rangectl.scenario.traffic_params import PhishingParams
-from rangectl.traffic.base import Budget, TrafficContext, TrafficResult
+from rangectl.traffic.base import TrafficContext, TrafficResult
 from rangectl.traffic.node_session import Session, run_session
+from rangectl.traffic.pacing import Budget
 
 
 def phishing_message(p: PhishingParams, to: list[str], n: int) -> EmailMessage:

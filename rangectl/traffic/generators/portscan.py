@@ -18,18 +18,12 @@ import time
 
 from rangectl.netns import run_in_netns
 from rangectl.scenario.traffic_params import PortscanParams
-from rangectl.traffic.base import (
-    PACKET_OUTGOING,
-    Budget,
-    PacketSocket,
-    TrafficContext,
-    TrafficResult,
-    target_of,
-    utcnow,
-)
+from rangectl.traffic.base import TrafficContext, TrafficResult, target_of, utcnow
 from rangectl.traffic.nexthop import next_hop
 from rangectl.traffic.node_session import Session, run_session
+from rangectl.traffic.pacing import Budget
 from rangectl.traffic.packets import PROTO_ICMP, PROTO_TCP, TCP_RST, TCP_SYN, SynTemplate
+from rangectl.traffic.wire import PACKET_OUTGOING, PacketSocket
 
 
 def run_portscan(p: PortscanParams, ctx: TrafficContext) -> TrafficResult:

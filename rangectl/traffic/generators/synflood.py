@@ -17,8 +17,6 @@ import time
 from rangectl.netns import run_in_netns
 from rangectl.scenario.traffic_params import SynfloodParams
 from rangectl.traffic.base import (
-    Budget,
-    PacketSocket,
     TrafficContext,
     TrafficError,
     TrafficResult,
@@ -28,7 +26,9 @@ from rangectl.traffic.base import (
     utcnow,
 )
 from rangectl.traffic.nexthop import next_hop
+from rangectl.traffic.pacing import Budget
 from rangectl.traffic.packets import SynTemplate
+from rangectl.traffic.wire import PacketSocket
 
 
 def run_synflood(p: SynfloodParams, ctx: TrafficContext) -> TrafficResult:
