@@ -80,3 +80,12 @@ def run_cli(*args: str, check: bool = False, timeout: int = 600, **kw) -> subpro
 def scenario_files() -> list[Path]:
     """The shipped scenario files (not their reference solutions)."""
     return sorted(p for p in (ROOT / "scenarios").glob("*.yaml") if not p.name.endswith(".solution.yaml"))
+
+
+@pytest.fixture
+def memory(monkeypatch):
+    """The in-memory engine (rangectl.backend.memory) with a model of each range's nodes
+    (tests/memory_world.py): yields (backend, worlds)."""
+    from tests.memory_world import memory_engine
+
+    yield from memory_engine(monkeypatch)

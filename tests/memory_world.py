@@ -24,8 +24,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from rangectl import backend as backends
 from rangectl.backend.base import NodeRef
-from rangectl.backend.memory import MemoryBackend
+from rangectl.backend.memory import MemoryBackend, register_memory
 from rangectl.backend.nodeexec import JobControl, job_name
 from rangectl.drill.checks import probe_job
 from rangectl.plan import Plan
@@ -130,3 +131,20 @@ class World:
         with self.lock:
             seen = self.sent[ref.team] - before
         return {"packets": seen, "bytes": 60 * seen, "tap_drops": 0}
+
+
+def memory_engine(monkeypatch):
+    """The in-memory engine, registered as ``memory``, with a :class:`World` made for each range
+    it brings up: yields (backend, worlds)."""
+    be = register_memory()
+    worlds: list[World] = []
+    real_apply = be.apply
+
+    def apply(range_name, scenario, plan, images, progress=None):  # a world per range, made with it
+        worlds.append(World(be, scenario, plan))
+        return real_apply(range_name, scenario, plan, images, progress)
+
+    monkeypatch.setattr(be, "apply", apply)
+    yield be, worlds
+    backends._FACTORIES.pop("memory", None)
+    backends._CACHE.pop("memory", None)

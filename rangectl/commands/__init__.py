@@ -28,6 +28,7 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("rangectl.commands.scoring", "board", "board", "command"),
     ("rangectl.commands.scoring", "verify", "verify", "command"),
     ("rangectl.commands.scoring", "report", "report", "command"),
+    ("rangectl.commands.scoring", "evidence", "evidence", "command"),
     ("rangectl.commands.access", "serve", "serve", "command"),
     ("rangectl.commands.access", "teams", "teams", "command"),
     ("rangectl.commands.selftest", "selftest", "selftest", "command"),

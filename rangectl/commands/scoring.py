@@ -296,3 +296,30 @@ def report(
     files = write_report(RangeState.open(range_name), out, lang=pick_lang(lang))
     for f in files:
         console.print(f"wrote {f}")
+
+
+def evidence(
+    range_name: str = RANGE,
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write team-K/ folders (or the .tar.gz) into."),
+    team: list[int] = typer.Option(None, "--team", "-t", help="Only this team (repeat for several) [every team]."),
+    tar: bool = typer.Option(False, "--tar", help="Write one RANGE-evidence.tar.gz instead of folders."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Write each team's evidence bundle: its events with their hash chain, the attack ground truth,
+    the record's head and verify result, and a SHA-256 manifest (docs/scoring.md, "Evidence")."""
+    from rangectl.evidence import write_evidence
+
+    res = write_evidence(range_name, out, teams=team or None, tar=tar)
+    if json_out:
+        print(json.dumps(res.as_dict(), indent=2))
+        return
+    table = Table(title=f"evidence of range {res.range} · head {res.head_seq} · "
+                        f"{'record intact' if res.verify_ok else 'RECORD BROKEN'}", title_justify="left")  # fmt: skip
+    for col in ("team", "events", "ground truth", "manifest sha256"):
+        table.add_column(col)
+    for t in res.teams:
+        table.add_row(str(t.team), str(t.events), str(t.injects), t.files["manifest.json"][:16])
+    console.print(table)
+    console.print(f"written to {res.tar or res.out}")
+    if not res.verify_ok:
+        raise typer.Exit(1)

@@ -8,10 +8,8 @@ import time
 
 import pytest
 
-from rangectl import backend as backends
 from rangectl import ranges
 from rangectl.backend.base import NodeRef
-from rangectl.backend.memory import register_memory
 from rangectl.backend.nodeexec import job_name
 from rangectl.drill.checks import probe_job
 from rangectl.errors import NotFound, RangeError
@@ -19,25 +17,8 @@ from rangectl.scenario.validate import load_scenario
 from rangectl.selftest import run_selftest
 from rangectl.traffic import jobs
 from tests.conftest import FIXTURES
-from tests.memory_world import World
 
 MINI = FIXTURES / "mini-range.yaml"
-
-
-@pytest.fixture
-def memory(monkeypatch):
-    be = register_memory()
-    worlds: list[World] = []
-    real_apply = be.apply
-
-    def apply(range_name, scenario, plan, images, progress=None):  # a world per range, made with it
-        worlds.append(World(be, scenario, plan))
-        return real_apply(range_name, scenario, plan, images, progress)
-
-    monkeypatch.setattr(be, "apply", apply)
-    yield be, worlds
-    backends._FACTORIES.pop("memory", None)
-    backends._CACHE.pop("memory", None)
 
 
 def test_whole_drill_on_the_memory_backend(memory, tmp_path):
