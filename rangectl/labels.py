@@ -9,3 +9,4 @@ SCENARIO = "io.rangectl.scenario"
 SCENARIO_HASH = "io.rangectl.scenario-hash"
 ROLE = "io.rangectl.role"
 IMAGE_RECIPE = "io.rangectl.image-recipe"
+STAMP = "io.rangectl.stamp"  # the stamp a node was created from (docs/ranges.md, "Stamps")

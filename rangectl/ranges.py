@@ -6,6 +6,7 @@ same code. Progress is reported through a callback; the CLI draws it with rich.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,8 +17,9 @@ from rangectl import backend as backends
 from rangectl.access.credentials import ensure_credentials
 from rangectl.backend.base import Backend, NodeRef, UpResult
 from rangectl.backend.provision import provision as run_provision
+from rangectl.backend.stamp import node_inputs
 from rangectl.errors import NotFound, RangeError, UsageError
-from rangectl.plan import Plan, plan
+from rangectl.plan import NodePlan, Plan, TeamPlan, plan
 from rangectl.scenario.model import Scenario
 from rangectl.scenario.validate import load_scenario
 from rangectl.scenario.variables import new_seed
@@ -34,6 +36,7 @@ class UpReport:
     up: UpResult
     provision: Any = None
     timings: dict[str, float] = field(default_factory=dict)
+    stamps: dict[str, Any] = field(default_factory=dict)  # node -> stamp verdict (rangectl.backend.stamp)
 
 
 def up(
@@ -47,6 +50,7 @@ def up(
     trust_playbooks: bool = False,
     seed: str | None = None,
     engine: str | None = None,
+    stamp: bool | None = None,
 ) -> UpReport:
     """Bring a range up (or reconcile it). A range this call creates is rolled back on failure.
 
@@ -105,7 +109,9 @@ def up(
             },
         )
     try:
-        return _bring_up(st, be, scenario, p, provision, note, ansible_note, t0, trust_playbooks)
+        if stamp is None:
+            stamp = os.environ.get("RANGECTL_STAMP", "1") != "0"
+        return _bring_up(st, be, scenario, p, provision, note, ansible_note, t0, trust_playbooks, stamp)
     except BaseException:
         # A range this call started is removed again on any failure or Ctrl-C, so
         # nothing leaks; a reconciling up leaves the existing range as it was.
@@ -128,16 +134,31 @@ def _bring_up(
     ansible_note: Callable[[str, str, str], None] | None,
     t0: float,
     trust_playbooks: bool = False,
+    stamp: bool = True,
 ) -> UpReport:
     range_name = st.name
     ensure_credentials(st, len(p.teams))
     needed = sorted({n.image for n in scenario.nodes.values()})
     t_img = time.monotonic()
     images = be.ensure_images(needed, on_progress=lambda *a: note("image", " ".join(str(x) for x in a)))
+    t_stamp = time.monotonic()
+    verdicts: dict[str, Any] = {}
+    if provision and stamp:
+        note("stamps", "provisioning once per node")
+        verdicts = be.make_stamps(range_name, scenario, p, images, st.source_path, trust_playbooks, ansible_note)
+        st.update(stamps={n: v.as_dict() for n, v in sorted(verdicts.items())})
+    stamped = {n: v.stamp for n, v in verdicts.items() if v.ok}
+
+    def stamp_for(t: TeamPlan, node: NodePlan) -> tuple[str, bytes] | None:
+        s = stamped.get(node.name)
+        return None if s is None else (s.ref, s.tar(node_inputs(range_name, scenario, t, node.name)))
+
     t_up = time.monotonic()
-    res = be.apply(range_name, scenario, p, images, progress=note)
-    report = UpReport(range_name, scenario, p, res)
-    report.timings["images"] = t_up - t_img
+    res = be.apply(range_name, scenario, p, images, progress=note, stamps=stamp_for if stamped else None)
+    report = UpReport(range_name, scenario, p, res, stamps=verdicts)
+    report.timings["images"] = t_stamp - t_img
+    if verdicts:
+        report.timings["stamps"] = t_up - t_stamp
     report.timings["containers"] = time.monotonic() - t_up
     st.update(status="running")
     if provision:
@@ -145,9 +166,11 @@ def _bring_up(
         if fresh:
             t_pr = time.monotonic()
             st.update(status="provisioning")
+            # nodes made from a stamp just now carry their playbooks' work already
+            skip = set(res.stamped)
             pr = run_provision(
                 range_name, scenario, p, st.source_path, note=ansible_note, backend=be,
-                workdir=provision_dir(range_name), trust_playbooks=trust_playbooks,
+                workdir=provision_dir(range_name), trust_playbooks=trust_playbooks, skip=skip,
             )
             report.provision = pr
             report.timings["provision"] = time.monotonic() - t_pr
@@ -210,6 +233,7 @@ def status(range_name: str) -> dict[str, Any]:
         "teams": meta.get("teams"),
         "engine": be.name,
         "status": meta.get("status", "orphaned" if nodes else "unknown"),
+        "stamps": meta.get("stamps") or {},
         "networks": sorted(n.name for n in be.networks(range_name)),
         "nodes": [n.as_dict() for n in nodes],
     }

@@ -140,9 +140,9 @@ def memory_engine(monkeypatch):
     worlds: list[World] = []
     real_apply = be.apply
 
-    def apply(range_name, scenario, plan, images, progress=None):  # a world per range, made with it
+    def apply(range_name, scenario, plan, images, progress=None, stamps=None):  # a world per range, made with it
         worlds.append(World(be, scenario, plan))
-        return real_apply(range_name, scenario, plan, images, progress)
+        return real_apply(range_name, scenario, plan, images, progress, stamps)
 
     monkeypatch.setattr(be, "apply", apply)
     yield be, worlds

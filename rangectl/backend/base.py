@@ -15,13 +15,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rangectl.plan import Plan
+from rangectl.plan import NodePlan, Plan, TeamPlan
 from rangectl.scenario.model import Scenario
 
 if TYPE_CHECKING:  # the seam's types, for annotations only
     from rangectl.backend.nodeexec import NodeExec
 
 Progress = Callable[[str, str], None]  # (phase, item) -> None
+#: (team, node) -> (image to create it from, tar of files to put in before it starts), or None: how
+#: ``apply`` starts a node from a stamp (rangectl.backend.stamp) instead of its image
+StampFor = Callable[[TeamPlan, NodePlan], "tuple[str, bytes] | None"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class UpResult:
     created_containers: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
+    stamped: list[tuple[int, str]] = field(default_factory=list)  # (team, node) created from a stamp
     seconds: float = 0.0
 
 
@@ -135,9 +139,30 @@ class Backend(ABC):
 
     @abstractmethod
     def apply(
-        self, range_name: str, scenario: Scenario, plan: Plan, images: dict[str, str], progress: Progress | None = None
+        self,
+        range_name: str,
+        scenario: Scenario,
+        plan: Plan,
+        images: dict[str, str],
+        progress: Progress | None = None,
+        stamps: StampFor | None = None,
     ) -> UpResult:
-        """Create (or adopt and start) every network and node of ``plan``; idempotent."""
+        """Create (or adopt and start) every network and node of ``plan``; idempotent. ``stamps``
+        starts a new node from a stamp with the team's files in it."""
+
+    def make_stamps(
+        self,
+        range_name: str,
+        scenario: Scenario,
+        plan: Plan,
+        images: dict[str, str],
+        scenario_file: Any,
+        trust_playbooks: bool = False,
+        note: Callable[[str, str, str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Provision once per node for every team (``{node: verdict}``, rangectl.backend.stamp); an
+        engine that cannot stamp returns {} and every node is provisioned by Ansible."""
+        return {}
 
     @abstractmethod
     def remove(self, range_name: str | None, progress: Progress | None = None) -> tuple[int, int]:

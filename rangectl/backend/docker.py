@@ -36,6 +36,7 @@ from rangectl.backend.base import (
     NodeInfo,
     NodeRef,
     RangeSummary,
+    StampFor,
     UpResult,
 )
 from rangectl.backend.execs import run_exec
@@ -179,9 +180,29 @@ class DockerBackend(Backend):
         return ensure_images(self.client, images, on_progress=on_progress)
 
     def apply(
-        self, range_name: str, scenario: Scenario, plan: Plan, images: dict[str, str], progress: Progress | None = None
+        self,
+        range_name: str,
+        scenario: Scenario,
+        plan: Plan,
+        images: dict[str, str],
+        progress: Progress | None = None,
+        stamps: StampFor | None = None,
     ) -> UpResult:
-        return self.up(range_name, scenario, plan, images, progress)
+        return self.up(range_name, scenario, plan, images, progress, stamps)
+
+    def make_stamps(
+        self,
+        range_name: str,
+        scenario: Scenario,
+        plan: Plan,
+        images: dict[str, str],
+        scenario_file: Any,
+        trust_playbooks: bool = False,
+        note: Callable[[str, str, str], None] | None = None,
+    ) -> dict[str, Any]:
+        from rangectl.backend.stamp import make_stamps
+
+        return make_stamps(self, range_name, scenario, plan, images, scenario_file, trust_playbooks, note)
 
     def remove(self, range_name: str | None, progress: Progress | None = None) -> tuple[int, int]:
         return self.down(range_name, progress)
@@ -249,6 +270,7 @@ class DockerBackend(Backend):
         plan: Plan,
         images: dict[str, str],
         progress: Progress | None = None,
+        stamps: StampFor | None = None,
     ) -> UpResult:
         t0 = time.monotonic()
         note = progress or (lambda phase, item: None)
@@ -280,7 +302,8 @@ class DockerBackend(Backend):
                     env = substitute_all(scenario.nodes[node.name].env, t.values) if node.role != PROBE_ROLE else {}
                     jobs.append(
                         pool.submit(
-                            self._ensure_container, range_name, t, node, env, images[node.image], nets, base_labels, res
+                            self._ensure_container, range_name, t, node, env, images[node.image], nets, base_labels, res,
+                            stamps,
                         )
                     )
             errors = []
@@ -354,6 +377,7 @@ class DockerBackend(Backend):
         nets: dict[tuple[int, str], str],
         base_labels: dict,
         res: UpResult,
+        stamps: StampFor | None = None,
     ) -> str:
         name = container_name(range_name, team.team, node.name)
         try:
@@ -402,6 +426,10 @@ class DockerBackend(Backend):
             }
         )
         labels = dict(base_labels, **{L.TEAM: str(team.team), L.NODE: node.name, L.ROLE: node.role})
+        stamped = stamps(team, node) if stamps is not None and not probe else None
+        if stamped is not None:  # provisioned once: start from the stamp, the team's files put in below
+            image = stamped[0]
+            labels[L.STAMP] = stamped[0]
         environment = dict(env)
         environment.update(
             {
@@ -432,6 +460,10 @@ class DockerBackend(Backend):
             raise RangeError(f"cannot create container {name}: {exc.explanation or exc}") from None
         cid = created["Id"]
         res.created_containers.append(name)
+        if stamped is not None:
+            if not self.api.put_archive(cid, "/", stamped[1]):
+                raise RangeError(f"cannot put team {team.team}'s files into {name}")
+            res.stamped.append((team.team, node.name))
         for net, ip in items[1:]:
             self.api.connect_container_to_network(
                 cid, nets[(team.team, net)], ipv4_address=str(ip), aliases=aliases or None

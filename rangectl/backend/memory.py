@@ -32,6 +32,7 @@ from rangectl.backend.base import (
     NodeRef,
     Progress,
     RangeSummary,
+    StampFor,
     UpResult,
 )
 from rangectl.backend.nodeexec import (
@@ -110,7 +111,13 @@ class MemoryBackend(Backend):
         return {i: f"memory/{i}" for i in images}
 
     def apply(
-        self, range_name: str, scenario: Scenario, plan: Plan, images: dict[str, str], progress: Progress | None = None
+        self,
+        range_name: str,
+        scenario: Scenario,
+        plan: Plan,
+        images: dict[str, str],
+        progress: Progress | None = None,
+        stamps: StampFor | None = None,
     ) -> UpResult:
         note = progress or (lambda phase, item: None)
         res = UpResult()

@@ -28,12 +28,15 @@ from rangectl.backend.base import Backend, NodeRef
 from rangectl.backend.docker import container_name
 from rangectl.errors import EnvironmentProblem, RangeError, ScenarioError
 from rangectl.paths import resolve_path
-from rangectl.plan import Plan
+from rangectl.plan import NodePlan, Plan, TeamPlan
 from rangectl.scenario.model import Scenario
 from rangectl.scenario.trust import reserved_var, scan_playbooks
 from rangectl.scenario.variables import substitute_all
 
 EventNote = Callable[[str, str, str], None]  # (kind, host, text)
+
+#: Ansible forks per CPU of the controller (measured: bench/up.py, docs/ranges.md "Provisioning")
+FORKS_PER_CPU = int(os.environ.get("RANGECTL_FORKS_PER_CPU", "8"))
 
 
 @dataclass
@@ -57,6 +60,42 @@ def docker_api_host(ref: NodeRef) -> dict[str, str]:
     return {"ansible_connection": "community.docker.docker_api", "ansible_host": container_name(ref.range, ref.team, ref.node)}
 
 
+def host_vars(range_name: str, scenario: Scenario, t: TeamPlan, node: NodePlan) -> dict[str, Any]:
+    """What a node's playbooks see of the range: the scenario's vars, then rangectl's own."""
+    spec = scenario.nodes[node.name]
+    # The scenario's vars first, rangectl's own after, and no ansible_*/rangectl_* key
+    # of the scenario's at all: a node's `vars` can never change how (ansible_*: the
+    # connection, the container, the engine) or as which team (rangectl_*) the node
+    # is provisioned. Validation refuses those keys too; this holds if it is bypassed.
+    scenario_vars = substitute_all({k: v for k, v in spec.vars.items() if not reserved_var(k)}, t.values)
+    return {
+        **scenario_vars,
+        "rangectl_range": range_name,
+        "rangectl_team": t.team,
+        "rangectl_node": node.name,
+        "rangectl_role": node.role,
+        "rangectl_interfaces": {k: str(v) for k, v in node.interfaces.items()},
+        "rangectl_address": str(node.primary_ip),
+        "rangectl_gateway": str(node.gateway) if node.gateway else "",
+        "rangectl_nodes": {n.name: str(n.primary_ip) for n in t.nodes},
+        "rangectl_node_addresses": {n.name: {k: str(v) for k, v in n.interfaces.items()} for n in t.nodes},
+        "rangectl_subnets": {n.name: str(n.subnet) for n in t.networks},
+        "rangectl_scenario": scenario.name,
+        "rangectl_vars": dict(t.values),  # the team's own variable values (docs/planning.md)
+    }
+
+
+def playbooks_of(scenario: Scenario, node: str, scenario_file: Path) -> list[Path]:
+    """A node's playbooks, resolved (RangeError naming one that is not found)."""
+    out = []
+    for pb in scenario.nodes[node].provision:
+        path = resolve_path(pb, scenario_file, "playbooks")
+        if path is None:
+            raise RangeError(f"playbook '{pb}' of node '{node}' not found")
+        out.append(path.resolve())
+    return out
+
+
 def build_inventory(
     range_name: str,
     scenario: Scenario,
@@ -64,50 +103,30 @@ def build_inventory(
     scenario_file: Path,
     connect: Callable[[NodeRef], dict[str, str]] = docker_api_host,
     only: set[str] | None = None,
+    skip: set[tuple[int, str]] | None = None,
 ) -> tuple[dict, list[tuple[Path, str]]]:
     """The inventory dict and the (playbook path, group) pairs to run, in first-use order.
 
     ``connect`` gives each host's connection variables (the backend's :meth:`ansible_host`);
-    ``only`` limits the hosts to those nodes (a node reset re-provisions just that node)."""
+    ``only`` limits the hosts to those nodes (a node reset re-provisions just that node);
+    ``skip`` leaves (team, node) hosts out (nodes started from a stamp, :mod:`rangectl.backend.stamp`)."""
     hosts: dict[str, Any] = {}
     groups: dict[str, dict[str, Any]] = {}
     plays: list[tuple[Path, str]] = []
     seen: dict[Path, str] = {}
     for t in plan.teams:
         for node in t.nodes:
-            if only is not None and node.name not in only:
+            if (only is not None and node.name not in only) or (skip is not None and (t.team, node.name) in skip):
                 continue
-            spec = scenario.nodes[node.name]
             h = host_name(t.team, node.name)
-            # The scenario's vars first, rangectl's own after, and no ansible_*/rangectl_* key
-            # of the scenario's at all: a node's `vars` can never change how (ansible_*: the
-            # connection, the container, the engine) or as which team (rangectl_*) the node
-            # is provisioned. Validation refuses those keys too; this holds if it is bypassed.
-            scenario_vars = substitute_all({k: v for k, v in spec.vars.items() if not reserved_var(k)}, t.values)
             hosts[h] = {
-                **scenario_vars,
+                **host_vars(range_name, scenario, t, node),
                 **connect(NodeRef(range_name, t.team, node.name)),
                 "ansible_python_interpreter": "/usr/bin/python3",
-                "rangectl_range": range_name,
-                "rangectl_team": t.team,
-                "rangectl_node": node.name,
-                "rangectl_role": node.role,
-                "rangectl_interfaces": {k: str(v) for k, v in node.interfaces.items()},
-                "rangectl_address": str(node.primary_ip),
-                "rangectl_gateway": str(node.gateway) if node.gateway else "",
-                "rangectl_nodes": {n.name: str(n.primary_ip) for n in t.nodes},
-                "rangectl_node_addresses": {n.name: {k: str(v) for k, v in n.interfaces.items()} for n in t.nodes},
-                "rangectl_subnets": {n.name: str(n.subnet) for n in t.networks},
-                "rangectl_scenario": scenario.name,
-                "rangectl_vars": dict(t.values),  # the team's own variable values (docs/planning.md)
             }
             for g in (node.role, f"team{t.team}", f"node_{node.name.replace('-', '_')}"):
                 groups.setdefault(g, {"hosts": {}})["hosts"][h] = None
-            for pb in spec.provision:
-                path = resolve_path(pb, scenario_file, "playbooks")
-                if path is None:
-                    raise RangeError(f"playbook '{pb}' of node '{node.name}' not found")
-                path = path.resolve()
+            for path in playbooks_of(scenario, node.name, scenario_file):
                 if path not in seen:
                     g = "pb_" + hashlib.sha1(str(path).encode()).hexdigest()[:10]
                     seen[path] = g
@@ -250,6 +269,7 @@ def provision(
     trust_playbooks: bool = False,
     backend: Backend | None = None,
     only: set[str] | None = None,
+    skip: set[tuple[int, str]] | None = None,
 ) -> ProvisionResult:
     """Run the scenario's playbooks on a range's nodes.
 
@@ -260,14 +280,32 @@ def provision(
     A failure returns ``ok=False`` with one clean line per failed host and task;
     ``result.log`` names the raw Ansible output.
     """
+    connect = backend.ansible_host if backend is not None else docker_api_host
+    inventory, plays = build_inventory(range_name, scenario, plan, scenario_file, connect, only, skip)
+    return run_playbooks(inventory, plays, scenario_file, note, workdir, trust_playbooks)
+
+
+def forks_for(hosts: int) -> int:
+    """Parallel Ansible workers: every host at once overloads a small controller (40 hosts on
+    2 cores put the load average above 40), so at most :data:`FORKS_PER_CPU` per CPU."""
+    return max(1, min(hosts, FORKS_PER_CPU * (os.cpu_count() or 1)))
+
+
+def run_playbooks(
+    inventory: dict,
+    plays: list[tuple[Path, str]],
+    scenario_file: Path,
+    note: EventNote | None = None,
+    workdir: Path | None = None,
+    trust_playbooks: bool = False,
+) -> ProvisionResult:
+    """One ansible-runner call over ``inventory`` running ``plays`` (see :func:`provision`)."""
     import signal
     import threading
     import time
 
     import ansible_runner
 
-    connect = backend.ansible_host if backend is not None else docker_api_host
-    inventory, plays = build_inventory(range_name, scenario, plan, scenario_file, connect, only)
     nhosts = sum(len(inventory["all"]["children"][g]["hosts"]) for _, g in plays) if plays else 0
     if not plays:
         return ProvisionResult(ok=True, hosts=0)
@@ -345,7 +383,7 @@ def provision(
             private_data_dir=str(tmp),
             playbook="site.yml",
             inventory=str(tmp / "inventory" / "hosts.yml"),
-            forks=max(nhosts, 1),
+            forks=forks_for(nhosts),
             envvars=envvars,
             quiet=True,
             event_handler=on_event,

@@ -61,6 +61,9 @@ def up(
     engine: str | None = typer.Option(
         None, "--engine", envvar="RANGECTL_ENGINE", help="The engine to run on (default: docker, the local engine)."
     ),
+    no_stamp: bool = typer.Option(
+        False, "--no-stamp", help="Run every team's playbooks node by node (no stamps; also RANGECTL_STAMP=0)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Bring a range up on the local Docker engine (or reconcile an existing one).
@@ -82,6 +85,9 @@ def up(
         t_ans = prog.add_task("provision", total=None, item="", visible=not no_provision)
 
         def note(phase: str, item: str) -> None:
+            if phase == "stamps":
+                prog.update(t_ans, item="stamps: " + item)
+                return
             task = {"image": t_img, "network": t_net, "container": t_ctr}.get(phase)
             if task is None:
                 return
@@ -101,7 +107,7 @@ def up(
         try:
             rep = ranges.up(
                 scenario, teams, name, not no_provision, note, ansible_note, keep_on_failure,
-                trust_playbooks=trust_playbooks, seed=seed, engine=engine,
+                trust_playbooks=trust_playbooks, seed=seed, engine=engine, stamp=False if no_stamp else None,
             )
         except KeyboardInterrupt:
             prog.stop()
@@ -130,6 +136,7 @@ def up(
                     "plan": rep.plan.as_dict(),
                     "created": rep.up.created_containers,
                     "kept": rep.up.kept,
+                    "stamps": {n: v.as_dict() for n, v in sorted(rep.stamps.items())},
                     "timings": rep.timings,
                 },
                 indent=2,
@@ -149,6 +156,11 @@ def up(
                 f"rangectl shell {rep.range} {n.name} --team {t.team}",
             )
     console.print(table)
+    for n, v in sorted(rep.stamps.items()):
+        if v.ok:
+            console.print(f"stamp {n}: {v.stamp.ref} (provisioned once, {len(v.stamp.files)} per-team file(s))", highlight=False)
+        else:
+            console.print(f"no stamp for {n}: {v.reason} (provisioned node by node)", highlight=False)
     made = len(rep.up.created_containers)
     kept = len([k for k in rep.up.kept if k.startswith("rc-")])
     console.print(

@@ -5,7 +5,8 @@
 #                          /run/rangectl/NAME.down exists (see rangectl-svc).
 #                          STOP_SIGNAL=INT rc_service ... picks the signal that
 #                          stops CMD (default TERM).
-# rc_wait_forever          wait until SIGTERM/SIGINT, then stop every service
+# rc_wait_forever          run the boot scripts playbooks left (rangectl-svc boot)
+#                          once, then wait until SIGTERM/SIGINT, stop every service
 #                          and exit 0, so `docker stop` takes well under a second.
 # rc_log TEXT              a line on the container's log (stderr).
 
@@ -68,7 +69,18 @@ rc_stop() {
     exit 0
 }
 
+rc_boot() {
+    local f
+    for f in /etc/rangectl/boot.d/*; do
+        [ -f "$f" ] || continue
+        rc_log "boot script $(basename "$f")"
+        bash "$f" </dev/null >/dev/null 2>&1 || rc_log "boot script $(basename "$f") failed"
+        rm -f "$f"
+    done
+}
+
 rc_wait_forever() {
+    rc_boot
     rc_log "ready"
     while :; do
         sleep 86400 &
