@@ -25,6 +25,10 @@ verifies. The store runs with ``synchronous=FULL`` (every commit fsynced).
 
 ``--rate 0`` turns the rate limiter off, so every submission goes through the
 scoring module's ``submit`` (attempts past the policy's max are refused there).
+``--attempts N`` sets the policy's max_attempts (0: no limit) and ``--right P``
+the share of right answers: ``--rate 0 --attempts 0 --right 0`` scores every
+submission (none is refused for good), the scoring path at full load.
+``--profile FILE`` writes a cProfile of the server's event-loop thread.
 Target: >= 500 submissions/s at p99 < 50 ms with the default limits.
 """
 
@@ -35,6 +39,8 @@ import asyncio
 import json
 import os
 import random
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -90,7 +96,9 @@ def scenario(teams: int) -> dict:
     }
 
 
-def make_state(teams: int) -> tuple[str, dict[int, str], dict[int, dict[str, str]]]:
+def make_state(
+    teams: int, attempts: int | None = None
+) -> tuple[str, dict[int, str], dict[int, dict[str, str]]]:
     from ruamel.yaml import YAML
 
     from rangectl.access import credentials as creds
@@ -100,7 +108,16 @@ def make_state(teams: int) -> tuple[str, dict[int, str], dict[int, dict[str, str
     d = Path(tempfile.mkdtemp(prefix="bench-serve-scn-"))
     f = d / "bench-serve.yaml"
     with f.open("w") as fh:
-        YAML().dump(scenario(teams), fh)
+        sc = scenario(teams)
+        if attempts is not None:  # the standard policy with another max_attempts (0: no limit)
+            (d / "scoring").mkdir()
+            text = (ROOT / "scoring" / "standard.yaml").read_text()
+            limit = "null" if attempts == 0 else str(attempts)
+            text = re.sub(r"(?m)^name: standard$", "name: bench", text)
+            text = re.sub(r"(?m)^max_attempts: .*$", f"max_attempts: {limit}", text)
+            (d / "scoring" / "bench.yaml").write_text(text)
+            sc["scoring"] = {"policy": "bench"}
+        YAML().dump(sc, fh)
     st = RangeState.create(
         "bench-serve", f, {"scenario": "bench-serve", "scenario_path": str(f), "teams": teams}
     )
@@ -139,11 +156,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_server(name: str, port: int, rate: float, burst: int) -> None:
+def run_server(name: str, port: int, rate: float, burst: int, profile: str = "") -> None:
     from rangectl.access.ratelimit import RateLimit
     from rangectl.access.server import ServeOptions, serve
     from rangectl.state import RangeState
 
+    if profile:  # cProfile of the event loop's thread, written on SIGUSR1 (the bench sends it at the end)
+        import cProfile
+        import signal
+
+        prof = cProfile.Profile()
+
+        def dump(*_: object) -> None:
+            prof.disable()
+            prof.dump_stats(profile)
+
+        signal.signal(signal.SIGUSR1, dump)
+        prof.enable()
     opts = ServeOptions(bind=f"127.0.0.1:{port}", workstations=False, rate=RateLimit(rate, burst))
     serve(RangeState.open(name), opts, note=lambda text: print(text, flush=True))
 
@@ -194,7 +223,7 @@ async def team_client(
                 await asyncio.sleep(delay)
             next_at += interval
         oid = OBJECTIVES[n % len(OBJECTIVES)]
-        answer = right[oid] if rnd.random() < 0.02 else f"t{team}-n{n}-wrong"
+        answer = right[oid] if rnd.random() < out["right_share"] else f"t{team}-n{n}-wrong"
         answer = f"{answer}" if answer == right[oid] else answer
         body = json.dumps({"answer": answer}).encode()
         t0 = time.perf_counter()
@@ -218,7 +247,12 @@ async def team_client(
 
 
 async def clients(
-    tokens: dict[int, str], right: dict, port: int, seconds: float, total_rate: float = 0
+    tokens: dict[int, str],
+    right: dict,
+    port: int,
+    seconds: float,
+    total_rate: float = 0,
+    right_share: float = 0.02,
 ) -> dict:
     await wait_port(port)
     out = {
@@ -229,6 +263,7 @@ async def clients(
         "acks": [],
         "errors": [],
         "steady_from": 0.0,
+        "right_share": right_share,
     }
     # warm-up: one read per team (not counted)
     for tok in tokens.values():
@@ -273,25 +308,43 @@ def main() -> int:
         default=600.0,
         help="offered load: total submissions/s, paced over the teams (0: each client as fast as it can)",
     )
+    ap.add_argument(
+        "--attempts",
+        type=int,
+        default=None,
+        help="the policy's max_attempts per objective and team (0: no limit; default: the standard 5)",
+    )
+    ap.add_argument(
+        "--right", type=float, default=0.02, help="share of answers that are right (default 0.02)"
+    )
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--profile", default="", metavar="FILE", help="write a cProfile of the server's event-loop thread"
+    )
     ap.add_argument("--server", nargs=4, metavar=("NAME", "PORT", "RATE", "BURST"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.server:
-        run_server(args.server[0], int(args.server[1]), float(args.server[2]), int(args.server[3]))
+        run_server(
+            args.server[0], int(args.server[1]), float(args.server[2]), int(args.server[3]), args.profile
+        )
         return 0
 
     home = tempfile.mkdtemp(prefix="bench-serve-home-")
     os.environ["RANGECTL_HOME"] = home
-    name, tokens, right = make_state(args.teams)
+    name, tokens, right = make_state(args.teams, args.attempts)
     port = free_port()
     srv = subprocess.Popen(
-        [sys.executable, __file__, "--server", name, str(port), str(args.rate), str(args.burst)],
+        [sys.executable, __file__, "--server", name, str(port), str(args.rate), str(args.burst)]
+        + (["--profile", str(Path(args.profile).resolve())] if args.profile else []),
         env=dict(os.environ, RANGECTL_HOME=home, PYTHONPATH=str(ROOT)),
         stdout=subprocess.DEVNULL,
     )
     try:
-        out = asyncio.run(clients(tokens, right, port, args.seconds, args.offered))
+        out = asyncio.run(clients(tokens, right, port, args.seconds, args.offered, args.right))
     finally:
+        if args.profile:
+            srv.send_signal(signal.SIGUSR1)
+            time.sleep(2)
         srv.terminate()
         srv.wait(20)
 

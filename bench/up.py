@@ -1,17 +1,27 @@
 #!/usr/bin/env python3
-"""rangectl up/down against docker-compose up -d/down, same containers, same engine, same run.
+"""rangectl up/down against docker-compose up -d/down: same containers, same engine, same run.
 
-For 1, 2 and 4 teams of the portal example it measures:
-  * rangectl: containers running (--no-provision), fully provisioned, down
-  * docker-compose: `up -d` and `down` of a compose file generated from the same plan
-    (same images, internal networks, subnets, addresses, capabilities, sysctls)
-and prints seconds and ratios. Run: .venv/bin/python bench/up.py [--teams 1,2,4] [--scenario FILE]
+    .venv/bin/python bench/up.py [--teams 1,4,16,40] [--scenario scenarios/tet-portal.yaml] [--no-stamp]
+    .venv/bin/python bench/up.py --teams 16 --workers 4,8,16,32      # engine calls in flight
+
+For each team count it measures, in this order on a warm engine (images local):
+  * docker-compose `up -d` and `down` of a compose file generated from the same plan (same
+    images, internal networks, subnets, addresses, capabilities, sysctls, the probe node too);
+  * rangectl containers only (`up --no-provision`) and its `down`;
+  * rangectl fully provisioned `up` (stamps made on the first count, then reused: "once ever
+    while the inputs are unchanged"), its provisioning share, memory per node, and `down`.
+It prints seconds and the ratios the issue sets targets for:
+  run/compose (containers only, target <= 0.7), up+prov/compose (target <= 1.3 at 40 teams),
+  prov share of up (target <= 20% at 40 teams), down/compose down (target <= 1.0).
+With --workers, only containers-only up and down, once per value of RANGECTL_DOCKER_WORKERS.
+Load average before each count is printed: other work on the machine moves the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,7 +52,7 @@ def compose_file(scenario, plan, images: dict[str, str], project: str) -> dict:
                 "driver_opts": {"com.docker.network.bridge.inhibit_ipv4": "true"},
                 "ipam": {"config": [{"subnet": str(n.subnet), "gateway": str(n.bridge)}]},
             }
-        for node in t.nodes:
+        for node in [*t.nodes, *([t.probe] if t.probe else [])]:
             svc = {
                 "image": images[node.image],
                 "hostname": node.name,
@@ -50,8 +60,9 @@ def compose_file(scenario, plan, images: dict[str, str], project: str) -> dict:
             }
             if node.capabilities:
                 svc["cap_add"] = node.capabilities
-            if node.forward:
-                svc["sysctls"] = {"net.ipv4.ip_forward": "1"}
+            sysctls = {**({"net.ipv4.ip_forward": "1"} if node.forward else {}), **node.sysctls}
+            if sysctls:
+                svc["sysctls"] = sysctls
             services[f"t{t.team}-{node.name}"] = svc
     return {"version": "2.4", "services": services, "networks": networks}
 
@@ -62,22 +73,70 @@ def timed(cmd: list[str], **kw) -> float:
     return time.monotonic() - t0
 
 
+def memory_mib(range_name: str) -> float:
+    """Sum of the range's containers' memory use (docker stats, one sample)."""
+    out = subprocess.run(
+        ["docker", "stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}"], capture_output=True, text=True
+    ).stdout
+    total = 0.0
+    for line in out.splitlines():
+        name, _, use = line.partition(" ")
+        if not name.startswith(f"rc-{range_name}."):
+            continue
+        m = re.match(r"([\d.]+)\s*([KMG]i?B)", use)
+        if m:
+            total += float(m.group(1)) * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024, "kB": 1 / 1000, "MB": 1, "GB": 1000}.get(m.group(2), 1)
+    return total
+
+
+def load() -> str:
+    return os.getloadavg().__repr__()
+
+
+def workers_mode(args, sc) -> None:
+    teams = int(args.teams.split(",")[0])
+    p = make_plan(sc, teams)
+    n = sum(len(t.nodes) + (1 if t.probe else 0) for t in p.teams)
+    print(f"scenario: {sc.name}, {teams} teams, {n} containers, containers only")
+    print(f"{'workers':>7} | {'up s':>6} {'ctr/s':>6} | {'down s':>6} {'ctr/s':>6} | load before")
+    for w in [int(x) for x in args.workers.split(",")]:
+        os.environ["RANGECTL_DOCKER_WORKERS"] = str(w)
+        import rangectl.backend.docker as dock
+
+        dock.WORKERS = w
+        name = f"bench-w{w}"
+        before = load()
+        t0 = time.monotonic()
+        ranges.up(Path(args.scenario), teams=teams, name=name, provision=False)
+        up = time.monotonic() - t0
+        t0 = time.monotonic()
+        ranges.down(name)
+        down = time.monotonic() - t0
+        print(f"{w:>7} | {up:6.1f} {n / up:6.1f} | {down:6.1f} {n / down:6.1f} | {before}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--teams", default="1,2,4")
-    ap.add_argument("--scenario", default=str(ROOT / "scenarios" / "district-portal.yaml"))
+    ap.add_argument("--teams", default="1,4,16,40")
+    ap.add_argument("--scenario", default=str(ROOT / "scenarios" / "tet-portal.yaml"))
+    ap.add_argument("--no-stamp", action="store_true", help="provision node by node (the old way)")
+    ap.add_argument("--workers", default=None, help="comma list: measure containers-only up/down per value")
     args = ap.parse_args()
+    os.environ.setdefault("RANGECTL_HOME", tempfile.mkdtemp(prefix="bench-up-"))
+    sc = load_scenario(args.scenario)
+    if args.workers:
+        workers_mode(args, sc)
+        return
     compose = shutil.which("docker-compose")
     if not compose:
         sys.exit("docker-compose not found: apt-get install docker-compose")
-    os.environ.setdefault("RANGECTL_HOME", tempfile.mkdtemp(prefix="bench-up-"))
-    sc = load_scenario(args.scenario)
     images = ensure_images(client(), sorted({n.image for n in sc.nodes.values()}))
     rows = []
     for teams in [int(x) for x in args.teams.split(",")]:
         p = make_plan(sc, teams)
+        n = sum(len(t.nodes) + (1 if t.probe else 0) for t in p.teams)
         name = f"bench-up-{teams}"
-        # compose first (a warm engine for both: images are already local)
+        before = load()
         with tempfile.TemporaryDirectory() as d:
             f = Path(d) / "docker-compose.yml"
             f.write_text(yaml.safe_dump(compose_file(sc, p, images, name), sort_keys=False))
@@ -87,27 +146,32 @@ def main() -> None:
         t0 = time.monotonic()
         ranges.up(Path(args.scenario), teams=teams, name=name, provision=False)
         r_run = time.monotonic() - t0
-        ranges.down(name)
         t0 = time.monotonic()
-        rep = ranges.up(Path(args.scenario), teams=teams, name=name, provision=True)
+        ranges.down(name)
+        r_run_down = time.monotonic() - t0
+        t0 = time.monotonic()
+        rep = ranges.up(Path(args.scenario), teams=teams, name=name, provision=True, stamp=not args.no_stamp)
         r_prov = time.monotonic() - t0
+        mem = memory_mib(name)
+        prov = rep.timings.get("provision", 0.0) + rep.timings.get("stamps", 0.0)
+        stamped = sum(1 for v in rep.stamps.values() if v.ok)
         t0 = time.monotonic()
         ranges.down(name)
         r_down = time.monotonic() - t0
-        rows.append((teams, len(p.teams[0].nodes) * teams, r_run, c_up, r_prov, rep.timings.get("provision", 0.0), r_down, c_down))
-    print(f"scenario: {sc.name}")
-    hdr = f"{'teams':>5} {'ctrs':>5} | {'rc run':>7} {'compose':>7} {'ratio':>6} | {'rc prov':>7} {'ansible':>7} | {'rc down':>7} {'c down':>7} {'ratio':>6}"
+        rows.append((teams, n, c_up, r_run, r_prov, prov, stamped, len(rep.stamps), c_down, r_run_down, r_down, mem, before))
+    print(f"scenario: {sc.name}{' (no stamps)' if args.no_stamp else ''}")
+    hdr = (f"{'teams':>5} {'ctrs':>5} | {'compose':>7} {'rc run':>7} {'ratio':>5} | {'rc up+prov':>10} {'ratio':>5} "
+           f"{'prov':>6} {'share':>5} {'stamped':>7} | {'c down':>6} {'rc down':>7} {'ratio':>5} | {'MiB/node':>8} | load before")  # fmt: skip
     print(hdr)
     print("-" * len(hdr))
-    for teams, n, r_run, c_up, r_prov, ans, r_down, c_down in rows:
+    for teams, n, c_up, r_run, r_prov, prov, stamped, nst, c_down, _rd0, r_down, mem, before in rows:
         print(
-            f"{teams:>5} {n:>5} | {r_run:7.2f} {c_up:7.2f} {r_run / c_up:6.2f} | {r_prov:7.2f} {ans:7.2f} | "
-            f"{r_down:7.2f} {c_down:7.2f} {r_down / c_down:6.2f}"
+            f"{teams:>5} {n:>5} | {c_up:7.1f} {r_run:7.1f} {r_run / c_up:5.2f} | {r_prov:10.1f} {r_prov / c_up:5.2f} "
+            f"{prov:6.1f} {prov / r_prov:5.0%} {stamped:>3}/{nst:<3} | {c_down:6.1f} {r_down:7.1f} {r_down / c_down:5.2f} | "
+            f"{mem / n:8.1f} | {before}"
         )
-    one = rows[0][2]
-    for teams, _, r_run, *_ in rows[1:]:
-        print(f"{teams} teams cost {r_run / one:.2f}x one team (target <= {teams}x)")
-    print("ratio = rangectl seconds / docker-compose seconds (<= 1.0 means rangectl is no slower)")
+    print("ratios: rangectl seconds / docker-compose seconds for the same containers (compose does no provisioning)")
+    print("targets at 40 teams: run <= 0.70, up+prov <= 1.30, prov share <= 20%, down <= 1.00")
 
 
 if __name__ == "__main__":

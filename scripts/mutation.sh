@@ -111,6 +111,10 @@ if m is None:
     sys.exit("mutation.sh: error: pyproject.toml [tool.mutmut] has no pytest_add_cli_args list")
 old_args = json.loads("[" + re.sub(r",\s*$", "", m.group(1).strip()) + "]")
 setting("pytest_add_cli_args", old_args + extra)
+# a mutant that hangs is killed after (its tests' clean-run time + 1 s) x 8 of wall time (mutmut's
+# default, 15, let two hanging store mutants hold both workers for 106 s)
+if not re.search(r"(?m)^timeout_multiplier = ", text):
+    text = text.replace("[tool.mutmut]\n", "[tool.mutmut]\ntimeout_multiplier = 8.0\n", 1)
 open(path, "w").write(text)
 PY
     # the pytest plugin that orders each mutant's tests by the durations of mutmut's clean run
@@ -133,6 +137,9 @@ PY
     # PYTHONPATH: tests that start `rangectl` as a subprocess run the mutant too; plugins/ holds
     # mutation_order
     local -x PYTHONPATH="$wd/mutants:$wd/plugins"
+    # the tests' files (tmp_path, RANGECTL_HOME) in memory: the event store fsyncs every commit, and
+    # on disk those waits doubled the store tests' time
+    [ -z "$shm" ] || local -x TMPDIR="$shm"
     (cd "$wd" && CI=true nice -n 5 "$MUTMUT" run --max-children "$jobs" \
         </dev/null >"$wd/mutmut.log" 2>&1) || rc=$?
     if [ "$rc" = 0 ] && [ "$keep" = 1 ]; then
@@ -153,6 +160,12 @@ PY
     fi
     echo "   $((SECONDS - t0)) s"
 }
+
+shm=""
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    shm=$(mktemp -d /dev/shm/rangectl-mutation.XXXXXX)
+    trap 'rm -rf "$shm"' EXIT
+fi
 
 deadline=""
 if [ "$check" = 1 ]; then

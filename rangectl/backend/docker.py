@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import shlex
 import socket
@@ -50,7 +51,9 @@ from rangectl.scenario.variables import substitute_all
 
 Progress = Callable[[str, str], None]  # (phase, item) -> None
 
-WORKERS = 8
+#: Engine calls in flight at once (create/start/remove of containers and networks). Measured on
+#: 2 cores with bench/up.py --workers (docs/ranges.md "Measured"); RANGECTL_DOCKER_WORKERS overrides.
+WORKERS = int(os.environ.get("RANGECTL_DOCKER_WORKERS", "8"))
 
 
 #: Separates the parts of a resource name. Range names (``[a-z0-9-]``), network and node

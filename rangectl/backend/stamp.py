@@ -52,7 +52,7 @@ from rangectl.plan import NodePlan, Plan, TeamPlan, plan
 from rangectl.scenario.model import Scenario
 from rangectl.scenario.variables import substitute_all
 
-STAMP_VERSION = "1"
+STAMP_VERSION = "2"
 REPO = "rangectl/stamp"
 SAMPLE_SEED = "rangectl-stamp"
 #: paths whose changes never go into a stamp's comparison (Ansible's own scratch space)
@@ -107,13 +107,26 @@ def _dotted(p: Leaf) -> str:
     return ".".join(map(str, p))
 
 
+NUMERIC = re.compile(r"[\d./:]+")
+
+
 def substitution(mapping: dict[str, str]) -> Callable[[str], str]:
-    """Replace each key of ``mapping`` standing as a whole token (not inside a longer word,
-    number or dotted address) by its value, longest first, in one pass."""
+    """Replace each key of ``mapping`` by its value, longest first, in one pass. A number or an
+    address (digits, dots, a prefix length) is replaced only as a whole token (not inside a
+    longer number or address: a team number 63 is not the 63 of 10.0.63.1); a value with
+    letters wherever it stands (a drawn domain label inside ``www.LABEL.test``). The samples'
+    check (:func:`explain`) proves no other occurrence is hit."""
     if not mapping:
         return lambda text: text
-    alts = "|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True))
-    rx = re.compile(rf"(?<![\w.])(?:{alts})(?![\w])(?!\.\d)")
+    keys = sorted(mapping, key=len, reverse=True)
+    nums = [re.escape(k) for k in keys if NUMERIC.fullmatch(k)]
+    words = [re.escape(k) for k in keys if not NUMERIC.fullmatch(k)]
+    alts = []
+    if words:
+        alts.append(f"(?:{'|'.join(words)})")
+    if nums:
+        alts.append(rf"(?<![\w.])(?:{'|'.join(nums)})(?![\w])(?!\.\d)")
+    rx = re.compile("|".join(alts))
     return lambda text: rx.sub(lambda m: mapping[m.group(0)], text)
 
 

@@ -66,6 +66,9 @@ def test_substitution_replaces_whole_tokens_only():
     text = "gw 10.0.63.1 portal 10.0.63.10 net 10.0.63.100 team 63 port 6379 v1.63 x63"
     assert sub(text) == "gw 172.16.5.1 portal 172.16.5.10 net 10.0.63.100 team 7 port 6379 v1.63 x63"
     assert substitution({})("same") == "same"
+    # a drawn label stands inside a domain name: replaced wherever it stands (bank-phish's dns)
+    words = substitution({"xacthuc-ab12": "xacthuc-zz99", "10.0.63.7": "10.0.7.7"})
+    assert words("10.0.63.7 xacthuc-ab12.test www.xacthuc-ab12.test") == "10.0.7.7 xacthuc-zz99.test www.xacthuc-zz99.test"
 
 
 def test_explain_accepts_files_that_differ_only_by_the_values():
