@@ -145,7 +145,9 @@ def _bring_up(
     verdicts: dict[str, Any] = {}
     if provision and stamp:
         note("stamps", "provisioning once per node")
-        verdicts = be.make_stamps(range_name, scenario, p, images, st.source_path, trust_playbooks, ansible_note)
+        verdicts = be.make_stamps(
+            range_name, scenario, p, images, st.source_path, trust_playbooks, ansible_note, provision_dir(range_name)
+        )
         st.update(stamps={n: v.as_dict() for n, v in sorted(verdicts.items())})
     stamped = {n: v.stamp for n, v in verdicts.items() if v.ok}
 

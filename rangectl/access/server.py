@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import uvloop
+
 from rangectl.access import credentials as creds
 from rangectl.access.api import create_app
 from rangectl.access.ratelimit import RateLimit
@@ -129,13 +131,7 @@ def serve(
     if sys.getswitchinterval() > SWITCH_INTERVAL:
         sys.setswitchinterval(SWITCH_INTERVAL)
     try:
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    except ImportError:  # plain asyncio works too, just slower
-        factory = None
-    try:
-        with asyncio.Runner(loop_factory=factory) as runner:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(_main(state, opts, served, note))
     except BaseException as exc:
         served.error = exc

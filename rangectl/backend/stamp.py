@@ -315,8 +315,10 @@ def make_stamps(
     scenario_file: Path,
     trust_playbooks: bool = False,
     note: EventNote | None = None,
+    workdir: Path | None = None,
 ) -> dict[str, Verdict]:
-    """A verdict for every node with playbooks: cached, or made now with template containers.
+    """A verdict for every node with playbooks: cached, or made now with template containers
+    (their Ansible run and raw output in ``workdir``, like provisioning's).
     A cached stamp is used only if this range's teams fit it too (step 1 of the module doc)."""
     api = be.api
     samples = sample_teams(scenario)
@@ -335,7 +337,7 @@ def make_stamps(
         else:
             todo.append((node.name, node, books, hv, key))
     if todo:
-        out.update(_make(be, scenario, images, scenario_file, trust_playbooks, note, todo))
+        out.update(_make(be, scenario, images, scenario_file, trust_playbooks, note, todo, workdir))
     for name, v in list(out.items()):
         if not v.ok:
             continue
@@ -434,6 +436,7 @@ def _make(
     trust_playbooks: bool,
     note: EventNote | None,
     todo: list[tuple[str, NodePlan, list[Path], list[dict[str, Any]], str]],
+    workdir: Path | None = None,
 ) -> dict[str, Verdict]:
     from docker.errors import APIError
 
@@ -476,7 +479,7 @@ def _make(
                         plays.append((path, seen[path]))
                     groups.setdefault(seen[path], {"hosts": {}})["hosts"][h] = None
         inventory = {"all": {"hosts": hosts, "children": groups}}
-        res = run_playbooks(inventory, plays, scenario_file, note, None, trust_playbooks)
+        res = run_playbooks(inventory, plays, scenario_file, note, workdir, trust_playbooks)
         failed = {f["host"]: f for f in res.failures}
         for name, _node, _books, hv, key in todo:
             a_id, b_id = made[name]

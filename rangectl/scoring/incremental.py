@@ -388,73 +388,70 @@ class LiveBoard:
                 f"answer too long ({len(str(answer)):,} characters; at most {actions.MAX_ANSWER:,})"
             )
         policy = ctx.policy
-        with self._lock:
-            appended: list[Event] = []
-            with ctx.store.transaction() as tx:
-                fold = self._synced(ctx, tx)
-                now = time.time() if now is None else now
-                drill_t = fold.clock.drill_t(now)
-                res = fold.result(team, obj.id)
-                refused = actions._closed(fold.clock) or actions._not_open(obj, res)
-                if refused is None and res.solved:
-                    refused = f"objective '{obj.id}' is already solved"
-                if (
-                    refused is None
-                    and policy.max_attempts is not None
-                    and res.attempts >= policy.max_attempts
-                ):
-                    refused = f"no attempts left ({policy.max_attempts} used)"
-                data: dict[str, Any] = {"objective": obj.id, "answer": answer, "drill_t": drill_t}
-                if refused is not None:
-                    ev = tx.append(
-                        "submission",
-                        {**data, "correct": False, "attempt": None, "refused": refused},
-                        team=team,
-                        actor=actor,
-                        ts=now,
-                    )
-                    appended.append(ev)
-                    left = None if policy.max_attempts is None else max(0, policy.max_attempts - res.attempts)
-                    result = actions.SubmissionResult(
-                        team, obj.id, False, None, left, refused, 0.0, drill_t, ev.seq
-                    )
-                else:
-                    correct = check_answer(obj.answer, answer, tp)
-                    attempt = res.attempts + 1
-                    ev = tx.append(
-                        "submission",
-                        {**data, "correct": correct, "attempt": attempt},
-                        team=team,
-                        actor=actor,
-                        ts=now,
-                    )
-                    appended.append(ev)
-                    flag = actions._flag(ctx, team, obj, answer, correct, drill_t, res.opened_t)
-                    if flag is not None:
-                        appended.append(
-                            tx.append(
-                                "submission.flagged",
-                                {**flag, "submission": ev.seq, "drill_t": drill_t},
-                                team=team,
-                                actor="scoring",
-                                ts=now,
-                            )
+        appended: list[Event] = []
+        # the write lock first, then the fold's: the order every caller takes them in (no deadlock with
+        # the scoring thread, which holds its batch's transaction when it comes here)
+        with ctx.store.transaction() as tx, self._lock:
+            fold = self._synced(ctx, tx)
+            now = time.time() if now is None else now
+            drill_t = fold.clock.drill_t(now)
+            res = fold.result(team, obj.id)
+            refused = actions._closed(fold.clock) or actions._not_open(obj, res)
+            if refused is None and res.solved:
+                refused = f"objective '{obj.id}' is already solved"
+            if refused is None and policy.max_attempts is not None and res.attempts >= policy.max_attempts:
+                refused = f"no attempts left ({policy.max_attempts} used)"
+            data: dict[str, Any] = {"objective": obj.id, "answer": answer, "drill_t": drill_t}
+            if refused is not None:
+                ev = tx.append(
+                    "submission",
+                    {**data, "correct": False, "attempt": None, "refused": refused},
+                    team=team,
+                    actor=actor,
+                    ts=now,
+                )
+                appended.append(ev)
+                left = None if policy.max_attempts is None else max(0, policy.max_attempts - res.attempts)
+                result = actions.SubmissionResult(
+                    team, obj.id, False, None, left, refused, 0.0, drill_t, ev.seq
+                )
+            else:
+                correct = check_answer(obj.answer, answer, tp)
+                attempt = res.attempts + 1
+                ev = tx.append(
+                    "submission",
+                    {**data, "correct": correct, "attempt": attempt},
+                    team=team,
+                    actor=actor,
+                    ts=now,
+                )
+                appended.append(ev)
+                flag = actions._flag(ctx, team, obj, answer, correct, drill_t, res.opened_t)
+                if flag is not None:
+                    appended.append(
+                        tx.append(
+                            "submission.flagged",
+                            {**flag, "submission": ev.seq, "drill_t": drill_t},
+                            team=team,
+                            actor="scoring",
+                            ts=now,
                         )
-                    points = 0.0
-                    if correct:
-                        minutes = max(0.0, drill_t - (res.opened_t or 0.0)) / 60.0
-                        points = award(
-                            policy,
-                            obj.points,
-                            policy.weight(obj.category),
-                            minutes,
-                            wrong=res.wrong,
-                            hint_cost=res.hint_cost,
-                        )
-                    left = None if policy.max_attempts is None else max(0, policy.max_attempts - attempt)
-                    result = actions.SubmissionResult(
-                        team, obj.id, correct, attempt, left, None, points, drill_t, ev.seq
                     )
-                # still under the write lock (ours, or the batch's): our events are the head
-                self._took(tx, appended)
-            return result
+                points = 0.0
+                if correct:
+                    minutes = max(0.0, drill_t - (res.opened_t or 0.0)) / 60.0
+                    points = award(
+                        policy,
+                        obj.points,
+                        policy.weight(obj.category),
+                        minutes,
+                        wrong=res.wrong,
+                        hint_cost=res.hint_cost,
+                    )
+                left = None if policy.max_attempts is None else max(0, policy.max_attempts - attempt)
+                result = actions.SubmissionResult(
+                    team, obj.id, correct, attempt, left, None, points, drill_t, ev.seq
+                )
+            # still under the write lock (ours, or the batch's): our events are the head
+            self._took(tx, appended)
+        return result

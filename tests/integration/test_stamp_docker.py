@@ -24,8 +24,11 @@ SNAPSHOT = (
     "find /etc /srv /opt /usr/local /var/lib /root -xdev -type f "
     "! -path '/etc/hostname' ! -path '/etc/hosts' ! -path '/etc/resolv.conf' ! -path '/etc/ssh/ssh_host_*' "
     "! -path '/root/.ansible/*' ! -path '/root/.bash_history' -print0 | sort -z | xargs -0 -r sha256sum; "
-    "echo --; ps -eo args --no-headers | grep -v -e '^ps ' -e '^sort' -e '^sh -c find' -e '^xargs' | sort; "
-    "echo --; (command -v iptables-save >/dev/null && iptables-save | grep -v '^#' | sed 's/\\[[0-9:]*\\]//') || true"
+    # the processes, but not this snapshot's own (ps, grep, sort, sh) nor zombies
+    "echo --; ps -eo args --no-headers | grep -v -e '^ps ' -e sort -e grep -e '^sh -c' -e xargs -e '^\\[' | sort; "
+    # Docker's embedded DNS rules name random ports per container: left out
+    "echo --; (command -v iptables-save >/dev/null && iptables-save | grep -v -e '^#' -e DOCKER_ -e 127.0.0.11 "
+    "| sed 's/\\[[0-9:]*\\]//') || true"
 )
 
 

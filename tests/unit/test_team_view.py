@@ -416,3 +416,34 @@ def test_api_not_open_is_refused_by_the_live_board(tmp_path):
         assert status == 200 and body["attempt"] == 1
     finally:
         s.close()
+
+
+def test_queued_and_direct_answers_at_once_neither_deadlock_nor_share_an_attempt(svc):
+    """The scoring thread (holding its batch's transaction) and direct callers take the store's write
+    lock before the live board's: all finish, and every attempt number is given once."""
+    import asyncio
+    import threading
+
+    rng, s = svc
+    s.ctx(fresh=True)
+
+    async def queued():
+        return await asyncio.gather(*(s.scoring.submit(1, "c2-domain", f"q{i}") for i in range(40)))
+
+    direct: list = []
+
+    def sync(tag: str) -> None:
+        for i in range(20):
+            direct.append(s.submit(1, "c2-domain", f"{tag}{i}"))
+
+    threads = [threading.Thread(target=sync, args=(t,), daemon=True) for t in "ab"]
+    for t in threads:
+        t.start()
+    got = asyncio.run(asyncio.wait_for(queued(), 60))
+    for t in threads:
+        t.join(60)
+        assert not t.is_alive(), "deadlock"
+    attempts = [b["attempt"] for _, b, _ in [*got, *direct] if b["attempt"] is not None]
+    assert sorted(attempts) == [1, 2, 3, 4, 5]  # max_attempts 5: each number once, the rest refused
+    evs = events(rng, "submission", team=1)
+    assert sorted(e.data["attempt"] for e in evs if e.data["attempt"]) == [1, 2, 3, 4, 5]
