@@ -67,9 +67,13 @@ def compose_file(scenario, plan, images: dict[str, str], project: str) -> dict:
     return {"version": "2.4", "services": services, "networks": networks}
 
 
-def timed(cmd: list[str], **kw) -> float:
+def timed(cmd: list[str], timeout: float | None = None, **kw) -> float | None:
+    """Seconds ``cmd`` took; None when it did not finish within ``timeout``."""
     t0 = time.monotonic()
-    subprocess.run(cmd, check=True, capture_output=True, **kw)
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired:
+        return None
     return time.monotonic() - t0
 
 
@@ -115,12 +119,21 @@ def workers_mode(args, sc) -> None:
         print(f"{w:>7} | {up:6.1f} {n / up:6.1f} | {down:6.1f} {n / down:6.1f} | {before}")
 
 
+def ratio(a: float, b: float | None) -> str:
+    return "   - " if b is None else f"{a / b:5.2f}"
+
+
+def secs(x: float | None) -> str:
+    return "hung" if x is None else f"{x:.1f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--teams", default="1,4,16,40")
     ap.add_argument("--scenario", default=str(ROOT / "scenarios" / "tet-portal.yaml"))
     ap.add_argument("--no-stamp", action="store_true", help="provision node by node (the old way)")
     ap.add_argument("--workers", default=None, help="comma list: measure containers-only up/down per value")
+    ap.add_argument("--compose-timeout", type=float, default=600, help="seconds before docker-compose counts as hung")
     args = ap.parse_args()
     os.environ.setdefault("RANGECTL_HOME", tempfile.mkdtemp(prefix="bench-up-"))
     sc = load_scenario(args.scenario)
@@ -131,7 +144,11 @@ def main() -> None:
     if not compose:
         sys.exit("docker-compose not found: apt-get install docker-compose")
     images = ensure_images(client(), sorted({n.image for n in sc.nodes.values()}))
-    rows = []
+    print(f"scenario: {sc.name}{' (no stamps)' if args.no_stamp else ''}")
+    hdr = (f"{'teams':>5} {'ctrs':>5} | {'compose':>7} {'rc run':>7} {'ratio':>5} | {'rc up+prov':>10} {'ratio':>5} "
+           f"{'prov':>6} {'share':>5} {'stamped':>7} | {'c down':>6} {'rc down':>7} {'ratio':>5} | {'MiB/node':>8} | load before")  # fmt: skip
+    print(hdr)
+    print("-" * len(hdr), flush=True)
     for teams in [int(x) for x in args.teams.split(",")]:
         p = make_plan(sc, teams)
         n = sum(len(t.nodes) + (1 if t.probe else 0) for t in p.teams)
@@ -141,14 +158,14 @@ def main() -> None:
             f = Path(d) / "docker-compose.yml"
             f.write_text(yaml.safe_dump(compose_file(sc, p, images, name), sort_keys=False))
             base = [compose, "-p", f"benchc{teams}", "-f", str(f)]
-            c_up = timed([*base, "up", "-d"])
-            c_down = timed([*base, "down", "-t", "0"])
+            c_up = timed([*base, "up", "-d"], timeout=args.compose_timeout)
+            c_down = timed([*base, "down", "-t", "0"], timeout=args.compose_timeout)
+            if c_up is None:  # what a hung compose left
+                subprocess.run([*base, "down", "-t", "0"], capture_output=True, timeout=args.compose_timeout)
         t0 = time.monotonic()
         ranges.up(Path(args.scenario), teams=teams, name=name, provision=False)
         r_run = time.monotonic() - t0
-        t0 = time.monotonic()
         ranges.down(name)
-        r_run_down = time.monotonic() - t0
         t0 = time.monotonic()
         rep = ranges.up(Path(args.scenario), teams=teams, name=name, provision=True, stamp=not args.no_stamp)
         r_prov = time.monotonic() - t0
@@ -158,19 +175,14 @@ def main() -> None:
         t0 = time.monotonic()
         ranges.down(name)
         r_down = time.monotonic() - t0
-        rows.append((teams, n, c_up, r_run, r_prov, prov, stamped, len(rep.stamps), c_down, r_run_down, r_down, mem, before))
-    print(f"scenario: {sc.name}{' (no stamps)' if args.no_stamp else ''}")
-    hdr = (f"{'teams':>5} {'ctrs':>5} | {'compose':>7} {'rc run':>7} {'ratio':>5} | {'rc up+prov':>10} {'ratio':>5} "
-           f"{'prov':>6} {'share':>5} {'stamped':>7} | {'c down':>6} {'rc down':>7} {'ratio':>5} | {'MiB/node':>8} | load before")  # fmt: skip
-    print(hdr)
-    print("-" * len(hdr))
-    for teams, n, c_up, r_run, r_prov, prov, stamped, nst, c_down, _rd0, r_down, mem, before in rows:
         print(
-            f"{teams:>5} {n:>5} | {c_up:7.1f} {r_run:7.1f} {r_run / c_up:5.2f} | {r_prov:10.1f} {r_prov / c_up:5.2f} "
-            f"{prov:6.1f} {prov / r_prov:5.0%} {stamped:>3}/{nst:<3} | {c_down:6.1f} {r_down:7.1f} {r_down / c_down:5.2f} | "
-            f"{mem / n:8.1f} | {before}"
+            f"{teams:>5} {n:>5} | {secs(c_up):>7} {r_run:7.1f} {ratio(r_run, c_up)} | {r_prov:10.1f} "
+            f"{ratio(r_prov, c_up)} {prov:6.1f} {prov / r_prov:5.0%} {stamped:>3}/{len(rep.stamps):<3} | "
+            f"{secs(c_down):>6} {r_down:7.1f} {ratio(r_down, c_down)} | {mem / n:8.1f} | {before}",
+            flush=True,
         )
-    print("ratios: rangectl seconds / docker-compose seconds for the same containers (compose does no provisioning)")
+    print("ratios: rangectl seconds / docker-compose seconds for the same containers (compose does no provisioning;")
+    print("'hung': docker-compose did not finish within --compose-timeout)")
     print("targets at 40 teams: run <= 0.70, up+prov <= 1.30, prov share <= 20%, down <= 1.00")
 
 

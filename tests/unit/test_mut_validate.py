@@ -190,3 +190,110 @@ def test_a_bad_traffic_parameter_is_named_down_to_the_list_item(project):
     assert [(p.path, p.line, p.col, p.message) for p in probs] == [
         ("injects[2].traffic.to[1]", line, 30, "'bad' is not an e-mail address like staff@range.test")
     ]
+
+
+# --- each rule's whole message, at its exact place -------------------------------------------------
+
+_BLOCK = "      blocked:\n        from: scanner\n        to: portal\n        port: 80\n"
+_SOC = "      dmz: 10.10.1.50\n"
+_AFTER_PORT = "        port: 80\navailability"
+RULES = {
+    "subnet-too-small": (
+        lambda t: sub(sub(t, "      dmz: 10.10.1.1\n", "      dmz: 10.10.1.1\n      lnk: 10.99.0.1\n"),
+                      "      wan: 198.51.100.66\n", "      wan: 198.51.100.66\n      lnk: 10.99.0.2\n")
+        .replace("networks:\n", "networks:\n  lnk:\n    subnet: 10.99.0.0/30\n", 1),
+        [("networks.lnk.subnet", "10.99.0.0/30 has 2 host address(es) and 2 node(s): the engine's bridge needs "
+                                 "one more; use a larger subnet")]),
+    "gateway-is-own-address": (
+        lambda t: sub(t, "    gateway: 10.10.1.1\n    interfaces:\n" + _SOC, "    gateway: 10.10.1.50\n    interfaces:\n" + _SOC),
+        [("nodes.soc.gateway", "gateway is this node's own address")]),
+    "access-playbook-listed": (
+        lambda t: sub(t, _SOC, _SOC + "    provision: [workstation-respond.yml]\n"),
+        [("nodes.soc.provision[0]", "rangectl's own access playbook is run by `rangectl up`/`serve`, not listed in a scenario")]),
+    "reserved-var": (
+        lambda t: sub(t, _SOC, _SOC + "    vars: {ansible_host: x}\n"),
+        [("nodes.soc.vars.ansible_host", "'ansible_host' is reserved: ansible_* and rangectl_* variables are set by "
+                                         "rangectl (they choose where and as which team a node is provisioned)")]),
+    "reachable-to-itself": (
+        lambda t: sub(t, _BLOCK, "      reachable: {from: scanner, to: scanner, port: 80}\n"),
+        [("objectives[1].check.reachable.to", "a check from a node to itself tests nothing")]),
+    "http-to-itself": (
+        lambda t: sub(t, _BLOCK, "      http: {from: gw, to: gw}\n"),
+        [("objectives[1].check.http.to", "a check from a node to itself tests nothing")]),
+    "control-outside-blocked": (
+        lambda t: sub(t, _BLOCK, "      reachable: {from: scanner, to: portal, port: 80, control: gw}\n"),
+        [("objectives[1].check.reachable", "`control` and `outage_ok` belong to `blocked` checks")]),
+    "control-is-an-end": (
+        lambda t: sub(t, _AFTER_PORT, "        port: 80\n        control: scanner\navailability"),
+        [("objectives[1].check.blocked.control", "the control node must be neither `from` nor `to`")]),
+    "guard-without-hold": (
+        lambda t: sub(t, _AFTER_PORT, "        port: 80\n      guard: portal\navailability"),
+        [("objectives[1].check.guard", "`guard` belongs with `hold` (the node whose availability must hold)")]),
+    "guard-unknown-node": (
+        lambda t: sub(t, _AFTER_PORT, "        port: 80\n      hold: 2\n      guard: nope\navailability"),
+        [("objectives[1].check.guard", "unknown node 'nope'")]),
+    "no-blue-node": (
+        lambda t: sub(t, "    role: blue\n", "    role: target\n"),
+        [("objectives", "objectives need at least one node with role 'blue' for the responders")]),
+    "unknown-network-then-the-next-interface": (
+        lambda t: sub(t, "    interfaces:\n      dmz: 10.10.1.10\n", "    interfaces:\n      nowhere: 10.10.9.9\n      dmz: 10.10.2.10\n"),
+        [("nodes.portal.interfaces.nowhere", "unknown network 'nowhere' (networks: dmz, wan)"),
+         ("nodes.portal.interfaces.dmz", "10.10.2.10 is not inside dmz's subnet 10.10.1.0/24")]),
+}
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_each_rule_gives_its_whole_message_at_its_place(project, rule):
+    """The whole message, not a fragment: what a trainer reads is the contract. A node's other
+    interfaces are still checked after one names an unknown network."""
+    _write(project / "playbooks" / "workstation-respond.yml", "- hosts: all\n")  # the access playbook
+    edit, want = RULES[rule]
+    probs = validate_file(_write(project / "s.yaml", edit(BASE)), check_playbooks=False).problems
+    assert [(p.path, p.message) for p in probs] == want
+
+
+def test_a_playbook_outside_the_allowed_folders_is_refused_naming_the_playbook(project):
+    outside = _write(project.parent / "setup.yml", "- hosts: all\n")
+    f = _write(project / "s.yaml", sub(BASE, _SOC, _SOC + "    provision: [../setup.yml]\n"))
+    assert [(p.path, p.message) for p in validate_file(f, check_playbooks=False).problems] == [
+        ("nodes.soc.provision[0]", f"playbook '../setup.yml' resolves to {outside.resolve()}, outside the "
+                                   "scenario's folder and the project's playbooks/ and scenarios/")
+    ]
+
+
+# --- availability probes and variable references ---------------------------------------------------
+
+_AV = "    service: http\n    points: 5\n    every: 30s\n"
+_HTTP = "      - name: http\n        port: 80\n"
+_AVAIL = {
+    "every-availability-entry-is-checked-after-an-unknown-node": (
+        lambda t: sub(t, "    every: 30s\n", "    every: 30s\n  - node: ghost\n    service: http\n    points: 5\n"
+                                               "    every: 30s\n  - node: portal\n    service: ftp\n    points: 5\n"
+                                               "    every: 30s\n"),
+        [("availability[1].node", "unknown node 'ghost'"),
+         ("availability[2].service", "node 'portal' has no service 'ftp' (declare it under its services)")]),
+    "every-of-one-second-is-fine": (lambda t: sub(t, "    every: 30s\n", "    every: 1s\n"), []),
+    "every-of-zero-is-refused": (
+        lambda t: sub(t, "    every: 30s\n", "    every: 0s\n"),
+        [("availability[0].every", "must be longer than 0s")]),
+    "status-on-an-https-service-without-a-probe-is-http": (
+        lambda t: sub(sub(t, _HTTP, _HTTP + "      - name: https\n        port: 443\n"),
+                      _AV, "    service: https\n    points: 5\n    every: 30s\n    status: [200]\n"), []),
+    "status-on-an-http-service-without-a-probe-is-http": (lambda t: sub(t, _AV, _AV + "    status: [200]\n"), []),
+    "status-with-a-tcp-probe-is-refused": (
+        lambda t: sub(t, _AV, _AV + "    probe: tcp\n    status: [200]\n"),
+        [("availability[0].status", "'status' needs an http probe (set probe: http)")]),
+    "an-unknown-variable-in-a-text": (
+        lambda t: sub(t, "      en: Start.\n", "      en: Start {var:nope}.\n"),
+        [("injects[0].message.en", "unknown variable 'nope' in {var:nope} (variables: none declared)")]),
+}
+
+
+@pytest.mark.parametrize("case", list(_AVAIL))
+def test_availability_and_variable_rules(project, case):
+    """`status`/`contains`/`absent` need an http probe: given (`probe: http`) or implied by an
+    http/https service without a probe; `every` must be above 0 s; every availability entry is
+    checked, even after one names an unknown node; a {var:NAME} nobody declared is named where it is."""
+    edit, want = _AVAIL[case]
+    probs = validate_file(_write(project / "s.yaml", edit(BASE)), check_playbooks=False).problems
+    assert [(p.path, p.message) for p in probs] == want
