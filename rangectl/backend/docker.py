@@ -54,6 +54,8 @@ Progress = Callable[[str, str], None]  # (phase, item) -> None
 #: Engine calls in flight at once (create/start/remove of containers and networks). Measured on
 #: 2 cores with bench/up.py --workers (docs/ranges.md "Measured"); RANGECTL_DOCKER_WORKERS overrides.
 WORKERS = int(os.environ.get("RANGECTL_DOCKER_WORKERS", "8"))
+#: how long `down` keeps trying to remove a network whose endpoints the engine has not let go yet
+NETWORK_REMOVE_SECONDS = 30.0
 
 
 #: Separates the parts of a resource name. Range names (``[a-z0-9-]``), network and node
@@ -822,16 +824,35 @@ class DockerBackend(Backend):
         networks = self._networks(range_name)
 
         def rm_network(n: dict[str, Any]) -> str:
-            for attempt in range(5):
+            # A container just removed can keep its endpoint on the network for a while on a busy
+            # engine ("has active endpoints"): detach what is left and retry, backing off, for up
+            # to NETWORK_REMOVE_SECONDS before giving up (a leftover network would clash later).
+            deadline = time.monotonic() + NETWORK_REMOVE_SECONDS
+            delay = 0.2
+            while True:
                 try:
                     self.api.remove_network(n["Id"])
                     break
                 except NotFound:
                     break
-                except APIError:
-                    if attempt == 4:
-                        raise
-                    time.sleep(0.3)
+                except APIError as exc:
+                    if time.monotonic() >= deadline:
+                        raise RangeError(
+                            f"network {n['Name']} is still in use after {NETWORK_REMOVE_SECONDS:g}s: "
+                            f"{exc.explanation or exc}",
+                            fix="the engine kept a stale endpoint: `rangectl down` again later, or restart dockerd",
+                        ) from None
+                try:
+                    attached = (self.api.inspect_network(n["Id"]).get("Containers") or {}).keys()
+                except NotFound:
+                    break
+                for cid in attached:
+                    try:
+                        self.api.disconnect_container_from_network(cid, n["Id"], force=True)
+                    except APIError:
+                        pass
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
             return n["Name"]
 
         with ThreadPoolExecutor(WORKERS) as pool:
