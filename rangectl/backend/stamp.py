@@ -324,11 +324,13 @@ def make_stamps(
     samples = sample_teams(scenario)
     out: dict[str, Verdict] = {}
     todo: list[tuple[str, NodePlan, list[Path], list[dict[str, Any]], str]] = []
+    sample_inputs: dict[str, list[dict[str, Any]]] = {}  # node -> the two samples' inputs
     for node in samples[0].nodes:
         if not scenario.nodes[node.name].provision:
             continue
         books = playbooks_of(scenario, node.name, scenario_file)
         hv = [node_inputs(f"rangectl-stamp-{'ab'[i]}", scenario, t, node.name) for i, t in enumerate(samples)]
+        sample_inputs[node.name] = hv
         image_id = api.inspect_image(images[node.image])["Id"]
         key = stamp_key(image_id, books, hv, node)
         cached = _cached(api, key)
@@ -341,9 +343,8 @@ def make_stamps(
     for name, v in list(out.items()):
         if not v.ok:
             continue
-        hv = [node_inputs(f"rangectl-stamp-{'ab'[i]}", scenario, t, name) for i, t in enumerate(samples)]
         teams = [node_inputs(range_name, scenario, t, name) for t in the_plan.teams]
-        _vals, why = per_team(hv, teams)
+        _vals, why = per_team(sample_inputs[name], teams)
         if why is not None:
             out[name] = Verdict(name, v.key, False, f"this range's teams: {why}")
     return out
