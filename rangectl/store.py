@@ -64,6 +64,13 @@ whoever records the event):
                       window (the team API): count, first_ts, last_ts, drill_t,
                       last_drill_t, window_s, samples (<= 3, cut), refused, reasons
 ``api.throttled``     a summary of one team's requests over its API budget in one window
+``node.reset``        node, container ids old/new, drill_t (``rangectl reset``)
+``session``           node, pid, session, argv, cmd, via, drill_t: a trainee's SSH session starts
+                      (the command recorder, rangectl.access.recorder)
+``command``           node, pid, session, argv, cmd, cwd, drill_t: a program a trainee ran
+``command.exit``      node, pid, session, status, drill_t: how that program ended
+``command.dropped``   node, count, since: commands over the team's recording rate, counted
+``file.copy``         node, name, direction (upload/download), peer, size, status, drill_t (scp)
 ====================  =================================================================
 """
 
@@ -106,6 +113,12 @@ KINDS: dict[str, str] = {
     "score": "an explicit score adjustment by the trainer",
     "submission.refused": "refused attempts of a team at an objective, summarised per window",
     "api.throttled": "a team's requests over its API budget, summarised per window",
+    "node.reset": "the trainer re-created one node of one team",
+    "session": "a trainee's SSH session started on a node",
+    "command": "a program a trainee ran on a node",
+    "command.exit": "how a recorded program ended",
+    "command.dropped": "a team's commands over its recording rate, counted",
+    "file.copy": "a file a trainee copied with scp",
 }
 
 # a transaction that appends one of these checkpoints the head outside the database

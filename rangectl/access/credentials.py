@@ -125,12 +125,12 @@ def host_alias(state: RangeState, team: int) -> str:
     return f"rangectl-{state.name}-team-{team}"
 
 
-def _private_dir(path: Path) -> None:
+def private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
 
 
-def _write_secret(path: Path, text: str) -> None:
+def write_secret(path: Path, text: str) -> None:
     """Write a 0600 file atomically (never readable by others, even for a moment)."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -212,12 +212,12 @@ def _ssh_config_text(state: RangeState, team: int, ep: Endpoints) -> str:
 def _write_team_files(
     state: RangeState, team: int, token: str, ssh_private: str, host_public: str, ep: Endpoints
 ) -> TeamFiles:
-    _private_dir(credentials_dir(state))
+    private_dir(credentials_dir(state))
     f = team_files(state, team)
-    _write_secret(f.env, _env_text(state, team, token, ssh_private, host_public, ep))
-    _write_secret(f.key, ssh_private)
-    _write_secret(f.known_hosts, f"{host_alias(state, team)} {_key_only(host_public)}\n")
-    _write_secret(f.ssh_config, _ssh_config_text(state, team, ep))
+    write_secret(f.env, _env_text(state, team, token, ssh_private, host_public, ep))
+    write_secret(f.key, ssh_private)
+    write_secret(f.known_hosts, f"{host_alias(state, team)} {_key_only(host_public)}\n")
+    write_secret(f.ssh_config, _ssh_config_text(state, team, ep))
     return f
 
 
@@ -225,20 +225,20 @@ def _write_install_files(
     state: RangeState, team: int, token: str, ssh_public: str, host_private: str, host_public: str
 ) -> Path:
     base = install_dir(state)
-    _private_dir(base.parent)
-    _private_dir(base)
+    private_dir(base.parent)
+    private_dir(base)
     d = base / f"team-{team}"
-    _private_dir(d)
+    private_dir(d)
     respond_env = (
         "# respond: this workstation's team credential (installed by rangectl)\n"
         f"RESPOND_URL={shlex.quote('http://127.0.0.1:8780')}\n"
         f"RESPOND_TOKEN={shlex.quote(token)}\n"
         f"RESPOND_TEAM={team}\n"
     )
-    _write_secret(d / "respond.env", respond_env)
-    _write_secret(d / "authorized_keys", ssh_public.strip() + "\n")
-    _write_secret(d / "ssh_host_ed25519_key", host_private)
-    _write_secret(d / "ssh_host_ed25519_key.pub", host_public.strip() + "\n")
+    write_secret(d / "respond.env", respond_env)
+    write_secret(d / "authorized_keys", ssh_public.strip() + "\n")
+    write_secret(d / "ssh_host_ed25519_key", host_private)
+    write_secret(d / "ssh_host_ed25519_key.pub", host_public.strip() + "\n")
     return d
 
 
@@ -396,8 +396,8 @@ def set_endpoints(state: RangeState, ep: Endpoints) -> None:
         ):
             continue
         ssh_private = base64.b64decode(key_b64).decode()
-        _write_secret(f.env, _env_text(state, team, token, ssh_private, cred.host_public, ep))
-        _write_secret(f.ssh_config, _ssh_config_text(state, team, ep))
+        write_secret(f.env, _env_text(state, team, token, ssh_private, cred.host_public, ep))
+        write_secret(f.ssh_config, _ssh_config_text(state, team, ep))
 
 
 def check_team(state: RangeState, team: int) -> None:

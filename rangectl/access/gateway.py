@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rangectl.access.install import (
+    INSTALL_REPAIR_TIMEOUT,
     SSHD_LOGIN_GRACE,
     SSHD_MAX_STARTUPS,
     SSHD_REPAIR_TIMEOUT,
@@ -55,6 +56,7 @@ log = logging.getLogger("rangectl.access.gateway")
 
 PIPE_CHUNK = 65536
 MAX_API_CONNS = 64  # per team, through the in-workstation listener
+MAX_OPERATE_CONNS = 16  # per team and operated node, through its listener in the workstation
 MAX_SSH_CONNS = SSHD_MAX_STARTUPS  # per team, all sources together (sshd takes as many unauthenticated)
 MAX_SSH_PREAUTH_PER_SOURCE = 4  # per team and source address: connections not yet past the login window
 SSH_FIRST_BYTES_SECONDS = 5.0  # a client must send its first bytes (its SSH version line) by then
@@ -68,7 +70,9 @@ class Late(TimeoutError):
     """A blocking call that did not finish by its deadline (it goes on, alone, on its daemon thread)."""
 
 
-async def in_thread(fn: Callable[..., Any], *args: Any, timeout: float, busy: set | None = None, key: str = "") -> Any:
+async def in_thread(
+    fn: Callable[..., Any], *args: Any, timeout: float, busy: set | None = None, key: str = ""
+) -> Any:
     """``fn(*args)`` on a daemon thread, awaited for at most ``timeout`` seconds.
 
     Not the loop's default executor: a call that never returns would hold one of its few threads
@@ -102,7 +106,9 @@ async def in_thread(fn: Callable[..., Any], *args: Any, timeout: float, busy: se
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
             loop.call_soon_threadsafe(settle, ok, res)
 
-    threading.Thread(target=run, name=f"rangectl-gw-{key or getattr(fn, '__name__', 'call')}", daemon=True).start()
+    threading.Thread(
+        target=run, name=f"rangectl-gw-{key or getattr(fn, '__name__', 'call')}", daemon=True
+    ).start()
     try:
         return await asyncio.wait_for(asyncio.shield(fut), timeout)
     except TimeoutError:
@@ -161,12 +167,19 @@ class TeamGate:
     ssh_conns: int = 0
     ssh_preauth: dict[str, int] = field(default_factory=dict)  # source -> young connections from it
     ssh_refused: int = 0
+    operate_servers: dict[str, asyncio.base_events.Server] = field(default_factory=dict)  # node -> listener
+    operate_conns: dict[str, int] = field(default_factory=dict)
     busy: set[str] = field(default_factory=set)  # blocking calls of this team still running
     problems: list[str] = field(default_factory=list)
 
 
 Attach = Callable[[int], NodePort]  # team -> its workstation's network, pinned (raises when it is down)
-Exec = Callable[[int, list[str], float], int]  # (team, argv, deadline in seconds) -> exit code in its workstation
+Exec = Callable[
+    [int, list[str], float], int
+]  # (team, argv, deadline in seconds) -> exit code in its workstation
+AttachNode = Callable[[int, str], NodePort]  # (team, node) -> that node's network, pinned
+ExecNode = Callable[[int, str, list[str], float], int]  # (team, node, argv, deadline) -> exit code there
+Reinstall = Callable[[int], bool]  # team -> True when its access was installed again (install_access)
 
 
 class Gateway:
@@ -184,6 +197,10 @@ class Gateway:
         watch_seconds: float = 5.0,
         on_event: Callable[[str, int, str], None] | None = None,
         repair_timeout: float = SSHD_REPAIR_TIMEOUT,
+        operate: dict[str, int] | None = None,
+        attach_node: AttachNode | None = None,
+        exec_node: ExecNode | None = None,
+        reinstall: Reinstall | None = None,
     ):
         self.teams = teams
         self.api_unix_path = api_unix_path
@@ -195,6 +212,10 @@ class Gateway:
         self.watch_seconds = watch_seconds
         self.repair_timeout = repair_timeout
         self.on_event = on_event or (lambda kind, team, text: None)
+        self.operate = dict(operate or {}) if attach_node is not None else {}
+        self.attach_node = attach_node
+        self.exec_node = exec_node
+        self.reinstall = reinstall
         self.gates = {t: TeamGate(t) for t in teams}
         self._watch: dict[int, asyncio.Task] = {}
         self._closing = False
@@ -233,10 +254,11 @@ class Gateway:
         if self._watch:
             await asyncio.wait(list(self._watch.values()), timeout=2)
         for g in self.gates.values():
-            for srv in (g.api_server, g.ssh_server):
+            for srv in (g.api_server, g.ssh_server, *g.operate_servers.values()):
                 if srv is not None:
                     srv.close()
             g.api_server = g.ssh_server = None
+            g.operate_servers.clear()
             self._unpin(g)
 
     @staticmethod
@@ -253,6 +275,7 @@ class Gateway:
                 "ssh": f"{self.ssh_bind}:{self.ssh_base + t}" if g.ssh_server is not None else None,
                 "ssh_connections": g.ssh_conns,
                 "ssh_refused": g.ssh_refused,
+                "operate": {n: self.operate[n] for n in g.operate_servers},
                 "problems": list(g.problems[-3:]),
             }
             for t, g in self.gates.items()
@@ -278,13 +301,15 @@ class Gateway:
             g.port is not None
             and port.identity == g.port.identity
             and (g.api_server is not None or not self.api_in_workstation)
+            and len(g.operate_servers) == len(self.operate)
         ):
             port.close()
             return
-        old = g.api_server
-        if old is not None:
-            old.close()
-            g.api_server = None
+        for srv in (g.api_server, *g.operate_servers.values()):
+            if srv is not None:
+                srv.close()
+        g.api_server = None
+        g.operate_servers.clear()
         self._unpin(g)
         g.port, g.container = port, str(port.identity[0])
         if self.api_in_workstation:
@@ -296,6 +321,17 @@ class Gateway:
                 return
             g.api_server = await asyncio.start_server(lambda r, w, t=team: self._api_conn(t, r, w), sock=sock)
             self.on_event("api", team, f"API on 127.0.0.1:{WS_API_PORT} inside container {g.container[:12]}")
+        for node, p in self.operate.items():
+            try:
+                sock = await in_thread(port.listen, "127.0.0.1", p, 16, timeout=NETNS_TIMEOUT)
+            except OSError as exc:
+                self._problem(g, f"cannot open `ssh {node}` inside the workstation (127.0.0.1:{p}): {exc}")
+                continue  # the next pass tries again (the counts differ)
+            g.operate_servers[node] = await asyncio.start_server(
+                lambda r, w, t=team, n=node: self._operate_conn(t, n, r, w), sock=sock
+            )
+        if g.operate_servers:
+            self.on_event("operate", team, f"ssh {', ssh '.join(g.operate_servers)} from the workstation")
 
     def _problem(self, g: TeamGate, text: str) -> None:
         if not g.problems or g.problems[-1] != text:
@@ -312,6 +348,8 @@ class Gateway:
                 await self._refresh(team)
                 if self.ssh_bind:
                     await self._check_sshd(team)
+                for node in self.operate:
+                    await self._check_operated(team, node)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep watching
@@ -339,21 +377,113 @@ class Gateway:
             return
         if code == 0:
             self.on_event("sshd", team, "sshd restarted in the workstation")
+        elif code == 3:  # no sshd configuration: a re-created workstation; install access again
+            await self._reinstall(team, "the workstation was re-created")
         elif code == 124:
-            self._problem(g, f"sshd repair in the workstation was killed at its {self.repair_timeout:g}s deadline")
+            self._problem(
+                g, f"sshd repair in the workstation was killed at its {self.repair_timeout:g}s deadline"
+            )
         else:
             self._problem(g, f"sshd is not running in the workstation and could not be started (exit {code})")
 
-    async def _sshd_answers(self, g: TeamGate) -> bool:
+    async def _reinstall(self, team: int, why: str) -> None:
+        g = self.gates[team]
+        if self.reinstall is None:
+            self._problem(g, f"{why}: access needs installing again (restart `rangectl serve`)")
+            return
         try:
-            port = g.port
+            ok = await in_thread(
+                self.reinstall, team, timeout=INSTALL_REPAIR_TIMEOUT, busy=g.busy, key="reinstall"
+            )
+        except Late as exc:
+            self._problem(g, f"{why}; installing access again did not finish ({exc})")
+            return
+        except Exception as exc:  # noqa: BLE001 - keep watching; the next pass tries again
+            self._problem(g, f"{why}; installing access again failed: {exc}")
+            return
+        if ok:
+            self.on_event("install", team, f"{why}: access installed again")
+        else:
+            self._problem(g, f"{why}; installing access again failed")
+
+    async def _check_operated(self, team: int, node: str) -> None:
+        """An operated node whose sshd does not answer: restart it, or install it again (a reset node)."""
+        g = self.gates[team]
+        if self.attach_node is None or "reinstall" in g.busy:
+            return
+        try:
+            port = await in_thread(
+                self.attach_node, team, node, timeout=RESOLVE_TIMEOUT, busy=g.busy, key=f"op-{node}"
+            )
+        except Exception:  # noqa: BLE001 - the node is down (a reset under way): try on the next pass
+            return
+        try:
+            if await self._sshd_answers(g, port):
+                return
+        finally:
+            port.close()
+        code = None
+        if self.exec_node is not None:
+            try:
+                code = await in_thread(
+                    self.exec_node,
+                    team,
+                    node,
+                    ["/bin/sh", "-c", SSHD_RESTART],
+                    self.repair_timeout,
+                    timeout=self.repair_timeout + 5,
+                    busy=g.busy,
+                    key=f"sshd-repair-{node}",
+                )
+            except Late as exc:
+                self._problem(g, f"sshd repair on '{node}' did not finish in time ({exc})")
+                return
+        if code == 0:
+            self.on_event("sshd", team, f"sshd restarted on '{node}'")
+        else:
+            await self._reinstall(team, f"'{node}' has no operator sshd (re-created?)")
+
+    async def _operate_conn(
+        self, team: int, node: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """``ssh NODE`` from the workstation: to the sshd on 127.0.0.1 inside the team's own NODE."""
+        g = self.gates[team]
+        if g.operate_conns.get(node, 0) >= MAX_OPERATE_CONNS or self.attach_node is None:
+            writer.close()
+            return
+        g.operate_conns[node] = g.operate_conns.get(node, 0) + 1
+        sock = None
+        try:
+            port = await in_thread(self.attach_node, team, node, timeout=RESOLVE_TIMEOUT)
+            try:
+                sock = await in_thread(port.tcp_socket, timeout=NETNS_TIMEOUT)
+            finally:
+                port.close()
+            loop = asyncio.get_running_loop()
+            await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", WS_SSH_PORT)), SSH_CONNECT_SECONDS)
+            ur, uw = await asyncio.open_connection(sock=sock)
+            sock = None
+            await splice((reader, writer), (ur, uw))
+        except Exception as exc:  # noqa: BLE001 - this connection fails; others go on
+            self._problem(g, f"`ssh {node}` failed: {exc}")
+            writer.close()
+        finally:
+            if sock is not None:
+                sock.close()
+            g.operate_conns[node] -= 1
+
+    async def _sshd_answers(self, g: TeamGate, port: NodePort | None = None) -> bool:
+        try:
+            port = port or g.port
             if port is None:
                 return False
             sock = await in_thread(port.tcp_socket, timeout=NETNS_TIMEOUT)
         except OSError:
             return False
         try:
-            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", WS_SSH_PORT)), 3)
+            await asyncio.wait_for(
+                asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", WS_SSH_PORT)), 3
+            )
             return True
         except (TimeoutError, OSError):
             return False
@@ -437,4 +567,3 @@ class Gateway:
             if sock is not None:
                 sock.close()
             g.ssh_conns -= 1
-

@@ -216,7 +216,8 @@ async def _main(state: RangeState, opts: ServeOptions, served: Served, note: Cal
 
 async def _start_gateway(state, opts: ServeOptions, teams: list[int], unix_path: Path, note, served: Served):
     from rangectl.access.gateway import Gateway, Late, in_thread
-    from rangectl.access.install import install_access, workstation_node
+    from rangectl.access.install import install_access, operate_ports, workstation_node
+
     be = backend_for(state)
     ws = workstation_node(state.scenario(), opts.node)
     if opts.install:
@@ -229,7 +230,9 @@ async def _start_gateway(state, opts: ServeOptions, teams: list[int], unix_path:
 
             res = InstallResult(
                 ok=False,
-                failures=[{"host": "-", "task": "install", "message": f"not done within {INSTALL_TIMEOUT:g}s"}],
+                failures=[
+                    {"host": "-", "task": "install", "message": f"not done within {INSTALL_TIMEOUT:g}s"}
+                ],
             )
         served.install = res
         if not res.ok:
@@ -246,6 +249,15 @@ async def _start_gateway(state, opts: ServeOptions, teams: list[int], unix_path:
         # workstation trainees have tampered with cannot hang (rangectl.backend.execs)
         return be.exec(NodeRef(state.name, team, ws), argv, timeout)[0]
 
+    def attach_node(team: int, node: str) -> NodePort:
+        return be.nodes_exec.attach(NodeRef(state.name, team, node))
+
+    def exec_node(team: int, node: str, argv: list[str], timeout: float) -> int:
+        return be.exec(NodeRef(state.name, team, node), argv, timeout)[0]
+
+    def reinstall(team: int) -> bool:
+        return install_access(state, [team], ws).ok
+
     gw = Gateway(
         teams,
         str(unix_path),
@@ -255,6 +267,10 @@ async def _start_gateway(state, opts: ServeOptions, teams: list[int], unix_path:
         ssh_base=opts.ssh_base,
         watch_seconds=opts.watch_seconds,
         on_event=lambda kind, team, text: note(f"team {team}: {text}"),
+        operate=operate_ports(state.scenario(), ws),
+        attach_node=attach_node,
+        exec_node=exec_node,
+        reinstall=reinstall if opts.install else None,
     )
     await gw.start()
     return gw

@@ -31,6 +31,7 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("rangectl.commands.scoring", "evidence", "evidence", "command"),
     ("rangectl.commands.access", "serve", "serve", "command"),
     ("rangectl.commands.access", "teams", "teams", "command"),
+    ("rangectl.commands.access", "commands", "commands", "command"),
     ("rangectl.commands.selftest", "selftest", "selftest", "command"),
 ]
 

@@ -193,3 +193,40 @@ def teams(
             ".ssh_config for `ssh -F team-K.ssh_config rangectl-"
             f"{st.name}-team-K`). The database keeps only hashes: a lost token can only be rotated."
         )
+
+
+def _clock(t: float | None) -> str:
+    if t is None:
+        return "-"
+    m, s = divmod(int(t), 60)
+    return f"{m:d}:{s:02d}"
+
+
+def commands(
+    range_name: str = RANGE,
+    team: int = typer.Option(None, "--team", "-t", help="Only this team [every team]."),
+    node: str = typer.Option(None, "--node", "-n", help="Only this node [every node]."),
+    json_out: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+) -> None:
+    """List what trainees ran on their nodes, as recorded by `serve`: sessions, commands with their exit
+    status, files copied with scp (docs/access.md, "Every command recorded")."""
+    from rangectl import cmdlog
+    from rangectl.store import EventStore
+
+    st = RangeState.open(range_name)
+    with EventStore(st.db_path) as store:
+        events = store.events(kind=cmdlog.KINDS)
+    found = [r for r in cmdlog.rows(events, team) if node is None or r.node == node]
+    if json_out:
+        print(json.dumps([r.as_dict() for r in found], indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"commands of range {range_name}" + (f" · team {team}" if team else ""), title_justify="left")
+    for col in ("drill", "team", "node", "what", "command", "exit"):
+        table.add_column(col, overflow="fold")
+    for r in found:
+        what = {"session": "login", "command": "run", "file.copy": "scp", "dropped": "dropped"}.get(r.kind, r.kind)
+        text = r.cmd + (f"  ({r.detail})" if r.detail else "")
+        table.add_row(_clock(r.drill_t), str(r.team), r.node, what, text, "" if r.status is None else str(r.status))
+    console.print(table)
+    if not found:
+        console.print("nothing recorded (commands are recorded while `rangectl serve` runs)")

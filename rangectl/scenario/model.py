@@ -123,6 +123,16 @@ class Node(Strict):
         description="network sysctls of the node's own namespace (net.ipv4.*, net.ipv6.*, net.core.*), "
         "e.g. an unprotected service: net.ipv4.tcp_syncookies: 0",
     )
+    compromised: bool = Field(
+        False,
+        description="(red nodes) a team's own host under the attacker's control: attack traffic may start "
+        "from it and its team may still operate it (`operate:`)",
+    )
+    operate: list[Name] = Field(
+        default_factory=list,
+        description="(blue nodes) the team's own nodes its trainees may operate from here: `ssh NODE`, "
+        "`ssh NODE CMD` and `scp` reach the team's copy of each, and nothing else (docs/access.md)",
+    )
     description: Text | None = None
 
     @field_validator("sysctls", mode="after")

@@ -41,6 +41,24 @@ class FileResult:
         return not self.problems
 
 
+def operate_problem(sc, name: str, target: str, before: list[str]) -> str | None:
+    """Why blue node ``name`` may not list ``target`` under ``operate`` (None: it may)."""
+    if sc.nodes[name].role != "blue":
+        return "only a blue node (where trainees log in) may list nodes to operate"
+    if target not in sc.nodes:
+        return f"unknown node '{target}' (nodes: {', '.join(sorted(sc.nodes))})"
+    if target == name:
+        return "a node cannot list itself: trainees are already on it"
+    if sc.nodes[target].role == "red" and not sc.nodes[target].compromised:
+        return (
+            f"'{target}' is a red node: teams operate their own nodes, never the attacker's "
+            "(a team's own host the attacker controls is marked compromised: true)"
+        )
+    if target in before:
+        return f"'{target}' is listed twice"
+    return None
+
+
 def check_meaning(loaded: Loaded) -> list[Problem]:
     sc = loaded.scenario
     assert sc is not None
@@ -124,6 +142,12 @@ def check_meaning(loaded: Loaded) -> list[Problem]:
             why = capability_problem(cap, node.role)
             if why:
                 bad(("nodes", name, "capabilities", i), why)
+        if node.compromised and node.role != "red":
+            bad(("nodes", name, "compromised"), "only a red node can be compromised (it is a source of attack traffic)")
+        for i, target in enumerate(node.operate):
+            why = operate_problem(sc, name, target, node.operate[:i])
+            if why:
+                bad(("nodes", name, "operate", i), why)
 
     # injects: ids unique, after chains, traffic endpoints and parameters
     inject_ids: dict[str, int] = {}

@@ -21,7 +21,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (4, ("rangectl.traffic", "rangectl.scoring")),
     (5, ("rangectl.drill",)),
     (6, ("rangectl.access",)),
-    (7, ("rangectl.report", "rangectl.ranges", "rangectl.selftest", "rangectl.evidence")),
+    (7, ("rangectl.report", "rangectl.ranges", "rangectl.selftest", "rangectl.evidence", "rangectl.cmdlog")),
     (8, ("rangectl.commands", "rangectl.cli")),
 ]
 BACKEND_LAYER = 3

@@ -239,6 +239,8 @@ def _finish_rootfs(root: Path, bh: str) -> None:
     for p in (root / "var/log/apt").glob("*"):
         p.unlink()
     (root / "etc/resolv.conf").unlink(missing_ok=True)  # the engine provides one per container
+    for p in (root / "etc/ssh").glob("ssh_host_*"):  # one key shared by every node would be no key at all
+        p.unlink()
     (root / "etc/machine-id").write_text("")
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (root / "etc/rangectl-base").write_text(

@@ -1,0 +1,1039 @@
+"""Every command trainees run over SSH, recorded from the host without their cooperation.
+
+Shell history is the trainee's own file (``unset HISTFILE``, ``exec bash --norc``
+and ``sh`` leave none), so the record is made on the host instead, from the
+Linux *proc connector* (netlink ``NETLINK_CONNECTOR``, group ``CN_IDX_PROC``):
+the kernel reports the fork, exec and exit of every process on the machine,
+with host pids, whatever the process does to itself. Three parts:
+
+* :class:`ProcConnector` — the netlink socket: subscribes, reads and parses the
+  kernel's messages into :class:`ProcEvent` s (processes only: threads are left
+  out). Its receive buffer is large (4 MiB, forced when root); when the kernel
+  still overruns it the loss is counted (:attr:`ProcConnector.overruns`), never
+  fatal. Needs the host's network, pid and user namespaces (``rangectl serve``
+  as root on the host).
+* :class:`SessionTracker` — pure logic, no I/O of its own: what it needs from
+  ``/proc`` is passed in (defaults: :func:`read_proc`, :func:`read_ppid`,
+  :func:`stat_in_root`, :func:`live_threads`), so it is tested with synthetic
+  events. ``feed(event)`` returns the :class:`Record` s to store.
+* :class:`Recorder` — reads the connector on its own thread, feeds the tracker
+  and hands the records to a sink in batches (at most every
+  :data:`BATCH_SECONDS`, at once when :data:`BATCH_MAX` are waiting).
+
+**Sessions.** The caller's ``where(pid)`` says which watched container (team,
+node) a host pid lives in (from ``/proc/PID/cgroup``: :func:`container_id_of`).
+An exec there by a child of ``sshd`` (or ``sshd-session``, OpenSSH 9.8+) is a
+trainee session (``kind="session"``): that is how sshd starts the login shell,
+``sh -c CMD`` for ``ssh node CMD`` and ``~/.ssh/rc``. Not a session: sshd's own
+execs — the listener's re-exec (``sshd -R``, ``sshd-session``) and the
+pre-auth ``sshd-auth`` — recognised by their name, their binary (``/proc/PID/exe``
+must be the real ``sshd*``, so a copy of bash named ``sshd`` does not pass) and,
+for the first two, by their parent being the listener itself. A process whose
+exec cannot be read any more (it was too quick) still starts a session
+(``unread``): doubt is recorded, not dropped.
+
+**Tracking.** From then on the session is followed by descent, not by name:
+every process forked by a tracked process is tracked, and every exec it makes is
+a ``command`` (argv, cwd; ``cmd`` is the ``CMD`` of ``sh -c CMD``), whatever it
+calls itself. Double forks, ``setsid``, reparenting to init, ``exec bash
+--norc``, ``env -i``, a new shell, a daemon the trainee starts (even a second
+sshd) all stay in the session. An exec whose fork event was lost is placed by
+its parent in ``/proc``. Its exit gives ``command.exit`` with the status a shell
+prints (``128+N`` for signal N); an ``scp`` gives one ``file.copy`` per file on
+exit (direction, peer, size when the local side can be found). Exits remove
+processes from the table; untracked ones are only remembered between their
+fork and their exec, in bounded tables.
+
+**What is not recorded (the trust boundary).**
+
+* Shell builtins are no execs: ``cd``, ``echo``, ``printf > file``, ``read``,
+  ``kill``, ``export``, redirections and ``/dev/tcp`` in bash. What they do shows
+  only through the next command (its ``cwd``) or not at all.
+* Work done *for* the trainee by a process outside the session: a service the
+  trainee reconfigured (cron, a web server's CGI, a root daemon's hook) runs
+  its commands under that service, not the session; so do ``docker exec``
+  from the trainers and everything on the host. sftp is served inside sshd
+  (``internal-sftp``): an ``sftp``/``scp`` *to* a node shows as the client's
+  command on the machine it ran on, not as commands on the node.
+* A trainee who is root on a node and replaces the node's ``sshd`` binaries can
+  make an ``sshd``-named process that is not taken for a session.
+* The rate cap: each team's ``command`` records go through a token bucket
+  (:class:`CommandRate`, default 20/s, bursts of 200); beyond it commands are
+  counted, not stored, and a ``command.dropped`` record (count, since) is made at
+  most every :data:`DROP_REPORT_SECONDS` per team. Sessions, exits of recorded
+  commands and file copies are never capped.
+* argv is read from ``/proc`` when the exec is reported: a command that was
+  already gone is kept as ``unread`` (argv ``[comm]`` or ``["?"]``); one that
+  exec'd again in between is reported with its newer argv (twice). argv longer
+  than :data:`MAX_ARGV_BYTES` is cut (``truncated``). Events the kernel could not
+  deliver (an overrun) are lost; an exec whose fork was lost is still placed
+  through ``/proc``, unless its parent had gone too.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import os
+import posixpath
+import random
+import re
+import select
+import shlex
+import socket
+import stat
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
+
+from rangectl.errors import RangeError
+
+log = logging.getLogger("rangectl.access.recorder")
+
+# netlink / connector / cn_proc constants (linux/netlink.h, linux/connector.h, linux/cn_proc.h)
+NETLINK_CONNECTOR = 11
+CN_IDX_PROC = 1
+CN_VAL_PROC = 1
+PROC_CN_MCAST_LISTEN = 1
+PROC_CN_MCAST_IGNORE = 2
+PROC_EVENT_NONE = 0x0  # the kernel's answer to a (un)subscription: event_data.ack.err
+PROC_EVENT_FORK = 0x1
+PROC_EVENT_EXEC = 0x2
+PROC_EVENT_EXIT = 0x80000000
+NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 1, 2, 3, 4
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid: 16 bytes
+_CN_MSG = struct.Struct("=IIIIHH")  # idx, val, seq, ack, len, flags: 20 bytes
+_EVENT = struct.Struct("=IIQ")  # what, cpu, timestamp_ns: 16 bytes, then the event_data union
+_FORK = struct.Struct("=iiii")  # parent_pid, parent_tgid, child_pid, child_tgid
+_EXEC = struct.Struct("=ii")  # process_pid, process_tgid
+_EXIT = struct.Struct("=iiII")  # process_pid, process_tgid, exit_code, exit_signal
+_ACK = struct.Struct("=I")  # err
+_DATA_AT = _NLMSGHDR.size + _CN_MSG.size + _EVENT.size  # 52: where event_data starts in a message
+
+RCVBUF_BYTES = 4 << 20  # the socket's receive buffer: a burst of events waits here
+RECV_BYTES = 65536  # one datagram carries one message today; room for several anyway
+READ_MAX_DATAGRAMS = 4096  # per read(): the caller gets to flush and tick during a flood
+ACK_SECONDS = 2.0  # the kernel answers a subscription in microseconds; none by then: not available
+
+MAX_ARGV_BYTES = 16384  # of /proc/PID/cmdline kept in a record
+MAX_UNTRACKED = 65536  # untracked pids remembered between their fork and their exec (oldest forgotten)
+MAX_COMMS = 8192  # cached names of parents (oldest forgotten)
+SWEEP_SECONDS = 30.0  # tracked pids gone from /proc at two sweeps in a row are forgotten (a lost exit)
+DROP_REPORT_SECONDS = 10.0  # at most one command.dropped record per team this often
+SCP_MAX_FILES = 100  # file.copy records for one scp
+BATCH_SECONDS = 0.2  # Recorder: the sink is called at most this often...
+BATCH_MAX = 200  # ...or at once with this many records
+TICK_SECONDS = 1.0  # Recorder: how often the tracker's tick() runs
+
+SSHD_COMMS = frozenset({"sshd", "sshd-session", "sshd-auth"})  # OpenSSH's own programs (<= 9.7; 9.8+; 10.0+)
+SHELLS = frozenset(
+    {"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "yash", "fish", "tcsh", "csh", "busybox"}
+)
+_C_FLAG = re.compile(r"-[A-Za-z]*c[A-Za-z]*")  # -c, -lc, -ec: the first operand is the command string
+_DOCKER_ID = re.compile(r"(?:/docker/|/docker-)([0-9a-f]{64})(?:\.scope)?(?=/|$)")
+
+
+class ProcEvent(NamedTuple):
+    """One process event: ``kind`` is ``fork`` (``pid``/``tgid``: the child, ``ppid``: the parent's tgid),
+    ``exec`` or ``exit`` (``exit_code``: the wait status as the kernel gives it). ``ts``: time.time() when read."""
+
+    kind: str
+    pid: int
+    tgid: int
+    ppid: int | None = None
+    exit_code: int | None = None
+    ts: float = 0.0
+
+    @property
+    def status(self) -> int | None:
+        """The exit status as a shell prints it: the code (0-255), or 128+N when killed by signal N."""
+        if self.exit_code is None:
+            return None
+        if self.exit_code & 0x7F:
+            return 128 + (self.exit_code & 0x7F)
+        return (self.exit_code >> 8) & 0xFF
+
+
+class ProcInfo(NamedTuple):
+    """What ``/proc/PID`` says of a process: ``argv`` is empty for a zombie (its memory is gone)."""
+
+    comm: str
+    argv: list[str]
+    cwd: str | None
+    exe: str | None = None
+    truncated: bool = False
+
+
+class CommandRate(NamedTuple):
+    """Each team's ``command`` records: ``per_second`` with bursts of ``burst`` (``per_second <= 0``: no cap)."""
+
+    per_second: float = 20.0
+    burst: int = 200
+
+
+class ScpTransfer(NamedTuple):
+    """One file of an scp: ``local`` is the path whose size tells the file's (upload: the source;
+    download: the destination, a directory or the file); ``name`` is the path as given."""
+
+    direction: str  # upload | download
+    peer: str
+    name: str
+    local: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """One thing to store: ``session``, ``command``, ``command.exit``, ``file.copy`` or ``command.dropped``."""
+
+    kind: str
+    ts: float
+    team: int | None = None
+    node: str | None = None
+    session: int | None = None  # the pid that started the session (its login shell, or sh -c CMD)
+    pid: int | None = None
+    argv: list[str] | None = None
+    cmd: str | None = None
+    cwd: str | None = None
+    via: str | None = None
+    status: int | None = None
+    ref: tuple[float, int] | None = None  # command.exit, file.copy: (ts, pid) of the command's record
+    unread: bool | None = None
+    truncated: bool | None = None
+    name: str | None = None
+    direction: str | None = None
+    peer: str | None = None
+    size: int | None = None
+    count: int | None = None
+    since: float | None = None
+
+    def as_data(self) -> dict[str, Any]:
+        """A JSON-able dict for the event store, without the fields that are None."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is None:
+                continue
+            if f.name == "ref":
+                v = {"ts": v[0], "pid": v[1]}
+            elif f.name == "argv":
+                v = list(v)
+            out[f.name] = v
+        return out
+
+
+# ---------------------------------------------------------------- /proc helpers (the tracker's defaults)
+
+
+def container_id_from_cgroup(text: str) -> str | None:
+    """The Docker container id (64 hex) in the text of a ``/proc/PID/cgroup``, or None.
+
+    cgroup v1 (``12:pids:/docker/<id>``), v2 (``0::/docker/<id>``) and the systemd driver
+    (``0::/system.slice/docker-<id>.scope``).
+    """
+    for line in text.splitlines():
+        path = line.split(":", 2)[-1]
+        m = _DOCKER_ID.search(path)
+        if m:
+            return m.group(1)
+    return None
+
+
+def container_id_of(pid: int, proc: str = "/proc") -> str | None:
+    """The Docker container a host pid lives in (None: on the host, in another kind of container, or gone)."""
+    try:
+        with open(f"{proc}/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
+            return container_id_from_cgroup(f.read())
+    except OSError:
+        return None
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def read_comm(pid: int, proc: str = "/proc") -> str | None:
+    try:
+        with open(f"{proc}/{pid}/comm", "rb") as f:
+            return _text(f.read().rstrip(b"\n"))
+    except OSError:
+        return None
+
+
+def read_proc(pid: int, proc: str = "/proc") -> ProcInfo | None:
+    """comm, argv, cwd and exe of a process, or None when it is gone. cmdline is read first: it goes first."""
+    base = f"{proc}/{pid}"
+    try:
+        with open(f"{base}/cmdline", "rb") as f:
+            raw = f.read(MAX_ARGV_BYTES + 1)
+    except OSError:
+        return None
+    truncated = len(raw) > MAX_ARGV_BYTES
+    raw = raw[:MAX_ARGV_BYTES]
+    parts = raw.split(b"\0")
+    if parts and parts[-1] == b"" and not truncated:
+        parts.pop()
+    argv = [_text(p) for p in parts] if raw else []
+    cwd = exe = None
+    try:
+        cwd = os.readlink(f"{base}/cwd")
+    except OSError:
+        pass
+    try:
+        exe = os.readlink(f"{base}/exe")
+    except OSError:
+        pass
+    comm = read_comm(pid, proc)
+    if comm is None:
+        if not argv:
+            return None
+        comm = posixpath.basename(argv[0])[:15]
+    return ProcInfo(comm, argv, cwd, exe, truncated)
+
+
+def read_ppid(pid: int, proc: str = "/proc") -> int | None:
+    """The parent pid from ``/proc/PID/status`` (None: gone, or no parent)."""
+    try:
+        with open(f"{proc}/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"PPid:"):
+                    ppid = int(line.split()[1])
+                    return ppid or None
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def live_threads(pid: int, proc: str = "/proc") -> bool:
+    """Whether threads other than the leader still run in process ``pid`` (its leader's exit did not end it)."""
+    try:
+        return any(t != str(pid) for t in os.listdir(f"{proc}/{pid}/task"))
+    except OSError:
+        return False
+
+
+def stat_in_root(pid: int, path: str, proc: str = "/proc") -> int | None:
+    """The size of regular file ``path`` as process ``pid`` sees it (its mount namespace), or None.
+
+    Symbolic links are followed inside that root (an absolute link target is taken from the
+    container's root, not the host's).
+    """
+    if not path.startswith("/"):
+        return None
+    root = f"{proc}/{pid}/root"
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        here = root + "/" + "/".join([*done, part])
+        try:
+            st = os.lstat(here)
+        except OSError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > 40:
+                return None
+            try:
+                target = os.readlink(here)
+            except OSError:
+                return None
+            if target.startswith("/"):
+                done = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        done.append(part)
+    try:
+        st = os.lstat(root + "/" + "/".join(done))
+    except OSError:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+# ---------------------------------------------------------------- argv helpers
+
+
+def _shell_c(argv: list[str]) -> str | None:
+    """CMD when argv is ``<shell> -c CMD ...``, else None."""
+    if len(argv) >= 3 and posixpath.basename(argv[0]).lstrip("-") in SHELLS and _C_FLAG.fullmatch(argv[1]):
+        return argv[2]
+    return None
+
+
+def shell_command(argv: list[str]) -> str:
+    """The command line a record shows: CMD of ``sh -c CMD``, otherwise argv quoted as a shell would need."""
+    c = _shell_c(argv)
+    return c if c is not None else shlex.join(argv)
+
+
+_SCP_VALUE_OPTS = frozenset("DFJMPSXcilo")  # options of scp (OpenSSH) that take a value
+_SCP_SERVER_OPTS = frozenset("tf")  # scp run as the far end of another scp: -t (to) / -f (from)
+
+
+def _scp_remote(op: str) -> tuple[str, str] | None:
+    """(peer, path) when an scp operand names a remote file (``[user@]host:path``, ``scp://``), else None."""
+    if op.startswith("scp://"):
+        rest = op[len("scp://") :]
+        hostpart, _, path = rest.partition("/")
+        host = hostpart.rsplit("@", 1)[-1]
+        if host.startswith("["):
+            host = host[1:].split("]", 1)[0]
+        else:
+            host = host.split(":", 1)[0]
+        return host, path or "."
+    if op.startswith(":"):
+        return None
+    bracket = op.startswith("[")
+    for i, ch in enumerate(op):
+        if ch == "@" and op[i + 1 : i + 2] == "[":
+            bracket = True
+        if ch == "]" and op[i + 1 : i + 2] == ":" and bracket:
+            host, path = op[:i], op[i + 2 :]
+            return host.rsplit("@", 1)[-1].lstrip("["), path
+        if ch == ":" and not bracket:
+            return op[:i].rsplit("@", 1)[-1], op[i + 1 :]
+        if ch == "/":
+            return None
+    return None
+
+
+def scp_transfers(argv: list[str]) -> list[ScpTransfer]:
+    """The files an scp command line copies between this machine and another (remote to remote: none)."""
+    operands: list[str] = []
+    i = 1
+    while i < len(argv):
+        a = argv[i]
+        i += 1
+        if a == "--":
+            operands.extend(argv[i:])
+            break
+        if a.startswith("-") and len(a) > 1:
+            for j in range(1, len(a)):
+                if a[j] in _SCP_SERVER_OPTS:
+                    return []
+                if a[j] in _SCP_VALUE_OPTS:
+                    if j == len(a) - 1:
+                        i += 1  # the value is the next argument
+                    break
+            continue
+        operands.extend(argv[i - 1 :])  # scp's getopt stops at the first operand
+        break
+    if len(operands) < 2:
+        return []
+    *sources, target = operands
+    out: list[ScpTransfer] = []
+    to = _scp_remote(target)
+    for src in sources:
+        frm = _scp_remote(src)
+        if to is not None and frm is None:
+            out.append(ScpTransfer("upload", to[0], src, src))
+        elif to is None and frm is not None:
+            out.append(ScpTransfer("download", frm[0], frm[1], target))
+    return out[:SCP_MAX_FILES]
+
+
+# ---------------------------------------------------------------- the kernel's process events
+
+
+def _parse(buf: Any, n: int, ts: float, out: list[ProcEvent], acks: list[tuple[int, int]] | None) -> None:
+    off = 0
+    while off + _NLMSGHDR.size <= n:
+        nl_len, nl_type, _flags, _seq, _port = _NLMSGHDR.unpack_from(buf, off)
+        if nl_len < _NLMSGHDR.size or off + nl_len > n:
+            return
+        end = off + nl_len
+        if nl_type not in (NLMSG_NOOP, NLMSG_ERROR, NLMSG_OVERRUN) and nl_len >= _DATA_AT:
+            idx, val, _cseq, ack, _clen, _cflags = _CN_MSG.unpack_from(buf, off + _NLMSGHDR.size)
+            if idx == CN_IDX_PROC and val == CN_VAL_PROC:
+                what = _EVENT.unpack_from(buf, off + _NLMSGHDR.size + _CN_MSG.size)[0]
+                d = off + _DATA_AT
+                if what == PROC_EVENT_FORK and d + _FORK.size <= end:
+                    _ppid, ptgid, cpid, ctgid = _FORK.unpack_from(buf, d)
+                    if cpid == ctgid:  # a thread is no new process
+                        out.append(ProcEvent("fork", cpid, ctgid, ptgid, None, ts))
+                elif what == PROC_EVENT_EXEC and d + _EXEC.size <= end:
+                    pid, tgid = _EXEC.unpack_from(buf, d)
+                    out.append(ProcEvent("exec", tgid, tgid, None, None, ts))
+                elif what == PROC_EVENT_EXIT and d + _EXIT.size <= end:
+                    pid, tgid, code, _sig = _EXIT.unpack_from(buf, d)
+                    if pid == tgid:  # a thread's exit is not the process's
+                        out.append(ProcEvent("exit", pid, tgid, None, code, ts))
+                elif what == PROC_EVENT_NONE and acks is not None and d + _ACK.size <= end:
+                    acks.append((ack, _ACK.unpack_from(buf, d)[0]))
+        off += (nl_len + 3) & ~3
+
+
+def parse_datagram(data: bytes, ts: float = 0.0) -> list[ProcEvent]:
+    """The process events in one datagram from the proc connector (several messages are allowed)."""
+    out: list[ProcEvent] = []
+    _parse(data, len(data), ts, out, None)
+    return out
+
+
+def _control(op: int, ack: int) -> bytes:
+    payload = struct.pack("=I", op)
+    cn = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, ack, len(payload), 0) + payload
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(cn), NLMSG_DONE, 0, 0, 0) + cn
+
+
+_FIX = "run `rangectl serve` as root on the host itself (not in a container, a user namespace or a VM without it)"
+
+
+class ProcConnector:
+    """The kernel's process events (fork, exec, exit of every process on the machine, host pids).
+
+    Raises :class:`RangeError` when they cannot be had: no netlink connector (``CONFIG_CONNECTOR``),
+    no process events (``CONFIG_PROC_EVENTS``), no ``CAP_NET_ADMIN`` on older kernels, or not in the
+    host's network, user and pid namespaces.
+    """
+
+    def __init__(self, *, rcvbuf: int = RCVBUF_BYTES, ack_timeout: float = ACK_SECONDS):
+        self.overruns = 0  # datagrams the kernel could not queue (ENOBUFS): events lost
+        self._pending: list[ProcEvent] = []
+        self._buf = bytearray(RECV_BYTES)
+        self._sock: socket.socket | None = None
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
+        except OSError as e:
+            raise RangeError(
+                f"cannot open the kernel's process events: netlink connector unavailable ({e.strerror})",
+                fix="use a Linux kernel with CONFIG_CONNECTOR and CONFIG_PROC_EVENTS; " + _FIX,
+            ) from None
+        try:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.bind((0, CN_IDX_PROC))
+            self._nonce = random.randrange(1, 1 << 30)
+            sock.send(_control(PROC_CN_MCAST_LISTEN, self._nonce))
+            sock.setblocking(False)
+            self._sock = sock
+            self._await_ack(ack_timeout)
+        except OSError as e:
+            self._sock = None
+            sock.close()
+            raise RangeError(
+                f"cannot listen to the kernel's process events: {e.strerror}", fix=_FIX
+            ) from None
+        except RangeError:
+            self.close()
+            raise
+
+    def _await_ack(self, timeout: float) -> None:
+        """The kernel answers LISTEN with an event carrying our ack+1 and an errno (events may come first)."""
+        deadline = time.monotonic() + timeout
+        acks: list[tuple[int, int]] = []
+        while True:
+            before = self.overruns
+            self._drain(self._pending, acks)
+            for ack, err in acks:
+                if ack == self._nonce + 1:
+                    if err:
+                        raise RangeError(
+                            f"the kernel refused process events: {os.strerror(err)}",
+                            fix="grant CAP_NET_ADMIN; " + _FIX,
+                        )
+                    return
+            acks.clear()
+            if self.overruns > before:
+                return  # our answer may be among what was lost, but events are coming: subscribed
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RangeError(
+                    "no answer from the kernel's process events (kernel without CONFIG_PROC_EVENTS, "
+                    "or not in the host's user and pid namespaces)",
+                    fix=_FIX,
+                )
+            self._wait(left)
+
+    def fileno(self) -> int:
+        return self._sock.fileno() if self._sock is not None else -1
+
+    def _wait(self, timeout: float) -> bool:
+        if self._sock is None:
+            return False
+        p = select.poll()
+        p.register(self._sock.fileno(), select.POLLIN)
+        return bool(p.poll(max(0.0, timeout) * 1000.0))
+
+    def _drain(self, out: list[ProcEvent], acks: list[tuple[int, int]] | None = None) -> None:
+        sock, buf = self._sock, self._buf
+        if sock is None:
+            return
+        for _ in range(READ_MAX_DATAGRAMS):
+            try:
+                n = sock.recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    self.overruns += 1
+                    continue
+                raise
+            _parse(buf, n, time.time(), out, acks)
+
+    def read(self, timeout: float) -> list[ProcEvent]:
+        """The events that came, waiting up to ``timeout`` seconds for the first ones."""
+        out, self._pending = self._pending, []
+        if not out and not self._wait(timeout):
+            return out
+        self._drain(out)
+        return out
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        try:
+            sock.setblocking(True)
+            sock.send(_control(PROC_CN_MCAST_IGNORE, 0))  # older kernels count listeners until told
+        except OSError:
+            pass
+        sock.close()
+
+    def __enter__(self) -> ProcConnector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------- sessions
+
+
+@dataclass(eq=False)
+class _Session:
+    team: int
+    node: str
+    root: int  # the pid that started it: the session's number in its node
+
+    @property
+    def id(self) -> int:
+        return self.root
+
+
+@dataclass(eq=False)
+class _Proc:
+    session: _Session
+    ref: tuple[float, int] | None = None  # (ts, pid) of the record of what it runs now, when recorded
+    scp: tuple[list[ScpTransfer], str | None] | None = None  # an scp's files and cwd, for file.copy on exit
+    gone: bool = False  # not in /proc at the last sweep
+
+
+class _Drops:
+    __slots__ = ("count", "since", "nodes")
+
+    def __init__(self, since: float):
+        self.count = 0
+        self.since = since
+        self.nodes: collections.Counter[str] = collections.Counter()
+
+
+def _quiet(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except OSError:
+        return None
+
+
+class SessionTracker:
+    """Trainee sessions and their commands from process events (see the module's docstring).
+
+    ``where(pid)``: (team, node) of a watched container's host pid, else None. ``info(pid)``:
+    :class:`ProcInfo` or None when gone. ``parent_of(pid)``: the parent's pid. ``stat_in(pid, path)``:
+    a regular file's size as process ``pid`` sees it. ``live_threads(pid)``: threads other than the
+    leader are still running. Not thread-safe: one reader feeds it.
+    """
+
+    def __init__(
+        self,
+        where: Callable[[int], tuple[int, str] | None],
+        *,
+        info: Callable[[int], ProcInfo | None] = read_proc,
+        parent_of: Callable[[int], int | None] = read_ppid,
+        stat_in: Callable[[int, str], int | None] = stat_in_root,
+        live_threads: Callable[[int], bool] = live_threads,
+        comm_of: Callable[[int], str | None] | None = None,
+        clock: Callable[[], float] = time.time,
+        rate: CommandRate = CommandRate(),
+    ):
+        self.where = where
+        self.info = info
+        self.parent_of = parent_of
+        self.stat_in = stat_in
+        self.live_threads = live_threads
+        if comm_of is None:
+            comm_of = read_comm if info is read_proc else (lambda pid: i.comm if (i := info(pid)) else None)
+        self.comm_of = comm_of
+        self.clock = clock
+        self.rate = rate
+        self._procs: dict[int, _Proc] = {}  # tracked: in a session until their exit
+        # untracked: a child between its fork and its exec -> its parent; a parent -> its name
+        self._forked: collections.OrderedDict[int, int] = collections.OrderedDict()
+        self._comms: collections.OrderedDict[int, str] = collections.OrderedDict()
+        self._buckets: dict[int, list[float]] = {}  # team -> [tokens, last refill]
+        self._drops: dict[int, _Drops] = {}
+        self._last_sweep = clock()
+        self.dropped = 0  # command records not made (rate cap), all teams, ever
+
+    def __len__(self) -> int:
+        """Pids remembered: tracked, untracked between fork and exec, and cached parent names."""
+        return len(self._procs) + len(self._forked) + len(self._comms)
+
+    @property
+    def tracked(self) -> int:
+        return len(self._procs)
+
+    # -- events
+
+    def feed(self, ev: ProcEvent) -> list[Record]:
+        if ev.kind == "fork":
+            self._fork(ev.tgid, ev.ppid or 0)
+            out: list[Record] = []
+        elif ev.kind == "exec":
+            out = self._exec(ev)
+        elif ev.kind == "exit":
+            out = self._exit(ev)
+        else:
+            out = []
+        if self._drops:
+            out.extend(self._due(self.clock(), force=False))
+        return out
+
+    def tick(self, now: float | None = None) -> list[Record]:
+        """The command.dropped records that are due; now and then, forget tracked pids whose exit was lost."""
+        now = self.clock() if now is None else now
+        if now - self._last_sweep >= SWEEP_SECONDS:
+            self._last_sweep = now
+            self._sweep()
+        return self._due(now, force=False)
+
+    def flush(self) -> list[Record]:
+        """Every command.dropped record still pending (the recorder stops)."""
+        return self._due(self.clock(), force=True)
+
+    def _fork(self, child: int, parent: int) -> None:
+        self._comms.pop(child, None)  # a reused pid
+        p = self._procs.get(parent)
+        if p is not None:
+            self._forked.pop(child, None)
+            self._procs[child] = _Proc(p.session)
+            return
+        self._procs.pop(child, None)  # a reused pid whose exit was lost
+        self._forked[child] = parent
+        self._forked.move_to_end(child)
+        if len(self._forked) > MAX_UNTRACKED:
+            self._forked.popitem(last=False)
+
+    def _exec(self, ev: ProcEvent) -> list[Record]:
+        pid = ev.tgid
+        self._comms.pop(pid, None)
+        p = self._procs.get(pid)
+        if p is not None:
+            return self._command(pid, p, ev)
+        parent = self._forked.pop(pid, None)
+        if parent is None:
+            parent = _quiet(self.parent_of, pid)
+        if not parent:
+            return []
+        pp = self._procs.get(parent)
+        if pp is not None:  # its fork event was lost: the child of a tracked process is tracked
+            p = self._procs[pid] = _Proc(pp.session)
+            return self._command(pid, p, ev)
+        if self._comm(parent) not in SSHD_COMMS:
+            return []
+        at = _quiet(self.where, pid) or _quiet(self.where, parent)
+        if at is None:
+            return []
+        info = _quiet(self.info, pid)
+        if self._is_sshd(info, parent):
+            return []
+        team, node = at
+        session = _Session(team, node, pid)
+        p = self._procs[pid] = _Proc(session, ref=(ev.ts, pid))
+        argv, cmd, cwd, unread, truncated = self._describe(info)
+        return [
+            Record(
+                kind="session", ts=ev.ts, team=team, node=node, session=session.id, pid=pid, argv=argv,
+                cmd=cmd, cwd=cwd, via="ssh", unread=unread, truncated=truncated,
+            )
+        ]  # fmt: skip
+
+    def _is_sshd(self, info: ProcInfo | None, parent: int) -> bool:
+        """Whether a child of sshd that exec'd is sshd's own program, not a trainee's session.
+
+        The listener's children (its re-exec ``sshd -R``, or ``sshd-session``) are told by their
+        parent: the listener is the only sshd whose parent is no sshd; a session's parent is sshd's
+        per-user child. Their name must be OpenSSH's and so must their binary's (a copy of bash
+        named ``sshd`` is not); one already gone is taken for them. ``sshd-auth`` (OpenSSH 10), a
+        child of the per-connection sshd, is told by its name and binary only.
+        """
+        grandparent = _quiet(self.parent_of, parent)
+        of_listener = not grandparent or self._comm(grandparent) not in SSHD_COMMS
+        if info is None:
+            return of_listener
+        if info.comm not in SSHD_COMMS:
+            return False
+        if info.exe is None:  # a zombie already: its name and its parent must do
+            return of_listener
+        if posixpath.basename(info.exe.removesuffix(" (deleted)")) != info.comm:
+            return False
+        return of_listener or info.comm == "sshd-auth"
+
+    def _comm(self, pid: int) -> str | None:
+        comm = self._comms.get(pid)
+        if comm is None:
+            comm = _quiet(self.comm_of, pid)
+            if comm is not None:
+                self._comms[pid] = comm
+                if len(self._comms) > MAX_COMMS:
+                    self._comms.popitem(last=False)
+        return comm
+
+    @staticmethod
+    def _describe(info: ProcInfo | None) -> tuple[list[str], str, str | None, bool | None, bool | None]:
+        if info is None:
+            return ["?"], "?", None, True, None
+        if not info.argv:  # a zombie: its memory (argv) is gone, its name is not
+            return [info.comm or "?"], info.comm or "?", info.cwd, True, None
+        return list(info.argv), shell_command(info.argv), info.cwd, None, (True if info.truncated else None)
+
+    def _command(self, pid: int, p: _Proc, ev: ProcEvent) -> list[Record]:
+        info = _quiet(self.info, pid)
+        p.ref = None
+        p.scp = None
+        argv, cmd, cwd, unread, truncated = self._describe(info)
+        if posixpath.basename(argv[0]) == "scp" and not unread:
+            files = scp_transfers(argv)
+            if files:
+                p.scp = (files, cwd)
+        s = p.session
+        if not self._take(s.team, ev.ts):
+            self._drop(s.team, s.node, ev.ts)
+            return []
+        p.ref = (ev.ts, pid)
+        return [
+            Record(
+                kind="command", ts=ev.ts, team=s.team, node=s.node, session=s.id, pid=pid, argv=argv,
+                cmd=cmd, cwd=cwd, unread=unread, truncated=truncated,
+            )
+        ]  # fmt: skip
+
+    def _exit(self, ev: ProcEvent) -> list[Record]:
+        pid = ev.tgid
+        self._forked.pop(pid, None)
+        self._comms.pop(pid, None)
+        p = self._procs.get(pid)
+        if p is None:
+            return []
+        # a leader that ended alone (pthread_exit) leaves a running process: it stays tracked
+        if not _quiet(self.live_threads, pid):
+            del self._procs[pid]
+        s = p.session
+        out: list[Record] = []
+        if p.ref is not None:
+            out.append(
+                Record(
+                    kind="command.exit", ts=ev.ts, team=s.team, node=s.node, session=s.id, pid=pid,
+                    status=ev.status, ref=p.ref,
+                )
+            )  # fmt: skip
+        if p.scp is not None:
+            out.extend(self._copies(pid, p, ev))
+        p.ref = None
+        p.scp = None
+        return out
+
+    def _anchors(self, s: _Session) -> Iterable[int]:
+        """Live pids in the session's container, its root first: a stat through their /proc/PID/root."""
+        root = self._procs.get(s.root)
+        if root is not None and root.session is s:
+            yield s.root
+        for pid, q in list(self._procs.items()):
+            if pid != s.root and q.session.team == s.team and q.session.node == s.node:
+                yield pid
+
+    def _size(self, s: _Session, path: str) -> int | None:
+        for n, pid in enumerate(self._anchors(s)):
+            if n >= 3:
+                break
+            size = _quiet(self.stat_in, pid, path)
+            if size is not None:
+                return size
+        return None
+
+    def _copies(self, pid: int, p: _Proc, ev: ProcEvent) -> list[Record]:
+        assert p.scp is not None
+        files, cwd = p.scp
+        s = p.session
+        out = []
+        for t in files:
+            local = t.local if t.local.startswith("/") else (posixpath.join(cwd, t.local) if cwd else None)
+            size = None
+            if local is not None:
+                local = posixpath.normpath(local)
+                if t.direction == "upload":
+                    size = self._size(s, local)
+                else:  # into a directory (dir/basename) or as the file itself
+                    base = posixpath.basename(t.name.rstrip("/"))
+                    if base and base not in (".", ".."):
+                        size = self._size(s, posixpath.join(local, base))
+                    if size is None and not t.local.endswith("/"):
+                        size = self._size(s, local)
+            out.append(
+                Record(
+                    kind="file.copy", ts=ev.ts, team=s.team, node=s.node, session=s.id, pid=pid,
+                    name=t.name, direction=t.direction, peer=t.peer, size=size, status=ev.status, ref=p.ref,
+                )
+            )  # fmt: skip
+        return out
+
+    # -- the rate cap
+
+    def _take(self, team: int, now: float) -> bool:
+        rate = self.rate
+        if rate.per_second <= 0:
+            return True
+        b = self._buckets.get(team)
+        if b is None:
+            b = self._buckets[team] = [float(rate.burst), now]
+        b[0] = min(float(rate.burst), b[0] + max(0.0, now - b[1]) * rate.per_second)
+        b[1] = max(b[1], now)
+        if b[0] >= 1.0:
+            b[0] -= 1.0
+            return True
+        return False
+
+    def _drop(self, team: int, node: str, now: float) -> None:
+        d = self._drops.get(team)
+        if d is None:
+            d = self._drops[team] = _Drops(now)
+        d.count += 1
+        d.nodes[node] += 1
+        self.dropped += 1
+
+    def _due(self, now: float, *, force: bool) -> list[Record]:
+        out = []
+        for team, d in list(self._drops.items()):
+            if force or now - d.since >= DROP_REPORT_SECONDS:
+                node = d.nodes.most_common(1)[0][0]
+                out.append(
+                    Record(kind="command.dropped", ts=now, team=team, node=node, count=d.count, since=d.since)
+                )
+                del self._drops[team]
+        return out
+
+    def _sweep(self) -> None:
+        for pid, p in list(self._procs.items()):
+            if _quiet(self.parent_of, pid) is not None:
+                p.gone = False
+            elif p.gone:
+                del self._procs[pid]
+            else:
+                p.gone = True
+
+
+# ---------------------------------------------------------------- the loop
+
+
+class Recorder:
+    """Reads the kernel's process events on the calling thread until ``stop`` is set; ``sink`` gets the records.
+
+    ``sink`` is called with a batch at most every :data:`BATCH_SECONDS` (at once with
+    :data:`BATCH_MAX` records) and once more when stopping. ``connector`` makes the
+    :class:`ProcConnector` (its :class:`RangeError` comes out of :meth:`run` before anything is read);
+    the other options go to :class:`SessionTracker`. An error in the sink or the tracker is logged and
+    the loop goes on: a recorder that stops records nothing.
+    """
+
+    def __init__(
+        self,
+        where: Callable[[int], tuple[int, str] | None],
+        sink: Callable[[list[Record]], None],
+        *,
+        connector: Callable[[], ProcConnector] = ProcConnector,
+        tracker: SessionTracker | None = None,
+        batch_seconds: float = BATCH_SECONDS,
+        batch_max: int = BATCH_MAX,
+        **tracker_options: Any,
+    ):
+        self.tracker = tracker if tracker is not None else SessionTracker(where, **tracker_options)
+        self.sink = sink
+        self.connector = connector
+        self.batch_seconds = batch_seconds
+        self.batch_max = batch_max
+        self.overruns = 0
+        self.errors = 0
+        self._last_error_log = 0.0
+
+    def _error(self, what: str) -> None:
+        self.errors += 1
+        now = time.monotonic()
+        if now - self._last_error_log >= 10.0:
+            self._last_error_log = now
+            log.exception("recorder: %s failed (%d errors so far)", what, self.errors)
+
+    def _emit(self, batch: list[Record]) -> None:
+        if not batch:
+            return
+        try:
+            self.sink(batch)
+        except Exception:
+            self._error("the sink")
+
+    def run(self, stop: threading.Event) -> None:
+        conn = self.connector()
+        tracker = self.tracker
+        batch: list[Record] = []
+        last_emit = last_tick = last_overrun_log = time.monotonic()
+        reported = 0
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                wait = min(TICK_SECONDS - (now - last_tick), self.batch_seconds)
+                if batch:
+                    wait = min(wait, self.batch_seconds - (now - last_emit))
+                for ev in conn.read(max(0.0, wait)):
+                    try:
+                        batch.extend(tracker.feed(ev))
+                    except Exception:
+                        self._error("an event")
+                    if len(batch) >= self.batch_max * 10:
+                        self._emit(batch)
+                        batch = []
+                        last_emit = time.monotonic()
+                now = time.monotonic()
+                if now - last_tick >= TICK_SECONDS:
+                    last_tick = now
+                    try:
+                        batch.extend(tracker.tick())
+                    except Exception:
+                        self._error("the tick")
+                    self.overruns = conn.overruns
+                    if self.overruns > reported and now - last_overrun_log >= 10.0:
+                        log.warning(
+                            "recorder: the kernel dropped process events (%d overruns)", self.overruns
+                        )
+                        reported, last_overrun_log = self.overruns, now
+                if batch and now - last_emit >= self.batch_seconds:
+                    self._emit(batch)
+                    batch = []
+                    last_emit = now
+        finally:
+            try:
+                batch.extend(tracker.flush())
+            finally:
+                self._emit(batch)
+                self.overruns = conn.overruns
+                conn.close()

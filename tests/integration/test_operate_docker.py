@@ -1,0 +1,151 @@
+"""Operating nodes from the workstation: ``ssh NODE`` reaches the team's own granted nodes only.
+
+Ups a 2-team range of tests/fixtures/operate-range.yaml (``soc`` may operate ``gw`` and
+``portal``), scans it from the red node before any operator access exists, runs
+``serve`` (which installs the access), and then plays team 1 the way a trainee does:
+SSH to the workstation with the team's hand-out files, ``ssh gw ...`` from there.
+Traffic goes only to loopback and to this test's containers; the range is always
+taken down.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+
+import pytest
+
+from rangectl import backend as backends
+from rangectl import ranges
+from rangectl.access import credentials as creds
+from rangectl.backend.base import NodeRef
+from rangectl.drill.checks import run_check
+from rangectl.drill.wiring import RangeProbes
+from rangectl.scenario.model import Check
+from rangectl.state import RangeState
+from tests.conftest import FIXTURES, leftovers
+from tests.integration.test_access_docker import _free_base, _ssh
+
+pytestmark = pytest.mark.docker
+
+SCENARIO = FIXTURES / "operate-range.yaml"
+BLOCKED = Check.model_validate({"blocked": {"from": "scanner", "to": "portal", "port": 80}})
+
+
+def _scan(be, rng: str, team: int, ip: str) -> str:
+    """The red node's view of ``ip``: every open TCP port (all 65535), as nmap lists them."""
+    code, out = be.exec(
+        NodeRef(rng, team, "scanner"),
+        ["nmap", "-n", "-Pn", "-sS", "-p-", "-T5", "--max-retries", "1", "--host-timeout", "150s", "--open", "-oG", "-", ip],
+        timeout=180,
+    )
+    assert code == 0 and "# Nmap done" in out and "1 IP address (1 host up)" in out, out
+    ports = [ln.split("Ports:", 1)[1].strip() for ln in out.splitlines() if "Ports:" in ln]
+    return ports[0] if ports else ""  # no open port: nmap prints no Ports line
+
+
+@pytest.fixture(scope="module")
+def op(docker_engine, built_images, tmp_path_factory):
+    from rangectl.access.server import ServeOptions, serve_in_thread
+
+    if shutil.which("ssh") is None:
+        pytest.skip("needs the ssh client (openssh-client)")
+    os.environ["RANGECTL_HOME"] = str(tmp_path_factory.mktemp("home-operate"))
+    rng = f"pt-op-{uuid.uuid4().hex[:6]}"
+    thread = served = None
+    try:
+        rep = ranges.up(SCENARIO, teams=2, name=rng, provision=True)
+        st = RangeState(rng)
+        be = backends.for_range(st)
+        plan = rep.plan
+        # team 2's view (team 1 blocks its attacker in a test below): every port its red node sees
+        targets = {n: str(plan.team(2).ip_of(n)) for n in ("gw", "portal")}
+        before = {n: _scan(be, rng, 2, ip) for n, ip in targets.items()}
+        creds.ensure_credentials(st, 2)
+        base = _free_base(2)
+        notes: list[str] = []
+        opts = ServeOptions(bind="127.0.0.1:0", ssh_bind="127.0.0.1", ssh_base=base, watch_seconds=2)
+        thread, served = serve_in_thread(st, opts, note=notes.append)
+        assert served.ready.wait(300), "serve did not start"
+        assert served.error is None, served.error
+        assert served.install is not None and served.install.ok, (served.install, notes)
+        yield {
+            "range": rng, "state": st, "plan": plan, "be": be, "served": served, "base": base,
+            "notes": notes, "before": before, "targets": targets,
+        }  # fmt: skip
+    finally:
+        if served is not None:
+            served.stop.set()
+            thread.join(30)
+        ranges.down(rng)
+        cs, ns = leftovers(docker_engine, rng)
+        assert not cs and not ns, "down left resources behind"
+
+
+def _rules(op, team: int) -> str:
+    code, out = op["be"].exec(NodeRef(op["range"], team, "gw"), ["iptables", "-S", "RANGECTL-FILTER"])
+    assert code == 0, out
+    return out
+
+
+def test_ssh_node_from_the_workstation_blocks_the_attacker_and_earns_containment(op):
+    st, plan, rng = op["state"], op["plan"], op["range"]
+    v1 = RangeProbes(st, plan, op["be"]).vantage(1)
+    assert not run_check(st.scenario(), BLOCKED, v1).passed  # open before the team acts
+    attacker = plan.team(1).ip_of("scanner")
+    r = _ssh(op, 1, f"ssh gw 'iptables -I RANGECTL-FILTER -s {attacker} -j DROP && hostname'", timeout=60)
+    assert r.returncode == 0, (r.stdout, r.stderr, op["notes"][-5:])
+    assert r.stdout.strip().splitlines()[-1] == "gw"
+    assert f"-A RANGECTL-FILTER -s {attacker}/32 -j DROP" in _rules(op, 1)
+    assert str(attacker) not in _rules(op, 2) and str(plan.team(2).ip_of("scanner")) not in _rules(op, 2)
+    assert run_check(st.scenario(), BLOCKED, v1).passed
+    assert not run_check(st.scenario(), BLOCKED, RangeProbes(st, plan, op["be"]).vantage(2)).passed
+    # the portal is operable too, and it is team 1's own (its address on the dmz)
+    r = _ssh(op, 1, "ssh portal 'hostname; ip -4 -o addr show scope global'", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "portal" and str(plan.team(1).ip_of("portal")) in r.stdout
+    assert rng  # the range is the module's
+
+
+def test_scp_copies_to_and_from_an_operated_node(op):
+    r = _ssh(op, 1, "echo evidence-$RANDOM > /tmp/up.txt && scp -q /tmp/up.txt portal:/tmp/got.txt && "
+                    "scp -q portal:/tmp/got.txt /tmp/back.txt && cmp /tmp/up.txt /tmp/back.txt && echo same",
+             timeout=60)  # fmt: skip
+    assert r.returncode == 0 and r.stdout.strip().endswith("same"), (r.stdout, r.stderr)
+
+
+def test_nothing_else_is_reachable_that_way(op):
+    plan, rng = op["plan"], op["range"]
+    marker = f"pwned-{uuid.uuid4().hex[:6]}"
+    attempts = [
+        "ssh -o BatchMode=yes -o ConnectTimeout=5 scanner touch /tmp/" + marker,  # the red node, by name
+        "ssh -o BatchMode=yes -o ConnectTimeout=5 soc touch /tmp/" + marker,  # not granted
+    ]
+    # the red node and team 2's nodes by address, on sshd's port and on the operate ports
+    for ip in (plan.team(1).ip_of("scanner"), plan.team(2).ip_of("gw"), plan.team(2).ip_of("portal"),
+               plan.team(1).ip_of("portal")):  # fmt: skip
+        for port in (22, 8722, 8800, 8801):
+            attempts.append(
+                f"ssh -o BatchMode=yes -o ConnectTimeout=3 -o StrictHostKeyChecking=no -i /etc/rangectl/operate_key "
+                f"-p {port} root@{ip} touch /tmp/{marker}"
+            )
+    script = "; ".join(f"{a} >/dev/null 2>&1 && echo GOT-IN" for a in attempts) + "; echo done"
+    r = _ssh(op, 1, script, timeout=240)
+    assert r.returncode == 0 and r.stdout.strip().endswith("done"), r.stderr
+    assert "GOT-IN" not in r.stdout, r.stdout
+    be = op["be"]
+    for team in (1, 2):
+        for node in ("scanner", "gw", "portal", "soc"):
+            code, _ = be.exec(NodeRef(rng, team, node), ["test", "-e", f"/tmp/{marker}"])
+            assert code != 0, f"team {team}'s {node} was changed"
+
+
+def test_the_attackers_view_is_unchanged_by_operator_access(op):
+    be, rng = op["be"], op["range"]
+    after = {n: _scan(be, rng, 2, ip) for n, ip in op["targets"].items()}
+    assert after == op["before"]
+    assert "80/open/tcp" in after["portal"]
+    # and operator sshd is really running in the node the scan looked at (loopback only)
+    code, out = be.exec(NodeRef(rng, 2, "portal"), ["sh", "-c", "ss -ltn | grep 8722"])
+    assert code == 0 and "127.0.0.1:8722" in out, out

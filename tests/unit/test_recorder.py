@@ -1,0 +1,1000 @@
+"""The command recorder: sessions and commands from process events (synthetic, then the real kernel's)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, replace
+
+import pytest
+
+from rangectl.access import recorder as rec
+from rangectl.access.recorder import (
+    CommandRate,
+    ProcConnector,
+    ProcEvent,
+    ProcInfo,
+    Record,
+    Recorder,
+    ScpTransfer,
+    SessionTracker,
+    container_id_from_cgroup,
+    container_id_of,
+    parse_datagram,
+    read_ppid,
+    read_proc,
+    scp_transfers,
+    shell_command,
+    stat_in_root,
+)
+from rangectl.errors import RangeError
+
+WS = (1, "ws")
+EDGE = (1, "edge")
+
+# ---------------------------------------------------------------- a fake machine
+
+
+@dataclass
+class P:
+    ppid: int
+    comm: str
+    argv: list[str]
+    cwd: str | None
+    exe: str | None
+    at: tuple[int, str] | None  # watched container (team, node), None: the host or an unwatched one
+    zombie: bool = False
+
+
+@dataclass
+class World:
+    """Processes as /proc would show them; each event maker changes them as the kernel would, then reports."""
+
+    procs: dict[int, P] = field(default_factory=dict)
+    files: dict[tuple[tuple[int, str] | None, str], int] = field(default_factory=dict)
+    t: float = 1000.0
+    threads: set[int] = field(default_factory=set)  # pids whose leader exited with threads left
+    next_pid: int = 5000
+
+    # what the tracker is given
+    def where(self, pid):
+        p = self.procs.get(pid)
+        return p.at if p else None
+
+    def info(self, pid):
+        p = self.procs.get(pid)
+        if p is None:
+            return None
+        if p.zombie:
+            return ProcInfo(p.comm, [], None, None)
+        return ProcInfo(p.comm, list(p.argv), p.cwd, p.exe)
+
+    def parent_of(self, pid):
+        p = self.procs.get(pid)
+        return p.ppid if p else None
+
+    def stat_in(self, pid, path):
+        p = self.procs.get(pid)
+        if p is None or p.zombie:
+            return None
+        return self.files.get((p.at, path))
+
+    def tracker(self, **kw) -> SessionTracker:
+        kw.setdefault("live_threads", lambda pid: pid in self.threads)
+        return SessionTracker(
+            self.where,
+            info=self.info,
+            parent_of=self.parent_of,
+            stat_in=self.stat_in,
+            clock=lambda: self.t,
+            **kw,
+        )
+
+    # the kernel
+    def spawn(self, pid, ppid, comm, argv, at, exe=None, cwd="/"):
+        self.procs[pid] = P(ppid, comm, argv, cwd, exe or f"/usr/bin/{comm}", at)
+
+    def pid(self) -> int:
+        self.next_pid += 1
+        return self.next_pid
+
+    # Each returns a Pending event: the change to the machine is made when it is fed (or apply()'d), so
+    # events given together are seen one after the other, as the recorder would see them when quick.
+    def fork(self, parent, child=None) -> Pending:
+        child = child or self.pid()
+
+        def apply():
+            self.procs[child] = replace(self.procs[parent], ppid=parent)
+
+        return Pending(ProcEvent("fork", child, child, parent, None, self.t), apply)
+
+    def exec(self, pid, argv, *, exe=None, comm=None, cwd=None) -> Pending:
+        def apply():
+            p = self.procs[pid]
+            p.argv = list(argv)
+            p.exe = exe or (argv[0] if argv[0].startswith("/") else f"/usr/bin/{argv[0].lstrip('-')}")
+            p.comm = comm or os.path.basename(argv[0].lstrip("-"))[:15]
+            if cwd is not None:
+                p.cwd = cwd
+
+        return Pending(ProcEvent("exec", pid, pid, None, None, self.t), apply)
+
+    def exit(self, pid, status=0, sig=0) -> Pending:
+        def apply():
+            del self.procs[pid]
+            for q in self.procs.values():  # orphans go to init
+                if q.ppid == pid:
+                    q.ppid = 1
+
+        return Pending(ProcEvent("exit", pid, pid, None, sig or (status << 8), self.t), apply)
+
+
+@dataclass
+class Pending:
+    event: ProcEvent
+    _apply: object
+    done: bool = False
+
+    def apply(self) -> ProcEvent:
+        if not self.done:
+            self.done = True
+            self._apply()
+        return self.event
+
+
+def feed(tr: SessionTracker, *events: ProcEvent | Pending) -> list[Record]:
+    out: list[Record] = []
+    for e in events:
+        out.extend(tr.feed(e.apply() if isinstance(e, Pending) else e))
+    return out
+
+
+def machine() -> World:
+    """The host (pid 1, containerd-shim 100), a workstation container (init 101, sshd listener 110) and an
+    operated node "edge" (init 121, sshd listener 130)."""
+    w = World()
+    w.spawn(1, 0, "systemd", ["/sbin/init"], None)
+    w.spawn(100, 1, "containerd-shim", ["/usr/bin/containerd-shim-runc-v2"], None)
+    w.spawn(101, 100, "tini", ["/sbin/tini", "--", "sleep", "infinity"], WS)
+    w.spawn(
+        110,
+        101,
+        "sshd",
+        ["sshd: /usr/sbin/sshd -f /etc/rangectl/sshd_config [listener]"],
+        WS,
+        "/usr/sbin/sshd",
+    )
+    w.spawn(121, 100, "tini", ["/sbin/tini"], EDGE)
+    w.spawn(130, 121, "sshd", ["sshd: [listener]"], EDGE, "/usr/sbin/sshd")
+    return w
+
+
+def login(w: World, tr: SessionTracker, shell_argv: list[str], *, listener=110, cwd="/root", **exec_kw):
+    """OpenSSH <= 9.7 with privilege separation: listener -> `sshd -R` (monitor) -> pre-auth child (exits)
+    -> per-user child -> the session's child, which execs the shell. Returns (records, shell pid, user child)."""
+    out = []
+    mon = w.pid()
+    out += feed(tr, w.fork(listener, mon), w.exec(mon, ["/usr/sbin/sshd", "-D", "-R"]))
+    pre = w.pid()
+    out += feed(tr, w.fork(mon, pre), w.exit(pre))
+    user = w.pid()
+    out += feed(tr, w.fork(mon, user))
+    w.procs[user].argv = ["sshd: root@pts/0"]  # setproctitle: argv, not comm
+    shell = w.pid()
+    out += feed(tr, w.fork(user, shell), w.exec(shell, shell_argv, cwd=cwd, **exec_kw))
+    return out, shell, user
+
+
+def logout(w: World, tr: SessionTracker, shell: int, user: int, status=0) -> list[Record]:
+    mon = w.procs[user].ppid
+    return feed(tr, w.exit(shell, status), w.exit(user), w.exit(mon))
+
+
+def run(w: World, tr: SessionTracker, parent: int, argv: list[str], *, status=0, sig=0, **kw):
+    """A shell runs a program: fork, exec, exit. Returns (records, pid)."""
+    pid = w.pid()
+    out = feed(tr, w.fork(parent, pid), w.exec(pid, argv, **kw))
+    out += feed(tr, w.exit(pid, status, sig))
+    return out, pid
+
+
+def session(shell: int, ts: float, argv, cmd, cwd="/root", at=WS, **kw) -> Record:
+    return Record(kind="session", ts=ts, team=at[0], node=at[1], session=shell, pid=shell, argv=argv, cmd=cmd,
+                  cwd=cwd, via="ssh", **kw)  # fmt: skip
+
+
+def command(shell: int, pid: int, ts: float, argv, cmd, cwd="/root", at=WS, **kw) -> Record:
+    return Record(kind="command", ts=ts, team=at[0], node=at[1], session=shell, pid=pid, argv=argv, cmd=cmd,
+                  cwd=cwd, **kw)  # fmt: skip
+
+
+def exited(shell: int, pid: int, ts: float, status: int, at=WS, ref_ts=None) -> Record:
+    return Record(kind="command.exit", ts=ts, team=at[0], node=at[1], session=shell, pid=pid, status=status,
+                  ref=(ts if ref_ts is None else ref_ts, pid))  # fmt: skip
+
+
+# ---------------------------------------------------------------- sessions
+
+
+def test_an_exec_by_sshds_per_user_child_starts_a_session_and_sshds_own_execs_do_not():
+    w = machine()
+    tr = w.tracker()
+    out, shell, _ = login(w, tr, ["-bash"])
+    # the monitor's re-exec (`sshd -R`) made nothing; the login shell is the session
+    assert out == [session(shell, w.t, ["-bash"], "-bash")]
+
+
+def test_openssh_9_8_sshd_session_and_10_sshd_auth_are_not_sessions_but_their_shells_are():
+    w = machine()
+    tr = w.tracker()
+    mon, auth, user, shell = 7001, 7002, 7003, 7004
+    out = feed(
+        tr,
+        w.fork(110, mon),
+        w.exec(mon, ["/usr/lib/openssh/sshd-session", "-R"]),
+        w.fork(mon, auth),
+        w.exec(auth, ["/usr/lib/openssh/sshd-auth", "-R"]),
+        w.exit(auth),
+        w.fork(mon, user),
+        w.fork(user, shell),
+    )
+    assert out == []
+    assert feed(tr, w.exec(shell, ["-bash"], cwd="/root")) == [session(shell, w.t, ["-bash"], "-bash")]
+
+
+def test_ssh_host_cmd_gives_the_sessions_command_from_sh_c():
+    w = machine()
+    tr = w.tracker()
+    out, shell, _ = login(w, tr, ["bash", "-c", "cat /etc/passwd | grep root"])
+    assert out == [
+        session(shell, w.t, ["bash", "-c", "cat /etc/passwd | grep root"], "cat /etc/passwd | grep root")
+    ]
+
+
+def test_shell_command_unwraps_only_a_shells_dash_c():
+    assert shell_command(["/bin/sh", "-c", "ls -l; id"]) == "ls -l; id"
+    assert shell_command(["-bash", "-lc", "make all", "argv0"]) == "make all"
+    assert shell_command(["python3", "-c", "print(1)"]) == "python3 -c 'print(1)'"
+    assert shell_command(["sh", "-x", "script.sh"]) == "sh -x script.sh"
+    assert shell_command(["grep", "-c", "root", "/etc/passwd"]) == "grep -c root /etc/passwd"
+    assert shell_command(["bash", "-c"]) == "bash -c"
+
+
+def test_commands_of_the_session_and_of_its_descendants_are_recorded_with_cwd_and_status():
+    w = machine()
+    tr = w.tracker()
+    _, shell, _ = login(w, tr, ["-bash"])
+    w.t += 1
+    out, ls = run(w, tr, shell, ["ls", "-l", "/tmp dir"], cwd="/root")
+    assert out == [
+        command(shell, ls, w.t, ["ls", "-l", "/tmp dir"], "ls -l '/tmp dir'"),
+        exited(shell, ls, w.t, 0),
+    ]
+    # a subshell's pipeline: ( cd /var/log && grep -r x . | sort )
+    sub = w.pid()
+    assert feed(tr, w.fork(shell, sub)) == []
+    w.procs[sub].cwd = "/var/log"  # cd is a builtin: no exec, seen in the next command's cwd
+    out, grep = run(w, tr, sub, ["grep", "-r", "x", "."], status=1)
+    out2, sort = run(w, tr, sub, ["sort"])
+    assert out + out2 == [
+        command(shell, grep, w.t, ["grep", "-r", "x", "."], "grep -r x .", cwd="/var/log"),
+        exited(shell, grep, w.t, 1),
+        command(shell, sort, w.t, ["sort"], "sort", cwd="/var/log"),
+        exited(shell, sort, w.t, 0),
+    ]
+    # the subshell never exec'd: its exit makes no record; the login shell's exit ends its session
+    assert feed(tr, w.exit(sub)) == []
+    assert feed(tr, w.exit(shell, 130)) == [exited(shell, shell, w.t, 130, ref_ts=1000.0)]
+
+
+def test_exit_status_is_the_shells_code_or_128_plus_the_signal():
+    assert ProcEvent("exit", 1, 1, None, 3 << 8).status == 3
+    assert ProcEvent("exit", 1, 1, None, 9).status == 137  # SIGKILL
+    assert ProcEvent("exit", 1, 1, None, 11 | 0x80).status == 139  # SIGSEGV, core dumped
+    assert ProcEvent("exit", 1, 1, None, 255 << 8).status == 255
+    assert ProcEvent("exec", 1, 1).status is None
+    w = machine()
+    tr = w.tracker()
+    _, shell, _ = login(w, tr, ["-bash"])
+    out, a = run(w, tr, shell, ["/bin/sh", "-c", "exit 3"], status=3)
+    out2, b = run(w, tr, shell, ["sleep", "100"], sig=signal.SIGKILL)
+    assert [r.status for r in out + out2 if r.kind == "command.exit"] == [3, 137]
+    assert [(r.kind, r.pid, r.cmd) for r in out + out2] == [
+        ("command", a, "exit 3"), ("command.exit", a, None), ("command", b, "sleep 100"), ("command.exit", b, None)
+    ]  # fmt: skip
+
+
+def test_double_fork_setsid_reparenting_exec_and_new_shells_all_stay_recorded():
+    w = machine()
+    tr = w.tracker()
+    _, shell, _ = login(w, tr, ["-bash"])
+    # ( setsid sh -c 'nc -l 4444 &' & ): the middle process dies, the daemon is reparented to init
+    mid = w.pid()
+    out = feed(tr, w.fork(shell, mid))
+    d = w.pid()
+    out += feed(tr, w.fork(mid, d), w.exit(mid))
+    assert w.procs[d].ppid == 1
+    out += feed(
+        tr, w.exec(d, ["setsid", "sh", "-c", "nc -l 4444 &"]), w.exec(d, ["sh", "-c", "nc -l 4444 &"])
+    )
+    nc = w.pid()
+    out += feed(tr, w.fork(d, nc), w.exit(d), w.exec(nc, ["nc", "-l", "4444"]))
+    # the login shell replaces itself, then clears its environment, then starts another shell
+    out += feed(
+        tr, w.exec(shell, ["bash", "--norc"]), w.exec(shell, ["env", "-i", "sh"]), w.exec(shell, ["sh"])
+    )
+    out2, x = run(w, tr, shell, ["id"])
+    assert [(r.kind, r.pid, r.cmd, r.session) for r in out + out2] == [
+        ("command", d, "setsid sh -c 'nc -l 4444 &'", shell),
+        ("command", d, "nc -l 4444 &", shell),
+        ("command.exit", d, None, shell),
+        ("command", nc, "nc -l 4444", shell),
+        ("command", shell, "bash --norc", shell),
+        ("command", shell, "env -i sh", shell),
+        ("command", shell, "sh", shell),
+        ("command", x, "id", shell),
+        ("command.exit", x, None, shell),
+    ]
+
+
+def test_a_daemon_the_trainee_starts_even_a_second_sshd_keeps_its_children_in_the_session():
+    w = machine()
+    tr = w.tracker()
+    _, shell, _ = login(w, tr, ["-bash"])
+    listener = w.pid()
+    out = feed(tr, w.fork(shell, listener), w.exec(listener, ["/usr/sbin/sshd", "-p", "2222"]))
+    mon, user, kid = w.pid(), w.pid(), w.pid()
+    out += feed(tr, w.fork(listener, mon), w.exec(mon, ["/usr/sbin/sshd", "-R"]), w.fork(mon, user))
+    out += feed(tr, w.fork(user, kid), w.exec(kid, ["bash"]))
+    # followed by descent, not by name: all of it is the first session's
+    assert [(r.kind, r.pid, r.cmd, r.session) for r in out] == [
+        ("command", listener, "/usr/sbin/sshd -p 2222", shell),
+        ("command", mon, "/usr/sbin/sshd -R", shell),
+        ("command", kid, "bash", shell),
+    ]
+
+
+def test_a_lost_fork_event_is_made_good_through_proc():
+    w = machine()
+    tr = w.tracker()
+    _, shell, _ = login(w, tr, ["-bash"])
+    kid = w.pid()
+    w.fork(shell, kid).apply()  # the kernel reported it, the socket overran: never fed
+    assert feed(tr, w.exec(kid, ["wget", "http://x/y"])) == [
+        command(shell, kid, w.t, ["wget", "http://x/y"], "wget http://x/y")
+    ]
+
+
+@pytest.mark.parametrize(
+    "setup",
+    ["docker exec", "service", "listener re-exec", "host sshd", "host", "unwatched container"],
+)
+def test_processes_outside_a_session_are_never_recorded(setup):
+    w = machine()
+    tr = w.tracker()
+    out: list[Record] = []
+    pid = w.pid()
+    if setup == "docker exec":  # from the trainers: runc's child in the container, parent containerd-shim
+        out += feed(tr, w.fork(100, pid))
+        w.procs[pid].at = WS
+        out += feed(tr, w.exec(pid, ["runc", "init"]), w.exec(pid, ["sh", "-c", "pkill sshd"]))
+    elif setup == "service":  # cron in the container, started by its init
+        out += feed(tr, w.fork(101, pid), w.exec(pid, ["cron", "-f"]))
+        out += feed(tr, w.fork(pid, pid + 1000), w.exec(pid + 1000, ["sh", "-c", "/etc/cron.hourly/x"]))
+    elif setup == "listener re-exec":  # a connection that never logged in: `sshd -R`, then gone
+        out += feed(tr, w.fork(110, pid), w.exec(pid, ["/usr/sbin/sshd", "-D", "-R"]), w.exit(pid, 255))
+        out += feed(tr, w.fork(110, pid + 1), w.exec(pid + 1, ["/usr/sbin/sshd", "-D", "-R"]))
+        w.procs[pid + 1].zombie = True  # too quick to read: still taken for sshd (its parent is the listener)
+        out += feed(tr, w.exec(pid + 1, ["/usr/sbin/sshd", "-D", "-R"]))
+        del w.procs[pid + 1]
+        out += feed(tr, ProcEvent("exec", pid + 1, pid + 1, None, None, w.t))
+    elif setup in ("host sshd", "host", "unwatched container"):
+        at = None
+        if setup == "host sshd":
+            w.spawn(400, 1, "sshd", ["sshd: [listener]"], None, "/usr/sbin/sshd")
+            out += feed(tr, w.fork(400, 401), w.exec(401, ["/usr/sbin/sshd", "-R"]), w.fork(401, 402))
+            out += feed(tr, w.fork(402, pid), w.exec(pid, ["-bash"]))
+        else:
+            if setup == "unwatched container":
+                at = None  # where() knows only watched containers
+                w.spawn(500, 100, "sshd", ["sshd"], at, "/usr/sbin/sshd")
+            out += feed(tr, w.fork(1, pid), w.exec(pid, ["make", "-j8"]))
+    # whatever they do next is not recorded either
+    if pid in w.procs:
+        out += run(w, tr, pid, ["id"])[0] + feed(tr, w.exit(pid))
+    assert out == []
+    assert tr.tracked == 0
+
+
+@pytest.mark.parametrize("exe", ["/usr/bin/bash", "/root/sshd"])
+def test_a_program_named_sshd_run_in_a_session_is_still_a_session(exe):
+    """`ln -s /bin/bash ~/sshd; ssh ws '~/sshd -c evil'` (or a copy of bash): its comm is sshd, it is no sshd."""
+    w = machine()
+    tr = w.tracker()
+    out, shell, _ = login(w, tr, ["/root/sshd", "-c", "rm -rf /evidence"], exe=exe, comm="sshd")
+    assert out == [
+        session(shell, w.t, ["/root/sshd", "-c", "rm -rf /evidence"], "/root/sshd -c 'rm -rf /evidence'")
+    ]
+    assert [r.pid for r in run(w, tr, shell, ["rm", "-rf", "/evidence"])[0]] == [w.next_pid] * 2
+
+
+def test_a_session_root_gone_before_it_was_read_is_kept_unread_and_its_children_followed():
+    w = machine()
+    tr = w.tracker()
+    mon, user, root, kid = 7001, 7002, 7003, 7004
+    feed(
+        tr,
+        w.fork(110, mon),
+        w.exec(mon, ["/usr/sbin/sshd", "-D", "-R"]),
+        w.fork(mon, user),
+        w.fork(user, root),
+    )
+    ev = w.exec(root, ["bash", "-c", "setsid evil &"]).apply()
+    w.fork(root, kid).apply()
+    del w.procs[root]  # exec'd, forked, exited before the recorder read it
+    w.procs[kid].ppid = 1
+    assert feed(tr, ev) == [
+        Record(
+            kind="session",
+            ts=w.t,
+            team=1,
+            node="ws",
+            session=root,
+            pid=root,
+            argv=["?"],
+            cmd="?",
+            via="ssh",
+            unread=True,
+        )  # fmt: skip
+    ]
+    out = feed(tr, ProcEvent("fork", kid, kid, root, None, w.t), w.exec(kid, ["evil"]))
+    assert out == [command(root, kid, w.t, ["evil"], "evil", cwd="/")]
+
+
+def test_an_unread_command_is_recorded_with_its_name_or_a_question_mark():
+    w = machine()
+    tr = w.tracker()
+    _, shell, _ = login(w, tr, ["-bash"])
+    a, b = w.pid(), w.pid()
+    feed(tr, w.fork(shell, a), w.fork(shell, b))
+    ev_a = w.exec(a, ["/bin/true"]).apply()
+    w.procs[a].zombie = True  # exited, not yet reaped: the name is left, argv is not
+    ev_b = w.exec(b, ["/bin/false"]).apply()
+    del w.procs[b]  # reaped already
+    out = feed(
+        tr, ev_a, ev_b, ProcEvent("exit", a, a, None, 0, w.t), ProcEvent("exit", b, b, None, 1 << 8, w.t)
+    )
+    assert out == [
+        command(shell, a, w.t, ["true"], "true", cwd=None, unread=True),
+        command(shell, b, w.t, ["?"], "?", cwd=None, unread=True),
+        exited(shell, a, w.t, 0),
+        exited(shell, b, w.t, 1),
+    ]
+
+
+def test_a_leader_that_exits_alone_leaves_its_process_tracked():
+    w = machine()
+    tr = w.tracker()
+    _, shell, _ = login(w, tr, ["-bash"])
+    pid = w.pid()
+    out = feed(tr, w.fork(shell, pid), w.exec(pid, ["./sneaky"]))
+    w.threads.add(pid)  # main thread called pthread_exit: the other threads run on
+    out += feed(tr, ProcEvent("exit", pid, pid, None, 0, w.t))
+    kid = w.pid()
+    w.spawn(kid, pid, "sh", ["sh"], WS)
+    out += feed(tr, ProcEvent("fork", kid, kid, pid, None, w.t), w.exec(kid, ["sh", "-c", "cat /etc/shadow"]))
+    assert [(r.kind, r.pid, r.session) for r in out] == [
+        ("command", pid, shell), ("command.exit", pid, shell), ("command", kid, shell)
+    ]  # fmt: skip
+
+
+# ---------------------------------------------------------------- the table stays small
+
+
+def test_the_table_forgets_exited_pids():
+    w = machine()
+    tr = w.tracker()
+
+    def cycle(n):
+        for _ in range(n):
+            _, shell, user = login(w, tr, ["-bash"])
+            sub = w.pid()
+            feed(tr, w.fork(shell, sub))
+            run(w, tr, sub, ["ls"])
+            run(w, tr, shell, ["sleep", "1"], sig=9)
+            feed(tr, w.exit(sub))
+            logout(w, tr, shell, user)
+        for _ in range(n):  # the host's own work: fork, exec, exit; and forks that never exec
+            pid = w.pid()
+            feed(tr, w.fork(1, pid), w.exec(pid, ["cc", "-c", "x.c"]), w.exit(pid))
+            pid = w.pid()
+            feed(tr, w.fork(100, pid), w.exit(pid))
+
+    cycle(1)  # warms the cache of live parents' names (the listener's)
+    baseline = len(tr)
+    assert tr.tracked == 0 and baseline <= 3
+    cycle(50)
+    assert len(tr) == baseline and tr.tracked == 0
+
+
+def test_a_lost_exit_is_swept_and_a_reused_pid_is_not_taken_for_the_old_process():
+    w = machine()
+    tr = w.tracker()
+    _, shell, _ = login(w, tr, ["-bash"])
+    pid = w.pid()
+    feed(tr, w.fork(shell, pid), w.exec(pid, ["sleep", "1"]))
+    del w.procs[pid]  # its exit event was lost
+    assert tr.tracked == 2
+    # the pid is reused by a host process: its fork event says whose child it is
+    w.spawn(pid, 1, "cron", ["cron"], None)
+    feed(tr, ProcEvent("fork", pid, pid, 1, None, w.t))
+    assert tr.tracked == 1
+    assert feed(tr, w.exec(pid, ["run-parts", "/etc/cron.daily"])) == []
+    # a tracked pid whose exit was lost and that is gone: forgotten after two sweeps
+    other = w.pid()
+    feed(tr, w.fork(shell, other), w.exec(other, ["sleep", "2"]))
+    del w.procs[other]
+    assert tr.tracked == 2
+    tr.tick(w.t + rec.SWEEP_SECONDS)
+    assert tr.tracked == 2
+    tr.tick(w.t + 2 * rec.SWEEP_SECONDS)
+    assert tr.tracked == 1  # the login shell, still alive, stays
+
+
+# ---------------------------------------------------------------- the rate cap
+
+
+def test_rate_cap_per_team_and_one_dropped_record_per_window():
+    w = machine()
+    tr = w.tracker(rate=CommandRate(per_second=20, burst=200))
+    _, shell, _ = login(w, tr, ["-bash"])
+    _, other, _ = login(w, tr, ["-bash"], listener=130)  # on edge, same team
+    w.spawn(900, 101, "tini", ["tini"], (2, "ws"))
+    w.spawn(901, 900, "sshd", ["sshd"], (2, "ws"), "/usr/sbin/sshd")
+    _, shell2, _ = login(w, tr, ["-bash"], listener=901)
+    t0 = w.t
+    recorded: list[Record] = []
+    for i in range(1000):  # 1000 execs in one second
+        w.t = t0 + i / 1000
+        recorded += run(w, tr, shell, ["true", str(i)])[0]
+    commands = [r for r in recorded if r.kind == "command"]
+    assert 200 <= len(commands) <= 220
+    assert len(commands) + tr.dropped == 1000
+    # the exit of every recorded command, and of none of the others
+    assert sorted(r.pid for r in recorded if r.kind == "command.exit") == sorted(r.pid for r in commands)
+    assert [r for r in recorded if r.kind == "command.dropped"] == []
+    first_drop = next(t0 + i / 1000 for i in range(1000) if str(i) not in {r.argv[1] for r in commands})
+    # sessions and other teams are not capped
+    w.t = t0 + 1
+    out, a = run(w, tr, shell2, ["id"])
+    assert [r.kind for r in out] == ["command", "command.exit"]
+    out, _, _ = login(w, tr, ["-bash"])
+    assert [r.kind for r in out] == ["session"]
+    assert tr.tick(first_drop + 9.9) == []
+    assert tr.tick(first_drop + 10) == [
+        Record(
+            kind="command.dropped",
+            ts=first_drop + 10,
+            team=1,
+            node="ws",
+            count=1000 - len(commands),
+            since=first_drop,
+        )  # fmt: skip
+    ]
+    assert tr.tick(first_drop + 30) == []
+    # the bucket refilled: commands are recorded again; edge shares the team's bucket
+    w.t = t0 + 60
+    assert [r.kind for r in run(w, tr, other, ["id"])[0]] == ["command", "command.exit"]
+
+
+def test_dropped_commands_are_reported_when_the_recorder_stops():
+    w = machine()
+    tr = w.tracker(rate=CommandRate(per_second=1, burst=2))
+    _, shell, _ = login(w, tr, ["-bash"])
+    for _ in range(5):
+        run(w, tr, shell, ["x"])
+    assert [(r.kind, r.count, r.since) for r in tr.flush()] == [("command.dropped", 3, w.t)]
+    assert tr.flush() == []
+
+
+# ---------------------------------------------------------------- scp
+
+
+def test_scp_upload_gives_one_file_copy_per_file_with_sizes_from_the_container():
+    w = machine()
+    tr = w.tracker()
+    w.files[(WS, "/root/notes.txt")] = 42
+    w.files[(WS, "/etc/hosts")] = 17
+    _, shell, _ = login(w, tr, ["-bash"])
+    argv = ["scp", "-P", "2222", "-i", "/root/.ssh/id", "-oBatchMode=yes", "-rq", "notes.txt", "/etc/hosts",
+            "./missing", "root@edge:/tmp/"]  # fmt: skip
+    out, pid = run(w, tr, shell, argv, cwd="/root")
+    ref = (w.t, pid)
+    copy = dict(kind="file.copy", ts=w.t, team=1, node="ws", session=shell, pid=pid, direction="upload",
+                peer="edge", status=0, ref=ref)  # fmt: skip
+    assert out == [
+        command(shell, pid, w.t, argv, " ".join(argv)),
+        exited(shell, pid, w.t, 0),
+        Record(name="notes.txt", size=42, **copy),
+        Record(name="/etc/hosts", size=17, **copy),
+        Record(name="./missing", size=None, **copy),
+    ]
+
+
+def test_scp_download_sizes_the_local_destination_directory_or_file():
+    w = machine()
+    tr = w.tracker()
+    w.files[(WS, "/root/work/auth.log")] = 1000
+    w.files[(WS, "/tmp/p")] = 5
+    _, shell, _ = login(w, tr, ["-bash"])
+    out, pid = run(w, tr, shell, ["scp", "-3", "-P2222", "edge:/var/log/auth.log", "web:logs/x.log", "."],
+                   status=1, cwd="/root/work")  # fmt: skip
+    files = [(r.name, r.direction, r.peer, r.size, r.status) for r in out if r.kind == "file.copy"]
+    assert files == [
+        ("/var/log/auth.log", "download", "edge", 1000, 1),
+        ("logs/x.log", "download", "web", None, 1),
+    ]
+    out, pid = run(w, tr, shell, ["scp", "-T", "edge:/etc/passwd", "/tmp/p"])
+    files = [(r.name, r.direction, r.peer, r.size, r.status) for r in out if r.kind == "file.copy"]
+    assert files == [("/etc/passwd", "download", "edge", 5, 0)]
+
+
+def test_scp_sizes_come_from_another_process_of_the_node_when_the_session_root_is_gone():
+    w = machine()
+    tr = w.tracker()
+    w.files[(WS, "/root/a")] = 7
+    _, shell, user = login(w, tr, ["-bash"])
+    d = w.pid()
+    feed(tr, w.fork(shell, d))  # a background job outlives the login shell
+    pid = w.pid()
+    feed(tr, w.fork(d, pid), w.exec(pid, ["scp", "a", "edge:"], cwd="/root"))
+    logout(w, tr, shell, user)
+    out = feed(tr, w.exit(pid))
+    assert [(r.kind, r.name, r.size) for r in out] == [("command.exit", None, None), ("file.copy", "a", 7)]
+
+
+def test_scp_transfers_parses_options_and_operands():
+    assert scp_transfers(
+        ["scp", "-r", "-l", "100", "-c", "aes128-ctr", "-J", "jump", "d", "u@[fe80::1]:/x"]
+    ) == [ScpTransfer("upload", "fe80::1", "d", "d")]
+    assert scp_transfers(["scp", "scp://root@edge:2222/etc/x", "/tmp/"]) == [
+        ScpTransfer("download", "edge", "etc/x", "/tmp/")
+    ]
+    assert scp_transfers(["scp", "-F", "cfg", "-S", "ssh", "--", "-weird", "edge:"]) == [
+        ScpTransfer("upload", "edge", "-weird", "-weird")
+    ]
+    assert scp_transfers(["scp", "./a:b", "/c:d", "dir/"]) == []  # local to local: a cp
+    assert scp_transfers(["scp", "a:x", "b:y"]) == []  # remote to remote: nothing here
+    assert scp_transfers(["scp", "-t", "/tmp"]) == []  # the far end of someone else's scp
+    assert scp_transfers(["scp", "-pf", "/etc/passwd"]) == []
+    assert scp_transfers(["scp", "onlyone"]) == []
+
+
+# ---------------------------------------------------------------- helpers on /proc
+
+
+DOCKER_ID = "3f" * 32
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            f"12:pids:/docker/{DOCKER_ID}\n11:memory:/docker/{DOCKER_ID}\n1:name=systemd:/docker/{DOCKER_ID}\n",
+            DOCKER_ID,
+        ),
+        (f"0::/docker/{DOCKER_ID}\n", DOCKER_ID),
+        (f"0::/system.slice/docker-{DOCKER_ID}.scope\n", DOCKER_ID),
+        (f"1:name=systemd:/system.slice/docker-{DOCKER_ID}.scope\n0::/\n", DOCKER_ID),
+        (f"0::/docker/{DOCKER_ID}/init.scope\n", DOCKER_ID),
+        ("0::/user.slice/user-1000.slice/session-3.scope\n", None),
+        ("0::/system.slice/docker.service\n", None),
+        (f"0::/kubepods/besteffort/pod1/cri-containerd-{DOCKER_ID}.scope\n", None),
+        (f"0::/docker/{DOCKER_ID[:-1]}\n", None),
+        ("", None),
+    ],
+)
+def test_container_id_of_reads_docker_ids_from_cgroup(tmp_path, text, expected):
+    (tmp_path / "77").mkdir()
+    (tmp_path / "77" / "cgroup").write_text(text)
+    assert container_id_of(77, proc=str(tmp_path)) == expected
+    assert container_id_from_cgroup(text) == expected
+    assert container_id_of(78, proc=str(tmp_path)) is None  # gone
+
+
+def test_read_proc_and_read_ppid_from_a_proc_tree(tmp_path):
+    d = tmp_path / "42"
+    d.mkdir()
+    (d / "cmdline").write_bytes(b"ls\0-l\0caf\xc3\xa9\0\xff\0")
+    (d / "comm").write_bytes(b"ls\n")
+    (d / "status").write_text("Name:\tls\nState:\tR\nTgid:\t42\nPid:\t42\nPPid:\t7\n")
+    os.symlink("/root", d / "cwd")
+    os.symlink("/usr/bin/ls", d / "exe")
+    assert read_proc(42, str(tmp_path)) == ProcInfo(
+        "ls", ["ls", "-l", "café", "\\xff"], "/root", "/usr/bin/ls"
+    )
+    assert read_ppid(42, str(tmp_path)) == 7
+    (d / "cmdline").write_bytes(b"")  # a zombie
+    assert read_proc(42, str(tmp_path)) == ProcInfo("ls", [], "/root", "/usr/bin/ls")
+    (d / "cmdline").write_bytes(b"x" * (rec.MAX_ARGV_BYTES + 10))
+    got = read_proc(42, str(tmp_path))
+    assert got.truncated and got.argv == ["x" * rec.MAX_ARGV_BYTES]
+    assert read_proc(43, str(tmp_path)) is None and read_ppid(43, str(tmp_path)) is None
+
+
+def test_stat_in_root_follows_links_inside_the_containers_root(tmp_path):
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "etc").mkdir(parents=True)
+    (rootfs / "home" / "u").mkdir(parents=True)
+    (rootfs / "etc" / "real").write_text("abc")
+    os.symlink("/etc/real", rootfs / "home" / "u" / "abs")
+    os.symlink("../../etc/real", rootfs / "home" / "u" / "rel")
+    os.symlink("/etc/hostname", rootfs / "home" / "u" / "hosts")  # exists on the host, not in the container
+    os.symlink("/../../../../etc/real", rootfs / "home" / "u" / "up")
+    (tmp_path / "proc" / "9").mkdir(parents=True)
+    os.symlink(rootfs, tmp_path / "proc" / "9" / "root")
+    proc = str(tmp_path / "proc")
+    assert stat_in_root(9, "/etc/real", proc) == 3
+    assert stat_in_root(9, "/home/u/abs", proc) == 3
+    assert stat_in_root(9, "/home/u/rel", proc) == 3
+    assert stat_in_root(9, "/home/u/up", proc) == 3
+    assert stat_in_root(9, "/home/u/hosts", proc) is None
+    assert stat_in_root(9, "/home/u", proc) is None  # a directory has no file size
+    assert stat_in_root(9, "relative", proc) is None
+    assert stat_in_root(10, "/etc/real", proc) is None
+
+
+# ---------------------------------------------------------------- records and datagrams
+
+
+def test_record_as_data_is_json_without_none_fields():
+    r = Record(kind="command.exit", ts=1.5, team=2, node="ws", session=10, pid=11, status=0, ref=(1.25, 11))
+    assert r.as_data() == {"kind": "command.exit", "ts": 1.5, "team": 2, "node": "ws", "session": 10, "pid": 11,
+                           "status": 0, "ref": {"ts": 1.25, "pid": 11}}  # fmt: skip
+    c = Record(kind="command", ts=1.0, argv=["a", "b"], cmd="a b", unread=None)
+    assert json.loads(json.dumps(c.as_data())) == {
+        "kind": "command",
+        "ts": 1.0,
+        "argv": ["a", "b"],
+        "cmd": "a b",
+    }
+
+
+def _msg(what: int, data: bytes) -> bytes:
+    ev = struct.pack("=IIQ", what, 0, 123) + data
+    cn = struct.pack("=IIIIHH", 1, 1, 0, 0, len(ev), 0) + ev
+    body = struct.pack("=IHHII", 16 + len(cn), 3, 0, 0, 0) + cn
+    return body + b"\0" * (-len(body) % 4)
+
+
+def test_parse_datagram_keeps_processes_and_leaves_threads_out():
+    dg = b"".join([
+        _msg(0x1, struct.pack("=iiii", 10, 10, 11, 11)),  # fork of a process
+        _msg(0x1, struct.pack("=iiii", 10, 10, 12, 10)),  # a new thread
+        _msg(0x2, struct.pack("=ii", 11, 11)),
+        _msg(0x80000000, struct.pack("=iiII", 12, 10, 0, 17)),  # a thread ends
+        _msg(0x80000000, struct.pack("=iiIIii", 11, 11, 3 << 8, 17, 10, 10)),  # newer kernels add the parent
+        _msg(0x200, struct.pack("=ii", 11, 11) + b"comm\0".ljust(16, b"\0")),  # comm change: not wanted
+        _msg(0x1, struct.pack("=ii", 1, 1)),  # cut short: ignored
+    ])  # fmt: skip
+    assert parse_datagram(dg + b"\x01\x02", ts=5.0) == [
+        ProcEvent("fork", 11, 11, 10, None, 5.0),
+        ProcEvent("exec", 11, 11, None, None, 5.0),
+        ProcEvent("exit", 11, 11, None, 3 << 8, 5.0),
+    ]
+
+
+# ---------------------------------------------------------------- the Recorder loop
+
+
+class FakeConnector:
+    def __init__(self, batches):
+        self.batches = list(batches)
+        self.overruns = 0
+        self.closed = False
+
+    def read(self, timeout):
+        if self.batches:
+            batch = self.batches.pop(0)
+            if batch is not None:
+                return [e.apply() for e in batch]
+        time.sleep(min(timeout, 0.01))
+        return []
+
+    def close(self):
+        self.closed = True
+
+
+def test_recorder_batches_records_to_the_sink_and_flushes_on_stop():
+    w = machine()
+    tr = w.tracker(rate=CommandRate(per_second=0))  # no cap
+    _, shell, _ = login(w, tr, ["-bash"])
+    events: list[Pending] = []
+    for i in range(450):
+        pid = w.pid()
+        events += [w.fork(shell, pid), w.exec(pid, ["echo", str(i)])]
+    conn = FakeConnector([events[:300], events[300:]])
+    got: list[list[Record]] = []
+    stop = threading.Event()
+    r = Recorder(w.where, got.append, connector=lambda: conn, tracker=tr)
+    t = threading.Thread(target=r.run, args=(stop,))
+    t.start()
+    deadline = time.monotonic() + 3
+    while sum(map(len, got)) < 400 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [len(b) for b in got] == [200, 200]  # full batches go at once
+    stop.set()
+    t.join(3)
+    assert not t.is_alive() and conn.closed
+    assert [len(b) for b in got] == [200, 200, 50]  # the rest when stopping (or after 0.2 s)
+    assert [x.argv[1] for b in got for x in b] == [str(i) for i in range(450)]
+
+
+def test_recorder_passes_on_a_connector_that_cannot_open():
+    def broken():
+        raise RangeError("no process events", fix="run as root")
+
+    with pytest.raises(RangeError, match="no process events"):
+        Recorder(lambda pid: None, lambda b: None, connector=broken).run(threading.Event())
+
+
+def test_recorder_keeps_going_when_the_sink_fails():
+    w = machine()
+    tr = w.tracker()
+    _, shell, _ = login(w, tr, ["-bash"])
+    pid = w.pid()
+    conn = FakeConnector([[w.fork(shell, pid), w.exec(pid, ["id"])], *[None] * 10, [w.exit(pid)]])
+    calls = []
+
+    def sink(batch):
+        calls.append(batch)
+        if len(calls) == 1:
+            raise OSError("disk full")
+
+    stop = threading.Event()
+    r = Recorder(w.where, sink, connector=lambda: conn, tracker=tr, batch_seconds=0.01)
+    t = threading.Thread(target=r.run, args=(stop,))
+    t.start()
+    deadline = time.monotonic() + 3
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    t.join(3)
+    assert [[x.kind for x in b] for b in calls] == [["command"], ["command.exit"]] and r.errors == 1
+
+
+# ---------------------------------------------------------------- the real kernel
+
+
+def _connector() -> ProcConnector:
+    try:
+        return ProcConnector()
+    except RangeError as e:
+        pytest.skip(f"the kernel's process events are not available here: {e}")
+
+
+def _release(fifo: str) -> bool:
+    """Let a program blocked opening ``fifo`` (its LD_PRELOAD) go on: True once done."""
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return False  # no reader yet
+    os.close(fd)
+    return True
+
+
+def test_proc_connector_reports_exec_and_exit_status_of_a_real_process_tree(tmp_path):
+    fifo = str(tmp_path / "gate")
+    os.mkfifo(fifo)
+    with _connector() as conn:
+        # /bin/true waits in its loader (LD_PRELOAD is a FIFO) until its argv has been read
+        sh = subprocess.Popen(["/bin/sh", "-c", f"LD_PRELOAD={fifo} /bin/true 2>/dev/null; exit 3"])
+        kids: set[int] = set()
+        execs: dict[int, list[str] | None] = {}
+        exits: dict[int, int] = {}
+        deadline = time.monotonic() + 5
+        while sh.pid not in exits and time.monotonic() < deadline:
+            for ev in conn.read(0.05):
+                if ev.kind == "fork" and ev.ppid == sh.pid:
+                    kids.add(ev.pid)
+                elif ev.kind == "exec" and ev.pid in kids | {sh.pid}:
+                    info = read_proc(ev.pid)
+                    execs[ev.pid] = info.argv if info else None
+                elif ev.kind == "exit" and ev.pid in kids | {sh.pid}:
+                    exits[ev.pid] = ev.status
+            if any(execs.get(k) for k in kids) or time.monotonic() > deadline - 1:
+                _release(fifo)
+        sh.wait(5)
+    assert execs.get(sh.pid) == ["/bin/sh", "-c", f"LD_PRELOAD={fifo} /bin/true 2>/dev/null; exit 3"]
+    (kid,) = kids
+    assert execs.get(kid) == ["/bin/true"]
+    assert exits == {kid: 0, sh.pid: 3}
+
+
+SSHD_LIKE = """
+import ctypes, subprocess, sys
+ctypes.CDLL(None).prctl(15, b"sshd", 0, 0, 0)  # PR_SET_NAME: the parent's comm is now sshd
+sys.exit(subprocess.call(["/bin/sh", "-c", sys.argv[1]]))
+"""
+
+
+def test_session_tracker_end_to_end_with_the_kernel_and_real_proc(tmp_path):
+    gates = {"echo": str(tmp_path / "g1"), "false": str(tmp_path / "g2")}
+    for g in gates.values():
+        os.mkfifo(g)
+    script = (f"LD_PRELOAD={gates['echo']} /bin/echo hi 2>/dev/null; "
+              f"LD_PRELOAD={gates['false']} /bin/false 2>/dev/null; exit 5")  # fmt: skip
+    holder: list[int] = []
+
+    def where(pid):  # the test's own subprocess tree stands for a watched container
+        seen = 0
+        while pid and seen < 64:
+            if holder and pid == holder[0]:
+                return (1, "ws")
+            pid = read_ppid(pid)
+            seen += 1
+        return None
+
+    tracker = SessionTracker(where)
+    records: list[Record] = []
+    released: set[str] = set()
+    with _connector() as conn:
+        p = subprocess.Popen(
+            [sys.executable, "-c", SSHD_LIKE, script], stdout=subprocess.DEVNULL, cwd=tmp_path
+        )
+        holder.append(p.pid)
+        deadline = time.monotonic() + 8
+        done = False
+        while not done and time.monotonic() < deadline:
+            for ev in conn.read(0.05):
+                records.extend(tracker.feed(ev))
+                done = done or (ev.kind == "exit" and ev.pid == p.pid)
+            for name, g in gates.items():
+                seen = any(r.kind == "command" and r.argv and r.argv[0] == f"/bin/{name}" for r in records)
+                if name not in released and (seen or time.monotonic() > deadline - 2) and _release(g):
+                    released.add(name)
+        p.wait(5)
+    mine = [r for r in records if r.session is not None]
+    assert mine, records
+    start = mine[0]
+    assert (start.kind, start.team, start.node, start.argv, start.cmd, start.via, start.cwd) == (
+        "session", 1, "ws", ["/bin/sh", "-c", script], script, "ssh", str(tmp_path)
+    )  # fmt: skip
+    sh = start.pid
+    assert start.session == sh
+    got = [(r.kind, r.argv, r.cmd, r.status, r.unread) for r in mine[1:]]
+    assert got == [
+        ("command", ["/bin/echo", "hi"], "/bin/echo hi", None, None),
+        ("command.exit", None, None, 0, None),
+        ("command", ["/bin/false"], "/bin/false", None, None),
+        ("command.exit", None, None, 1, None),
+        ("command.exit", None, None, 5, None),  # the session's sh -c
+    ]
+    assert all(r.session == sh and r.cwd in (None, str(tmp_path)) for r in mine)
+    assert mine[-1].pid == sh
+    assert tracker.tracked == 0
+
+
+def test_proc_connector_outside_the_hosts_user_namespace_is_a_clear_error():
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare(1)")
+    code = (
+        "from rangectl.access.recorder import ProcConnector\n"
+        "from rangectl.errors import RangeError\n"
+        "try:\n    ProcConnector(ack_timeout=0.3)\nexcept RangeError as e:\n    print('RANGEERROR', e)\n"
+        "else:\n    print('OPENED')\n"
+    )
+    r = subprocess.run(["unshare", "-U", "-r", sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=20, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))  # fmt: skip
+    if r.returncode != 0 or not r.stdout.strip():
+        pytest.skip(f"cannot make a user namespace here: {r.stderr.strip()[:200]}")
+    out = r.stdout.strip()
+    assert out.startswith("RANGEERROR ") and "\n" not in out, out
+    assert "(fix: " in out
