@@ -8,6 +8,8 @@
   actor, data, and the chain links ``prev_hash`` and ``hash``;
 - ``injects.jsonl`` — the ground truth of every attack run against the team (``inject.done``,
   ``traffic.replay``: what left the red node, what arrived at the target);
+- ``commands.jsonl`` — the team's command log (:mod:`rangectl.cmdlog`): each SSH session,
+  program run (command line, node, drill time, exit status) and file copied with scp;
 - ``record.json`` — the range, scenario and team, the record's head (seq and hash), and the
   result of ``verify`` over the whole record when the bundle was made;
 - ``manifest.json`` — the SHA-256 and size of every other file of the folder.
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rangectl import __version__
+from rangectl import __version__, cmdlog
 from rangectl.errors import NotFound, UsageError
 from rangectl.state import RangeState
 from rangectl.store import Event, EventStore
@@ -81,9 +83,13 @@ def team_files(state: RangeState, team: int, events: list[Event], verify: dict[s
     mine = [e for e in events if e.team == team or e.team is None]
     truth = [e for e in events if e.team == team and e.kind in GROUND_TRUTH]
     head = events[-1] if events else None
+    commands = cmdlog.rows(events, team)
     files: dict[str, bytes] = {
         "events.jsonl": _jsonl(mine),
         "injects.jsonl": _jsonl(truth),
+        "commands.jsonl": b"".join(
+            json.dumps(r.as_dict(), ensure_ascii=False, sort_keys=True).encode() + b"\n" for r in commands
+        ),
     }
     record = {
         "range": state.name,
@@ -91,6 +97,7 @@ def team_files(state: RangeState, team: int, events: list[Event], verify: dict[s
         "team": team,
         "events": len(mine),
         "ground_truth": len(truth),
+        "commands": len(commands),
         "head": {"seq": head.seq if head else 0, "hash": head.hash if head else None},
         "verify": verify,
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -13,6 +13,11 @@ Assertions (each one a named result, so a CI report says exactly what broke):
 - ``team2-idle``: team 2, which did nothing, earned no objective (only availability);
 - ``idle-bound``: team 2's total is at most the policy's ``idle_share_max`` of team 1's
   (when the policy sets one): attacks must cost an idle team its service points;
+- ``played-as-trainee``: team 1 was played only through the path its trainees have (the
+  hand-out files, SSH to the workstation, ``respond``, ``ssh NODE``; rangectl.access.trainee):
+  every answer, hint and report in the record came through the team API as ``team-1`` and
+  every command step is in the command log as a session on its node (skipped, and said so,
+  with ``as_trainee=False``: the in-memory test engine has no SSH);
 - ``verify``: the event record's hash chain verifies;
 - ``range-down``: everything the self-test made is gone afterwards.
 
@@ -31,6 +36,8 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from rangectl import backend as backends
+from rangectl.access.install import workstation_node
+from rangectl.access.trainee import TraineePath
 from rangectl.backend.base import NodeRef
 from rangectl.errors import EnvironmentProblem, RangeError
 
@@ -131,6 +138,84 @@ def _actions(state: Any, backend: Any, lang: str) -> dict[str, Callable[..., Any
     return {"submit": submit, "hint": hint, "exec": exec_, "report": report}
 
 
+SERVE_READY_SECONDS = 900.0  # installing access in every workstation and operated node (one Ansible run)
+
+
+def _free_ssh_base(teams: int) -> int:
+    """A port base with BASE+1..BASE+teams free on 127.0.0.1 (the trainee path's SSH ports)."""
+    import socket
+
+    for base in range(23100, 60000, 97):
+        socks = []
+        try:
+            for k in range(1, teams + 1):
+                s = socket.socket()
+                s.bind(("127.0.0.1", base + k))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RangeError("no free loopback ports for the self-test's SSH")
+
+
+def _serve(state: Any, box: list[Any]) -> Any:
+    """``serve`` for the range (SSH on loopback, no host API listener), ready, with access installed."""
+    from rangectl.access import credentials as creds
+    from rangectl.access.server import ServeOptions, serve_in_thread
+
+    creds.ensure_credentials(state, TEAMS)
+    opts = ServeOptions(bind="", ssh_bind="127.0.0.1", ssh_base=_free_ssh_base(TEAMS), watch_seconds=2)
+    notes: list[str] = []
+    thread, served = serve_in_thread(state, opts, note=notes.append)
+    box.append((thread, served))
+    if not served.ready.wait(SERVE_READY_SECONDS):
+        raise RangeError(f"trainee access was not ready within {SERVE_READY_SECONDS:g}s")
+    if served.error is not None:
+        raise RangeError(f"trainee access did not start: {served.error}")
+    if served.install is None or not served.install.ok:
+        f = (served.install.failures[:1] if served.install else None) or [{"host": "-", "task": "-", "message": "?"}]
+        raise RangeError(f"installing trainee access failed on {f[0]['host']} at '{f[0]['task']}': {f[0]['message']}")
+    return served
+
+
+def _stop_serve(box: list[Any]) -> None:
+    while box:
+        thread, served = box.pop()
+        served.stop.set()
+        thread.join(30)
+
+
+def played_as_trainee(res: SelftestResult, store: Any, player: Any, served: Any) -> None:
+    """The ``played-as-trainee`` check: every solution step took the trainee's path, as the record shows."""
+    from rangectl import cmdlog
+
+    events = store.events()
+    team = player.team.team
+    acted = [e for e in events if e.team == team and e.kind in ("submission", "hint", "report")]
+    other = [e for e in acted if e.actor != f"team-{team}"]
+    wanted = sum(1 for s in player.done if s["step"] in ("submit", "hint", "report"))
+    problems = [f"{e.kind} seq {e.seq} by '{e.actor}', not the team API" for e in other[:3]]
+    if len(acted) < wanted:
+        problems.append(f"{wanted} answer/hint/report step(s) but {len(acted)} in the record")
+    rec = getattr(served, "recording", None)
+    if rec is None or rec.error is not None:
+        problems.append(f"commands were not recorded ({rec.error if rec is not None else 'no recorder'})")
+    else:
+        sessions = {(r.node, r.cmd) for r in cmdlog.rows(events, team) if r.kind == "session"}  # sh -c CMD
+        for s in player.done:
+            if s["step"] == "exec" and (s["node"], s["run"]) not in sessions:
+                problems.append(f"exec on {s['node']} is not in the command log as an SSH session: {s['run'][:60]}")
+    execs = sum(1 for s in player.done if s["step"] == "exec")
+    res.add(
+        "played-as-trainee",
+        not problems,
+        "; ".join(problems[:3]) if problems else f"{wanted} API step(s) as team-{team}, {execs} exec(s) over ssh NODE",
+    )
+
+
 def _step_ok(step: dict[str, Any]) -> bool:
     if step["step"] == "exec":
         return bool(step["ok"])
@@ -159,9 +244,11 @@ def run_selftest(
     trust_playbooks: bool = False,
     engine: str | None = None,
     provision: bool = True,
+    as_trainee: bool = True,
 ) -> SelftestResult:
     """Run the self-test of one scenario on ``engine`` (default: the configured one). Never leaves
-    a range behind. ``provision=False`` skips the playbooks (the in-memory test engine)."""
+    a range behind. ``provision=False`` skips the playbooks (the in-memory test engine);
+    ``as_trainee=False`` plays team 1 with the trainer's actions instead of over SSH."""
     from rangectl import ranges
     from rangectl.drill.runner import end_time
     from rangectl.drill.wiring import build_runner
@@ -177,6 +264,8 @@ def run_selftest(
     scale = time_scale or auto_time_scale(drill_s)
     rng = name or f"selftest-{scenario.name}"[:40]
     res = SelftestResult(scenario.name, str(scenario_file), rng, scale, expected_score=scenario.expected_score)
+    served_box: list[Any] = []  # (thread, served) of the trainee path's `serve`
+    served = None
     try:
         note(f"up: {rng} ({TEAMS} teams)")
         rep = ranges.up(
@@ -188,7 +277,13 @@ def run_selftest(
         be = backends.for_range(state)
         plan = state.plan()
         runner = build_runner(state, be, on_tick=on_tick)
-        player = SolutionPlayer(solution, plan.team(1), _actions(state, be, lang))
+        if as_trainee:
+            note("serve: trainee access (install, SSH, operated nodes, command recording)")
+            served = _serve(state, served_box)
+            trainee = TraineePath(state, 1, workstation_node(scenario))
+            player = SolutionPlayer(solution, plan.team(1), trainee.actions())
+        else:
+            player = SolutionPlayer(solution, plan.team(1), _actions(state, be, lang))
         note(f"drill: {drill_s:.0f}s of drill time at x{scale:g}")
         runner.start(scale)
         if on_drill:
@@ -209,6 +304,9 @@ def run_selftest(
         # steps due after the timeline ended (late reports) still count as the solution's
         if not player.finished:
             player.play_due(float("inf"))
+        if as_trainee:
+            _stop_serve(served_box)  # flushes the command recorder
+            played_as_trainee(res, EventStore(state.db_path), player, served)
         _assess(res, state, scenario, plan, player, EventStore(state.db_path))
         if report_dir is not None:
             from rangectl.report import write_report
@@ -223,6 +321,7 @@ def run_selftest(
     except RangeError as exc:
         res.error = exc.message if hasattr(exc, "message") else str(exc)
     finally:
+        _stop_serve(served_box)
         note(f"down: {rng}")
         try:
             st = ranges.RangeState(rng)

@@ -169,8 +169,13 @@ def _reference_problems(path: Path, data: Any, sol: Solution, scenario: Any) -> 
             elif not o.hints:
                 bad(loc + ("hint",), f"objective '{o.id}' has no hints")
         if step.exec is not None:
+            reach = {n for n, spec in scenario.nodes.items() if spec.role == "blue"}
+            reach |= {o for n in list(reach) for o in scenario.nodes[n].operate}
             if step.exec.node not in scenario.nodes:
                 bad(loc + ("exec", "node"), f"unknown node '{step.exec.node}'")
+            elif step.exec.node not in reach:
+                bad(loc + ("exec", "node"), f"trainees cannot run commands on '{step.exec.node}': the solution plays "
+                    "as a team, so grant it on the blue node (operate:)")  # fmt: skip
             texts.append((loc + ("exec", "run"), step.exec.run))
         if step.report is not None:
             o = objectives.get(step.report.objective)
@@ -227,9 +232,12 @@ class SolutionPlayer:
                 self.actions["hint"](k, step.hint)
                 self.done.append({"step": "hint", "objective": step.hint})
             elif step.exec:
-                code, out = self.actions["exec"](k, step.exec.node, fill(step.exec.run, self.team))
+                cmd = fill(step.exec.run, self.team)
+                code, out = self.actions["exec"](k, step.exec.node, cmd)
                 ok = step.exec.expect_exit is None or code == step.exec.expect_exit
-                self.done.append({"step": "exec", "node": step.exec.node, "exit": code, "ok": ok, "output": out[-300:]})
+                self.done.append(
+                    {"step": "exec", "node": step.exec.node, "run": cmd, "exit": code, "ok": ok, "output": out[-300:]}
+                )
             elif step.report:
                 fields = {f: fill(v, self.team) for f, v in step.report.fields.items()}
                 res = self.actions["report"](k, step.report.objective, fields)

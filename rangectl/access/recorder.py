@@ -16,21 +16,24 @@ with host pids, whatever the process does to itself. Three parts:
   ``/proc`` is passed in (defaults: :func:`read_proc`, :func:`read_ppid`,
   :func:`stat_in_root`, :func:`live_threads`), so it is tested with synthetic
   events. ``feed(event)`` returns the :class:`Record` s to store.
-* :class:`Recorder` — reads the connector on its own thread, feeds the tracker
-  and hands the records to a sink in batches (at most every
-  :data:`BATCH_SECONDS`, at once when :data:`BATCH_MAX` are waiting).
+* :class:`Recorder` — reads the connector on a thread of its own, feeds the
+  tracker and hands the records to a sink in batches (at most every
+  :data:`BATCH_SECONDS`, at once when :data:`BATCH_MAX` are waiting). argv is
+  read from ``/proc`` as each exec is reported, so the sooner the better: a
+  thread that waits for the GIL behind busy ones reads fewer short commands.
 
 **Sessions.** The caller's ``where(pid)`` says which watched container (team,
 node) a host pid lives in (from ``/proc/PID/cgroup``: :func:`container_id_of`).
-An exec there by a child of ``sshd`` (or ``sshd-session``, OpenSSH 9.8+) is a
-trainee session (``kind="session"``): that is how sshd starts the login shell,
-``sh -c CMD`` for ``ssh node CMD`` and ``~/.ssh/rc``. Not a session: sshd's own
-execs — the listener's re-exec (``sshd -R``, ``sshd-session``) and the
-pre-auth ``sshd-auth`` — recognised by their name, their binary (``/proc/PID/exe``
-must be the real ``sshd*``, so a copy of bash named ``sshd`` does not pass) and,
-for the first two, by their parent being the listener itself. A process whose
-exec cannot be read any more (it was too quick) still starts a session
-(``unread``): doubt is recorded, not dropped.
+An exec there by a child of ``sshd`` (``sshd-session`` in OpenSSH 9.8+) starts
+a trainee session (``kind="session"``, numbered by that pid): that is how sshd
+starts the login shell, ``sh -c CMD`` for ``ssh node CMD`` and ``~/.ssh/rc``.
+Not a session: sshd's own execs, told by their place under the listener (the
+only sshd whose parent is no sshd: its children re-exec ``sshd -R`` or
+``sshd-session``, theirs ``sshd-auth``, a shell comes a level further down)
+and by their name and binary (OpenSSH's, installed where only root writes:
+``ln -s /bin/bash ~/sshd`` does not pass). A process already gone when it is
+read (it was quick) still starts a session, ``unread``, unless it is the
+listener's child: doubt is recorded, not dropped.
 
 **Tracking.** From then on the session is followed by descent, not by name:
 every process forked by a tracked process is tracked, and every exec it makes is
@@ -39,8 +42,9 @@ calls itself. Double forks, ``setsid``, reparenting to init, ``exec bash
 --norc``, ``env -i``, a new shell, a daemon the trainee starts (even a second
 sshd) all stay in the session. An exec whose fork event was lost is placed by
 its parent in ``/proc``. Its exit gives ``command.exit`` with the status a shell
-prints (``128+N`` for signal N); an ``scp`` gives one ``file.copy`` per file on
-exit (direction, peer, size when the local side can be found). Exits remove
+prints (``128+N`` for signal N; the session's own process too: how the login
+shell or ``sh -c`` ended); an ``scp`` gives one ``file.copy`` per file on exit
+(direction, peer, size when the local side can be found). Exits remove
 processes from the table; untracked ones are only remembered between their
 fork and their exec, in bounded tables.
 
@@ -77,6 +81,7 @@ import errno
 import logging
 import os
 import posixpath
+import queue
 import random
 import re
 import select
@@ -119,6 +124,7 @@ _DATA_AT = _NLMSGHDR.size + _CN_MSG.size + _EVENT.size  # 52: where event_data s
 RCVBUF_BYTES = 4 << 20  # the socket's receive buffer: a burst of events waits here
 RECV_BYTES = 65536  # one datagram carries one message today; room for several anyway
 READ_MAX_DATAGRAMS = 4096  # per read(): the caller gets to flush and tick during a flood
+RECORDER_READ_DATAGRAMS = 32  # per read() in the Recorder: an exec is looked at before the rest is read
 ACK_SECONDS = 2.0  # the kernel answers a subscription in microseconds; none by then: not available
 
 MAX_ARGV_BYTES = 16384  # of /proc/PID/cmdline kept in a record
@@ -130,18 +136,24 @@ SCP_MAX_FILES = 100  # file.copy records for one scp
 BATCH_SECONDS = 0.2  # Recorder: the sink is called at most this often...
 BATCH_MAX = 200  # ...or at once with this many records
 TICK_SECONDS = 1.0  # Recorder: how often the tracker's tick() runs
+SINK_QUEUE_BATCHES = 256  # Recorder: batches waiting for a slow sink; beyond them batches are lost (counted)
+SINK_CLOSE_SECONDS = 10.0  # Recorder: how long stopping waits for the sink to take what is left
 
 SSHD_COMMS = frozenset({"sshd", "sshd-session", "sshd-auth"})  # OpenSSH's own programs (<= 9.7; 9.8+; 10.0+)
-SHELLS = frozenset(
-    {"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "yash", "fish", "tcsh", "csh", "busybox"}
-)
+# where distributions install them: only root can write there
+SSHD_DIRS = frozenset(
+    {"/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/lib/openssh", "/usr/libexec/openssh", "/usr/libexec",
+     "/usr/local/libexec", "/usr/lib/ssh", "/usr/libexec/ssh"}
+)  # fmt: skip
+SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "yash", "fish", "tcsh", "csh"})
 _C_FLAG = re.compile(r"-[A-Za-z]*c[A-Za-z]*")  # -c, -lc, -ec: the first operand is the command string
 _DOCKER_ID = re.compile(r"(?:/docker/|/docker-)([0-9a-f]{64})(?:\.scope)?(?=/|$)")
 
 
 class ProcEvent(NamedTuple):
-    """One process event: ``kind`` is ``fork`` (``pid``/``tgid``: the child, ``ppid``: the parent's tgid),
-    ``exec`` or ``exit`` (``exit_code``: the wait status as the kernel gives it). ``ts``: time.time() when read."""
+    """One process event: ``kind`` is ``fork`` (``pid``/``tgid``: the child, ``ppid``: the parent's
+    tgid), ``exec`` or ``exit`` (``exit_code``: the wait status as the kernel gives it); ``ts`` is
+    time.time() when it was read."""
 
     kind: str
     pid: int
@@ -171,7 +183,7 @@ class ProcInfo(NamedTuple):
 
 
 class CommandRate(NamedTuple):
-    """Each team's ``command`` records: ``per_second`` with bursts of ``burst`` (``per_second <= 0``: no cap)."""
+    """Each team's ``command`` records: ``per_second``, bursts of ``burst`` (``per_second <= 0``: no cap)."""
 
     per_second: float = 20.0
     burst: int = 200
@@ -189,7 +201,7 @@ class ScpTransfer(NamedTuple):
 
 @dataclass(frozen=True)
 class Record:
-    """One thing to store: ``session``, ``command``, ``command.exit``, ``file.copy`` or ``command.dropped``."""
+    """One thing to store: ``session``, ``command``, ``command.exit``, ``file.copy``, ``command.dropped``."""
 
     kind: str
     ts: float
@@ -276,7 +288,7 @@ def read_proc(pid: int, proc: str = "/proc") -> ProcInfo | None:
     truncated = len(raw) > MAX_ARGV_BYTES
     raw = raw[:MAX_ARGV_BYTES]
     parts = raw.split(b"\0")
-    if parts and parts[-1] == b"" and not truncated:
+    if parts and parts[-1] == b"":
         parts.pop()
     argv = [_text(p) for p in parts] if raw else []
     cwd = exe = None
@@ -310,7 +322,7 @@ def read_ppid(pid: int, proc: str = "/proc") -> int | None:
 
 
 def live_threads(pid: int, proc: str = "/proc") -> bool:
-    """Whether threads other than the leader still run in process ``pid`` (its leader's exit did not end it)."""
+    """Whether threads other than the leader still run in process ``pid`` (the leader ended alone)."""
     try:
         return any(t != str(pid) for t in os.listdir(f"{proc}/{pid}/task"))
     except OSError:
@@ -376,8 +388,7 @@ def shell_command(argv: list[str]) -> str:
     return c if c is not None else shlex.join(argv)
 
 
-_SCP_VALUE_OPTS = frozenset("DFJMPSXcilo")  # options of scp (OpenSSH) that take a value
-_SCP_SERVER_OPTS = frozenset("tf")  # scp run as the far end of another scp: -t (to) / -f (from)
+_SCP_VALUE_OPTS = frozenset("DFJMPSXcilo")  # options of scp (OpenSSH) that take a value; the others are flags
 
 
 def _scp_remote(op: str) -> tuple[str, str] | None:
@@ -419,8 +430,6 @@ def scp_transfers(argv: list[str]) -> list[ScpTransfer]:
             break
         if a.startswith("-") and len(a) > 1:
             for j in range(1, len(a)):
-                if a[j] in _SCP_SERVER_OPTS:
-                    return []
                 if a[j] in _SCP_VALUE_OPTS:
                     if j == len(a) - 1:
                         i += 1  # the value is the next argument
@@ -486,7 +495,7 @@ def _control(op: int, ack: int) -> bytes:
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(cn), NLMSG_DONE, 0, 0, 0) + cn
 
 
-_FIX = "run `rangectl serve` as root on the host itself (not in a container, a user namespace or a VM without it)"
+_FIX = "run `rangectl serve` as root on the host itself, not in a container or a user namespace"
 
 
 class ProcConnector:
@@ -499,6 +508,7 @@ class ProcConnector:
 
     def __init__(self, *, rcvbuf: int = RCVBUF_BYTES, ack_timeout: float = ACK_SECONDS):
         self.overruns = 0  # datagrams the kernel could not queue (ENOBUFS): events lost
+        self._nonces: set[int] = set()  # one per LISTEN sent
         self._pending: list[ProcEvent] = []
         self._buf = bytearray(RECV_BYTES)
         self._sock: socket.socket | None = None
@@ -507,7 +517,7 @@ class ProcConnector:
         except OSError as e:
             raise RangeError(
                 f"cannot open the kernel's process events: netlink connector unavailable ({e.strerror})",
-                fix="use a Linux kernel with CONFIG_CONNECTOR and CONFIG_PROC_EVENTS; " + _FIX,
+                fix="use a kernel built with CONFIG_CONNECTOR and CONFIG_PROC_EVENTS; " + _FIX,
             ) from None
         try:
             try:
@@ -515,10 +525,9 @@ class ProcConnector:
             except OSError:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             sock.bind((0, CN_IDX_PROC))
-            self._nonce = random.randrange(1, 1 << 30)
-            sock.send(_control(PROC_CN_MCAST_LISTEN, self._nonce))
             sock.setblocking(False)
             self._sock = sock
+            self._listen()
             self._await_ack(ack_timeout)
         except OSError as e:
             self._sock = None
@@ -530,15 +539,26 @@ class ProcConnector:
             self.close()
             raise
 
+    def _listen(self) -> None:
+        assert self._sock is not None
+        nonce = random.randrange(1, 1 << 30)
+        self._sock.send(_control(PROC_CN_MCAST_LISTEN, nonce))
+        self._nonces.add(nonce)
+
     def _await_ack(self, timeout: float) -> None:
-        """The kernel answers LISTEN with an event carrying our ack+1 and an errno (events may come first)."""
+        """The kernel answers LISTEN with an event carrying our ack+1 and an errno (events may come first).
+
+        Every listener gets every answer: ours is told by its ack. When the buffer overran meanwhile
+        ours may be lost, so LISTEN is sent again (the kernel counts a socket's listens once; older
+        ones count each, and close() says IGNORE as many times).
+        """
         deadline = time.monotonic() + timeout
         acks: list[tuple[int, int]] = []
         while True:
             before = self.overruns
             self._drain(self._pending, acks)
             for ack, err in acks:
-                if ack == self._nonce + 1:
+                if ack - 1 in self._nonces:
                     if err:
                         raise RangeError(
                             f"the kernel refused process events: {os.strerror(err)}",
@@ -546,8 +566,8 @@ class ProcConnector:
                         )
                     return
             acks.clear()
-            if self.overruns > before:
-                return  # our answer may be among what was lost, but events are coming: subscribed
+            if self.overruns > before and len(self._nonces) < 8:
+                self._listen()
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RangeError(
@@ -567,11 +587,13 @@ class ProcConnector:
         p.register(self._sock.fileno(), select.POLLIN)
         return bool(p.poll(max(0.0, timeout) * 1000.0))
 
-    def _drain(self, out: list[ProcEvent], acks: list[tuple[int, int]] | None = None) -> None:
+    def _drain(
+        self, out: list[ProcEvent], acks: list[tuple[int, int]] | None = None, limit: int = READ_MAX_DATAGRAMS
+    ) -> None:
         sock, buf = self._sock, self._buf
         if sock is None:
             return
-        for _ in range(READ_MAX_DATAGRAMS):
+        for _ in range(limit):
             try:
                 n = sock.recv_into(buf)
             except (BlockingIOError, InterruptedError):
@@ -583,12 +605,12 @@ class ProcConnector:
                 raise
             _parse(buf, n, time.time(), out, acks)
 
-    def read(self, timeout: float) -> list[ProcEvent]:
-        """The events that came, waiting up to ``timeout`` seconds for the first ones."""
+    def read(self, timeout: float, limit: int = READ_MAX_DATAGRAMS) -> list[ProcEvent]:
+        """The events that came (in at most ``limit`` datagrams), waiting ``timeout`` s for the first."""
         out, self._pending = self._pending, []
         if not out and not self._wait(timeout):
             return out
-        self._drain(out)
+        self._drain(out, None, limit)
         return out
 
     def close(self) -> None:
@@ -597,7 +619,8 @@ class ProcConnector:
             return
         try:
             sock.setblocking(True)
-            sock.send(_control(PROC_CN_MCAST_IGNORE, 0))  # older kernels count listeners until told
+            for _ in self._nonces:  # older kernels count listeners until told, once per LISTEN
+                sock.send(_control(PROC_CN_MCAST_IGNORE, 0))
         except OSError:
             pass
         sock.close()
@@ -773,11 +796,12 @@ class SessionTracker:
     def _is_sshd(self, info: ProcInfo | None, parent: int) -> bool:
         """Whether a child of sshd that exec'd is sshd's own program, not a trainee's session.
 
-        The listener's children (its re-exec ``sshd -R``, or ``sshd-session``) are told by their
-        parent: the listener is the only sshd whose parent is no sshd; a session's parent is sshd's
-        per-user child. Their name must be OpenSSH's and so must their binary's (a copy of bash
-        named ``sshd`` is not); one already gone is taken for them. ``sshd-auth`` (OpenSSH 10), a
-        child of the per-connection sshd, is told by its name and binary only.
+        By its place under the listener (the only sshd whose parent is no sshd): the listener's
+        children are its re-exec (``sshd -R``) or ``sshd-session``; their children the pre-auth
+        ``sshd-auth`` (OpenSSH 10); a session's shell comes one level further down, from sshd's
+        per-user child. By its name and binary too: OpenSSH's names, installed where only root
+        writes (:data:`SSHD_DIRS`), so that ``~/sshd`` or a link named ``sshd-auth`` to bash is
+        a session. A listener's child already gone before it was read is taken for sshd's.
         """
         grandparent = _quiet(self.parent_of, parent)
         of_listener = not grandparent or self._comm(grandparent) not in SSHD_COMMS
@@ -785,11 +809,17 @@ class SessionTracker:
             return of_listener
         if info.comm not in SSHD_COMMS:
             return False
-        if info.exe is None:  # a zombie already: its name and its parent must do
+        if info.exe is None:  # a zombie already: its name and its place must do
             return of_listener
-        if posixpath.basename(info.exe.removesuffix(" (deleted)")) != info.comm:
+        exe = info.exe.removesuffix(" (deleted)")
+        if posixpath.basename(exe) != info.comm or posixpath.dirname(exe) not in SSHD_DIRS:
             return False
-        return of_listener or info.comm == "sshd-auth"
+        if of_listener:
+            return True
+        if info.comm != "sshd-auth":
+            return False
+        great = _quiet(self.parent_of, grandparent)  # sshd-auth's parent is a child of the listener
+        return not great or self._comm(great) not in SSHD_COMMS
 
     def _comm(self, pid: int) -> str | None:
         comm = self._comms.get(pid)
@@ -948,10 +978,12 @@ class SessionTracker:
 
 
 class Recorder:
-    """Reads the kernel's process events on the calling thread until ``stop`` is set; ``sink`` gets the records.
+    """Reads the kernel's process events on the calling thread until ``stop`` is set; ``sink`` gets records.
 
     ``sink`` is called with a batch at most every :data:`BATCH_SECONDS` (at once with
-    :data:`BATCH_MAX` records) and once more when stopping. ``connector`` makes the
+    :data:`BATCH_MAX` records) and once more when stopping, on a thread of the recorder's own so
+    that a slow store does not delay the reading of argv (up to :data:`SINK_QUEUE_BATCHES` batches
+    wait for it; more are lost and counted in :attr:`lost`). ``connector`` makes the
     :class:`ProcConnector` (its :class:`RangeError` comes out of :meth:`run` before anything is read);
     the other options go to :class:`SessionTracker`. An error in the sink or the tracker is logged and
     the loop goes on: a recorder that stops records nothing.
@@ -973,28 +1005,47 @@ class Recorder:
         self.connector = connector
         self.batch_seconds = batch_seconds
         self.batch_max = batch_max
-        self.overruns = 0
-        self.errors = 0
-        self._last_error_log = 0.0
+        self.overruns = 0  # the connector's, as last seen
+        self.errors = 0  # exceptions from the tracker or the sink (logged at most every 10 s)
+        self.lost = 0  # records not given to a sink that was too far behind
+        self._lock = threading.Lock()
+        self._last_error_log = self._last_lost_log = float("-inf")
 
     def _error(self, what: str) -> None:
-        self.errors += 1
-        now = time.monotonic()
-        if now - self._last_error_log >= 10.0:
+        with self._lock:
+            self.errors += 1
+            now = time.monotonic()
+            if now - self._last_error_log < 10.0:
+                return
             self._last_error_log = now
-            log.exception("recorder: %s failed (%d errors so far)", what, self.errors)
+        log.exception("recorder: %s failed (%d errors so far)", what, self.errors)
 
-    def _emit(self, batch: list[Record]) -> None:
+    def _emit(self, q: queue.Queue[list[Record] | None], batch: list[Record]) -> None:
         if not batch:
             return
         try:
-            self.sink(batch)
-        except Exception:
-            self._error("the sink")
+            q.put_nowait(batch)
+        except queue.Full:
+            self.lost += len(batch)
+            now = time.monotonic()
+            if now - self._last_lost_log >= 10.0:
+                self._last_lost_log = now
+                log.warning("recorder: the sink is behind, %d records lost so far", self.lost)
+
+    def _write(self, q: queue.Queue[list[Record] | None]) -> None:
+        while (batch := q.get()) is not None:
+            try:
+                self.sink(batch)
+            except Exception:
+                self._error("the sink")
 
     def run(self, stop: threading.Event) -> None:
         conn = self.connector()
         tracker = self.tracker
+        # the sink (a database) works on a thread of its own: reading never waits for it
+        q: queue.Queue[list[Record] | None] = queue.Queue(maxsize=SINK_QUEUE_BATCHES)
+        writer = threading.Thread(target=self._write, args=(q,), name="rangectl-recorder-sink", daemon=True)
+        writer.start()
         batch: list[Record] = []
         last_emit = last_tick = last_overrun_log = time.monotonic()
         reported = 0
@@ -1004,13 +1055,13 @@ class Recorder:
                 wait = min(TICK_SECONDS - (now - last_tick), self.batch_seconds)
                 if batch:
                     wait = min(wait, self.batch_seconds - (now - last_emit))
-                for ev in conn.read(max(0.0, wait)):
+                for ev in conn.read(max(0.0, wait), RECORDER_READ_DATAGRAMS):
                     try:
                         batch.extend(tracker.feed(ev))
                     except Exception:
                         self._error("an event")
-                    if len(batch) >= self.batch_max * 10:
-                        self._emit(batch)
+                    if len(batch) >= self.batch_max:
+                        self._emit(q, batch)
                         batch = []
                         last_emit = time.monotonic()
                 now = time.monotonic()
@@ -1027,13 +1078,18 @@ class Recorder:
                         )
                         reported, last_overrun_log = self.overruns, now
                 if batch and now - last_emit >= self.batch_seconds:
-                    self._emit(batch)
+                    self._emit(q, batch)
                     batch = []
                     last_emit = now
         finally:
+            self.overruns = conn.overruns
+            conn.close()
             try:
                 batch.extend(tracker.flush())
             finally:
-                self._emit(batch)
-                self.overruns = conn.overruns
-                conn.close()
+                self._emit(q, batch)
+                try:
+                    q.put(None, timeout=SINK_CLOSE_SECONDS)
+                except queue.Full:
+                    pass
+                writer.join(SINK_CLOSE_SECONDS)

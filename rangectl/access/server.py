@@ -52,6 +52,7 @@ class ServeOptions:
     access_log: bool = False
     watch_seconds: float = 5.0
     lang: str = "en"  # default language of texts for teams
+    record: bool = True  # record trainees' commands (rangectl.access.recording; needs root on the host)
 
 
 def parse_bind(text: str, default_port: int = 8780) -> tuple[str, int]:
@@ -114,6 +115,7 @@ class Served:
         self.api_address: tuple[str, int] | None = None
         self.gateway = None
         self.install = None
+        self.recording = None
 
 
 def serve(
@@ -178,7 +180,13 @@ async def _main(state: RangeState, opts: ServeOptions, served: Served, note: Cal
     )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # signals are ours (below)
-    gateway = None
+    gateway = recording = None
+    if opts.workstations and opts.record:
+        from rangectl.access.recording import Recording
+
+        recording = Recording(state, backend_for(state), note)
+        recording.start()  # before the gateway: nothing a trainee runs goes unrecorded
+        served.recording = recording
     if opts.workstations:
         gateway = await _start_gateway(state, opts, teams, unix_path, note, served)
         served.gateway = gateway
@@ -206,6 +214,8 @@ async def _main(state: RangeState, opts: ServeOptions, served: Served, note: Cal
         server.should_exit = True
         if gateway is not None:
             await gateway.close()
+        if recording is not None:
+            recording.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(srv_task, 10)
         with contextlib.suppress(Exception):  # the refusal summaries still open go to the record

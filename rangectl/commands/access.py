@@ -62,6 +62,9 @@ def serve(
     lang: str = typer.Option(
         None, "--lang", help="Default language of texts for teams: en, vi [$RANGECTL_LANG or en]."
     ),
+    no_record: bool = typer.Option(
+        False, "--no-record", help="Do not record what trainees run on their nodes (`rangectl commands`)."
+    ),
 ) -> None:
     """Serve the team API (OpenAPI at /api/v1/openapi.json) until Ctrl-C.
 
@@ -95,6 +98,7 @@ def serve(
         workstations=not no_workstations,
         node=node,
         install=not no_install,
+        record=not no_record,
         hide_board=hide_board,
         rate=RateLimit(per_minute=rate, burst=burst),
         access_log=access_log,

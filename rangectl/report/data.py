@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from rangectl import cmdlog
+from rangectl.cmdlog import CommandRow
 from rangectl.plan import Plan
 from rangectl.scenario.model import Scenario
 from rangectl.scoring.engine import Board, DrillClock, compute_board
@@ -30,6 +32,7 @@ class ReportData:
     generated: float = field(default_factory=time.time)
     lang: str = "en"
     checkpoint: Any = None  # the record's latest checkpoint outside the database (store.Checkpoint)
+    commands: list[CommandRow] = field(default_factory=list)  # every team's command log (cmdlog.rows)
 
     @property
     def end_t(self) -> float:
@@ -72,7 +75,39 @@ def build(
     lang: str = "en",
 ) -> ReportData:
     b = compute_board(scenario, plan, policy, events)
-    return ReportData(range_name, scenario, plan, policy, b, events, event_times(events), verify, lang=lang)
+    times = event_times(events)
+    return ReportData(
+        range_name,
+        scenario,
+        plan,
+        policy,
+        b,
+        events,
+        times,
+        verify,
+        lang=lang,
+        commands=command_rows(events, times),
+    )
+
+
+def command_rows(events: list[Event], times: list[float]) -> list[CommandRow]:
+    """Every team's command log (:func:`rangectl.cmdlog.rows`), in record order.
+
+    A row whose event carries no ``drill_t`` (a ``command.dropped`` summary) gets the drill
+    clock at its wall time, when the drill had started by then; one recorded before the
+    drill started keeps ``None`` (shown as "-", drawn on no timeline)."""
+    start = next((float(e.data.get("wall_start", e.ts)) for e in events if e.kind == "drill.start"), None)
+    when = {e.seq: t for e, t in zip(events, times, strict=True) if e.kind in cmdlog.KINDS}
+    rows = cmdlog.rows(events)
+    for r in rows:
+        if r.drill_t is None and start is not None and r.ts >= start:
+            r.drill_t = when.get(r.seq)
+    return rows
+
+
+def team_commands(d: ReportData, team: int) -> list[CommandRow]:
+    """One team's rows of the command log."""
+    return [r for r in d.commands if r.team == team]
 
 
 def inject_spans(d: ReportData, team: int) -> dict[str, tuple[float, float | None, str]]:

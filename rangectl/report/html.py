@@ -8,14 +8,18 @@ from rangectl.report.data import ReportData
 from rangectl.report.svg import timeline_svg
 from rangectl.report.tables import (
     category_rows,
+    command_rows,
+    commands_more,
     facts,
     flag_line,
     fmt_availability,
     fmt_points,
     fmt_time,
     objective_rows,
+    recorded_count,
     score_rows,
     summarize,
+    text,
     timeline_rows,
     tt_rows,
 )
@@ -32,6 +36,9 @@ dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1rem}dl.f
 .bad{color:#b02a2a;font-weight:600}.ok{color:#23803a}.muted{color:#6c7480}
 figure{margin:.5rem 0 1rem}svg{max-width:100%;height:auto}
 .timeline td{font-size:.85rem}.scoreboard td,.categories td{white-space:nowrap}
+table.commands{table-layout:fixed;width:100%}table.commands td{overflow-wrap:anywhere;word-break:break-word}
+table.commands col.t{width:5em}table.commands col.node{width:16%}table.commands col.what{width:6.5em}table.commands col.x{width:4.5em}
+table.commands td.cmd{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.8rem;white-space:pre-wrap}
 @page{size:A4;margin:12mm}
 @media print{body{margin:0;max-width:none;padding:0;font-size:10pt}table{font-size:8.5pt}th,td{padding:.15rem .3rem}
 h2{page-break-before:auto}figure,tr{break-inside:avoid}}
@@ -56,6 +63,24 @@ def _html_table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
             "<tr>"
             + "".join(f'<td class="n">{_e(c)}</td>' if _num(c) else f"<td>{_e(c)}</td>" for c in r)
             + "</tr>"
+        )
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _commands_table(head: list[str], rows: list[list[str]]) -> str:
+    """A team's commands: a fixed layout (the command column takes what the others leave, and its
+    text wraps anywhere), so no command line, however long, widens the page or the printed A4."""
+    out = [
+        '<table class="commands"><colgroup><col class="t"><col class="node"><col class="what"><col class="cmd">'
+        '<col class="x"></colgroup><thead><tr>'
+    ]
+    out += [f"<th>{_e(h)}</th>" for h in head]
+    out.append("</tr></thead><tbody>")
+    for t, node, what, cmd, status in rows:
+        out.append(
+            f'<tr><td class="n">{_e(t)}</td><td>{_e(node)}</td><td>{_e(what)}</td><td class="cmd">{_e(cmd)}</td>'
+            f'<td class="n">{_e(status)}</td></tr>'
         )
     out.append("</tbody></table>")
     return "".join(out)
@@ -102,11 +127,28 @@ def render_html(d: ReportData) -> str:
             parts.append(f"<p>Trainer adjustments: {t.adjustments:+g} points.</p>")
         if t.flags:
             parts.append(f'<p class="bad">Flagged: {_e("; ".join(flag_line(f) for f in t.flags))}.</p>')
+        if d.commands:
+            head, rows, more = command_rows(d, t.team)
+            parts.append(f'<h4 id="team-{t.team}-commands">{_e(text(d)["commands"])}</h4>')
+            if rows:
+                parts.append(f'<p class="muted">{_e(text(d)["intro"])}</p>')
+                parts.append(_commands_table(head, rows))
+            else:
+                parts.append(f'<p class="muted">{_e(text(d)["none"])}</p>')
+            if more:
+                parts.append(
+                    f'<p class="more">{commands_more(d, t.team, more, lambda c: f"<code>{_e(c)}</code>", _e)}</p>'
+                )
     rows, quiet = timeline_rows(d)
     parts.append('<h2 id="timeline">Event timeline</h2>')
     if quiet:
         parts.append(
             f'<p class="muted">{quiet} availability rounds and failed check probes are shown in the charts, not listed.</p>'
+        )
+    if recorded_count(d):
+        parts.append(
+            f'<p class="muted">{recorded_count(d)} events of the command recorder (sessions, programs, their '
+            "exits, file copies) are in each team's commands table, not listed.</p>"
         )
     parts.append(
         _html_table(

@@ -5,14 +5,18 @@ from __future__ import annotations
 from rangectl.report.data import ReportData
 from rangectl.report.tables import (
     category_rows,
+    command_rows,
+    commands_more,
     facts,
     flag_line,
     fmt_availability,
     fmt_points,
     fmt_time,
     objective_rows,
+    recorded_count,
     score_rows,
     summarize,
+    text,
     timeline_rows,
     tt_rows,
 )
@@ -62,11 +66,27 @@ def render_markdown(d: ReportData) -> str:
             lines += [f"Trainer adjustments: {t.adjustments:+g} points.", ""]
         if t.flags:
             lines += [f"Flagged: {_md_cell('; '.join(flag_line(f) for f in t.flags))}.", ""]
+        if d.commands:
+            head, rows, more = command_rows(d, t.team)
+            lines += [f"#### {text(d)['commands']}", ""]
+            if rows:
+                lines += [text(d)["intro"], ""]
+                lines += _md_table(head, rows)
+            else:
+                lines += [text(d)["none"], ""]
+            if more:
+                lines += [commands_more(d, t.team, more, esc=_md_cell), ""]
     rows, quiet = timeline_rows(d)
     lines += ["## Event timeline", ""]
     if quiet:
         lines += [
             f"{quiet} availability rounds and failed check probes are shown in the charts, not listed.",
+            "",
+        ]
+    if recorded_count(d):
+        lines += [
+            f"{recorded_count(d)} events of the command recorder (sessions, programs, their exits, file copies) "
+            "are in each team's commands table, not listed.",
             "",
         ]
     lines += _md_table(

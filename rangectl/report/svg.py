@@ -4,16 +4,20 @@ Each team's timeline chart runs over drill time and has one lane for
 injects (a bar from start to end), one for detection and one for containment
 (a mark when an objective of that kind was earned, with a dashed line back to
 its inject: the time to detect/contain), one for the other objectives, one
-for wrong answers and hints, and one per availability check (a green or red
-cell per round).
+for wrong answers and hints, one for the commands trainees ran on their nodes
+(when the record has any: a tick per program or file copied, a ring per login,
+each with its command line as a tooltip, no text), and one per availability
+check (a green or red cell per round).
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 
-from rangectl.report.data import ReportData, inject_spans
-from rangectl.report.tables import fmt_minutes, fmt_points, fmt_time
+from rangectl.cmdlog import CommandRow
+from rangectl.report.data import ReportData, inject_spans, team_commands
+from rangectl.report.tables import TEXT, command_line, fmt_clock, fmt_minutes, fmt_points, fmt_time
 
 COLOURS = {
     "inject": "#6b7c99",
@@ -25,6 +29,10 @@ COLOURS = {
     "hint": "#e08a10",
     "up": "#3dac5a",
     "down": "#d64545",
+    "command": "#3d4a5c",
+    "session": "#1f6fb4",
+    "scp": "#8a55b8",
+    "dropped": "#d03030",
     "grid": "#e3e6eb",
     "text": "#2b2f36",
     "muted": "#6c7480",
@@ -37,6 +45,11 @@ RIGHT = 24
 TOP = 34
 LANE = 28
 BOTTOM = 34
+#: Command marks drawn one each on a team's timeline; past this, marks of one kind falling on the
+#: same pixel are drawn as one (its tooltip says how many), so a busy team's chart stays small.
+TICKS_MAX = 1000
+#: Characters of a command line in a mark's tooltip.
+TIP_CHARS = 300
 STEPS = (10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800)
 
 
@@ -70,6 +83,31 @@ def label_rows(starts: list[tuple[str, float]], right: float) -> list[tuple[str,
     return placed
 
 
+def command_marks(
+    rows: list[CommandRow], end: float, x: Callable[[float], float], most: int = TICKS_MAX
+) -> tuple[list[list[CommandRow]], int]:
+    """The command log's marks on a timeline: groups of rows drawn as one mark (one row each unless
+    there are more than ``most``), and how many rows are not drawn (no drill time, or outside
+    0..``end``: clipped, never piled up at the chart's edge)."""
+    inside = [r for r in rows if r.drill_t is not None and 0.0 <= r.drill_t <= end]
+    if len(inside) <= most:
+        return [[r] for r in inside], len(rows) - len(inside)
+    groups: dict[tuple[str, int], list[CommandRow]] = {}
+    for r in inside:
+        groups.setdefault((r.kind, round(x(float(r.drill_t or 0.0)))), []).append(r)
+    return list(groups.values()), len(rows) - len(inside)
+
+
+def _command_tip(group: list[CommandRow], lang: str) -> str:
+    r = group[0]
+    what = TEXT.get(lang, TEXT["en"])["what"].get(r.kind, r.kind)
+    line = command_line(r, lang, TIP_CHARS)
+    if len(group) == 1:
+        tip = f"{fmt_clock(r.drill_t)} {r.node} {what}: {line}"
+        return tip + (f" (exit {r.status})" if r.status is not None else "")
+    return f"{len(group)} x {what}, {fmt_clock(r.drill_t)} to {fmt_clock(group[-1].drill_t)}, first: {r.node}: {line}"
+
+
 def timeline_svg(d: ReportData, team: int) -> str:
     """One team's timeline over drill time, as a standalone SVG document (no XML prolog)."""
     tb = d.board.team(team)
@@ -77,6 +115,10 @@ def timeline_svg(d: ReportData, team: int) -> str:
     end = d.end_t
     detect, contain = set(d.policy.detect_categories), set(d.policy.contain_categories)
     lanes = ["injects", "detection", "containment", "other objectives", "wrong / hints"]
+    cmd_lane = len(lanes) if d.commands else None  # a lane for commands when the record has any
+    if cmd_lane is not None:
+        lanes.append("commands")
+    av_lane = len(lanes)
     lanes += [f"{a.node}/{a.service}" for a in sc.availability]
     span = W - LEFT - RIGHT
 
@@ -100,13 +142,20 @@ def timeline_svg(d: ReportData, team: int) -> str:
         f'<text x="{LEFT}" y="18" font-size="13" font-weight="600" fill="{c["text"]}">'
         f"Team {team} · {fmt_points(tb.total)} points · rank {tb.rank}</text>",
     ]
+    marks: list[list[CommandRow]] = []
+    unplotted = 0
+    if cmd_lane is not None:
+        marks, unplotted = command_marks(team_commands(d, team), end, x)
     # lanes and grid
     for i, name in enumerate(lanes):
         yy = y(i)
         if i % 2 == 0:
             out.append(f'<rect x="{LEFT}" y="{yy}" width="{span}" height="{LANE}" fill="#f7f8fa"/>')
+        tip = ""
+        if i == cmd_lane and unplotted:
+            tip = f"<title>{unplotted} not drawn: recorded before the drill started or outside this axis</title>"
         out.append(
-            f'<text x="{LEFT - 8}" y="{yy + LANE / 2 + 4}" text-anchor="end" fill="{c["text"]}">{_e(name)}</text>'
+            f'<text x="{LEFT - 8}" y="{yy + LANE / 2 + 4}" text-anchor="end" fill="{c["text"]}">{_e(name)}{tip}</text>'
         )
     step = next((s for s in STEPS if end / s <= 10), STEPS[-1])
     t = 0.0
@@ -137,11 +186,20 @@ def timeline_svg(d: ReportData, team: int) -> str:
         (f'<rect x="{{xm}}" y="{ly - 8}" width="8" height="8" fill="{c["up"]}"/>', "up"),
         (f'<rect x="{{xm}}" y="{ly - 8}" width="8" height="8" fill="{c["down"]}"/>', "down"),
     ]
+    if cmd_lane is not None:
+        legend += [
+            (f'<path d="M{{x}},{ly - 9} v10" stroke="{c["command"]}" stroke-width="2"/>', "command"),
+            (
+                f'<circle cx="{{x}}" cy="{ly - 4}" r="3.5" fill="none" stroke="{c["session"]}" stroke-width="1.5"/>',
+                "login",
+            ),
+            (f'<path d="M{{x}},{ly - 9} v10" stroke="{c["scp"]}" stroke-width="3"/>', "scp"),
+        ]
     for shape, label in legend:
         cx = lx + 5
         out.append(shape.format(x=f"{cx:.1f}", xm=f"{cx - 4:.1f}", xp=f"{cx + 3:.1f}"))
         out.append(f'<text x="{lx + 13:.1f}" y="{ly}" fill="{c["muted"]}">{label}</text>')
-        lx += 20 + 6.2 * len(label)
+        lx += 20 + 7.4 * len(label)  # wide enough for DejaVu Sans, the fallback of system-ui
 
     # injects: bars in the first lane, their labels in rows above it
     for text, lx0, row in labels:
@@ -205,6 +263,28 @@ def timeline_svg(d: ReportData, team: int) -> str:
                 f'<path d="M{xx:.1f},{yy - 6} l6,11 l-12,0 z" fill="{c["hint"]}"><title>{_e(tip)}</title></path>'
             )
 
+    # commands: a tick per program (scp: a thicker one, dropped: a red one), a ring per login
+    if cmd_lane is not None:
+        top_y, mid_y = y(cmd_lane), y(cmd_lane) + LANE / 2
+        for group in marks:
+            r = group[0]
+            xx = x(float(r.drill_t or 0.0))
+            tip = f"<title>{_e(_command_tip(group, d.lang))}</title>"
+            if r.kind == "session":
+                out.append(
+                    f'<circle class="cmd cmd-session" cx="{xx:.1f}" cy="{mid_y}" r="4" fill="#ffffff" '
+                    f'stroke="{c["session"]}" stroke-width="1.5">{tip}</circle>'
+                )
+                continue
+            colour, width = {"file.copy": (c["scp"], 3), "dropped": (c["dropped"], 2)}.get(
+                r.kind, (c["command"], 1.5)
+            )
+            kind = {"file.copy": "scp", "dropped": "dropped"}.get(r.kind, "run")
+            out.append(
+                f'<line class="cmd cmd-{kind}" x1="{xx:.1f}" y1="{top_y + 6}" x2="{xx:.1f}" y2="{top_y + LANE - 6}" '
+                f'stroke="{colour}" stroke-width="{width}">{tip}</line>'
+            )
+
     # availability rounds
     rounds: dict[int, dict[int, bool]] = {}
     for ev in d.events:
@@ -213,7 +293,7 @@ def timeline_svg(d: ReportData, team: int) -> str:
                 int(ev.data.get("round", 0)), bool(ev.data.get("up"))
             )
     for i, av in enumerate(sc.availability):
-        lane_y = y(5 + i)
+        lane_y = y(av_lane + i)
         for rnd, up in sorted(rounds.get(i, {}).items()):
             x0, x1 = x(rnd * av.every), x((rnd + 1) * av.every)
             if x0 >= W - RIGHT:

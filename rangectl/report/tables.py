@@ -6,9 +6,13 @@ only lay them out.
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
 
-from rangectl.report.data import ReportData, inject_spans
+from rangectl import cmdlog
+from rangectl.cmdlog import CommandRow
+from rangectl.report.data import ReportData, inject_spans, team_commands
 from rangectl.scenario.durations import format_duration
 from rangectl.scenario.model import localize
 from rangectl.scoring.engine import Board, TeamBoard, describe_flag
@@ -17,6 +21,41 @@ from rangectl.store import Event
 #: Events listed one by one in the timeline; availability rounds and failed
 #: check probes are many and appear in the charts and counts instead.
 QUIET = {"availability"}
+
+#: Rows of a team's "Commands" table; the rest are counted (``rangectl commands`` lists them all).
+COMMAND_ROWS = 200
+#: Characters of one command line shown in the report (the record keeps up to 16 KiB of argv).
+COMMAND_CHARS = 400
+
+#: The "Commands" section's words in each language the report speaks (scenario.model.LANGS).
+TEXT: dict[str, dict] = {
+    "en": {
+        "commands": "Commands",
+        "head": ["drill time", "node", "what", "command", "exit"],
+        "what": {"session": "login", "command": "run", "file.copy": "scp", "dropped": "dropped"},
+        "intro": "What the team ran on its nodes, as recorded by rangectl serve: login (an SSH session), "
+        "run (a program, with its exit status; - while it was still running), scp (a file copied), "
+        "dropped (commands over the recording rate, only counted).",
+        "none": "No commands recorded for this team.",
+        "more": "{n} more not shown: {cmd} lists them all.",
+        "cut": " … ({n} more characters)",
+    },
+    "vi": {
+        "commands": "Lệnh đã chạy",
+        "head": ["thời điểm", "máy", "loại", "lệnh", "mã thoát"],
+        "what": {"session": "đăng nhập", "command": "chạy", "file.copy": "scp", "dropped": "không ghi"},
+        "intro": "Những gì đội đã chạy trên các máy của mình, do rangectl serve ghi lại: đăng nhập "
+        "(một phiên SSH), chạy (một chương trình, kèm mã thoát; - nếu nó vẫn đang chạy), "
+        "scp (một tệp được sao chép), không ghi (các lệnh vượt giới hạn ghi, chỉ được đếm).",
+        "none": "Đội này không có lệnh nào được ghi lại.",
+        "more": "Còn {n} dòng không hiển thị: {cmd} liệt kê tất cả.",
+        "cut": " … (còn {n} ký tự)",
+    },
+}
+
+# C0/C1 control characters and the two XML non-characters: never raw in a report (nor in SVG's XML)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ufffe\uffff]")
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
 def fmt_minutes(v: float | None) -> str:
@@ -29,6 +68,72 @@ def fmt_points(v: float) -> str:
 
 def fmt_time(t: float | None) -> str:
     return "-" if t is None else format_duration(t)
+
+
+def fmt_clock(t: float | None) -> str:
+    """Drill time as m:ss (minutes past 59 keep counting), as ``rangectl commands`` prints it."""
+    if t is None:
+        return "-"
+    m, s = divmod(int(max(0.0, t)), 60)
+    return f"{m:d}:{s:02d}"
+
+
+def text(d: ReportData) -> dict:
+    """The "Commands" section's words in the report's language (English when it has none)."""
+    return TEXT.get(d.lang, TEXT["en"])
+
+
+def printable(s: str) -> str:
+    """``s`` with control characters written out (``\\n``, ``\\x1b``): a command line is shown, never acted on."""
+    return _CONTROL.sub(lambda m: _NAMED.get(m.group()) or _escape(ord(m.group())), s)
+
+
+def _escape(code: int) -> str:
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def command_line(r: CommandRow, lang: str = "en", limit: int = COMMAND_CHARS) -> str:
+    """The row's command line and its detail, printable and cut to ``limit`` characters."""
+    line = printable(r.cmd + (f"  ({r.detail})" if r.detail else ""))
+    if len(line) > limit:
+        line = line[:limit] + TEXT.get(lang, TEXT["en"])["cut"].format(n=len(line) - limit)
+    return line
+
+
+def command_rows(
+    d: ReportData, team: int, limit: int = COMMAND_ROWS
+) -> tuple[list[str], list[list[str]], int]:
+    """A team's "Commands" table: (head, the first ``limit`` rows, how many more there are)."""
+    tx = text(d)
+    found = team_commands(d, team)
+    rows = [
+        [
+            fmt_clock(r.drill_t),
+            printable(r.node),
+            tx["what"].get(r.kind, r.kind),
+            command_line(r, d.lang),
+            "-" if r.status is None else str(r.status),
+        ]
+        for r in found[:limit]
+    ]
+    return list(tx["head"]), rows, max(0, len(found) - limit)
+
+
+def commands_more(
+    d: ReportData,
+    team: int,
+    more: int,
+    code: Callable[[str], str] = lambda c: f"`{c}`",
+    esc: Callable[[str], str] = lambda s: s,
+) -> str:
+    """The line under a cut "Commands" table: how many more rows, and the command that lists them all
+    (``code`` marks the command up, ``esc`` escapes the sentence around it)."""
+    return esc(text(d)["more"]).format(n=more, cmd=code(f"rangectl commands {d.range} --team {team}"))
+
+
+def recorded_count(d: ReportData) -> int:
+    """How many events of the record are the command recorder's (left out of the event timeline)."""
+    return sum(1 for e in d.events if e.kind in cmdlog.KINDS)
 
 
 def facts(d: ReportData) -> list[tuple[str, str]]:
@@ -229,10 +334,15 @@ def flag_line(flag: dict) -> str:
 
 
 def timeline_rows(d: ReportData) -> tuple[list[tuple[Event, float]], int]:
-    """Events worth listing, and how many were summarized instead."""
+    """Events worth listing, and how many were summarized instead.
+
+    The command recorder's events are in each team's "Commands" table (:func:`command_rows`),
+    not here, and not counted (:func:`recorded_count`)."""
     rows = []
     quiet = 0
     for ev, t in zip(d.events, d.times, strict=True):
+        if ev.kind in cmdlog.KINDS:
+            continue
         if ev.kind in QUIET or (ev.kind == "check" and not ev.data.get("passed")):
             quiet += 1
             continue

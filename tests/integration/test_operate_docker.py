@@ -10,21 +10,29 @@ taken down.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import pty
+import select
 import shutil
+import subprocess
+import time
 import uuid
 
 import pytest
 
 from rangectl import backend as backends
-from rangectl import ranges
+from rangectl import cmdlog, ranges
 from rangectl.access import credentials as creds
 from rangectl.backend.base import NodeRef
 from rangectl.drill.checks import run_check
 from rangectl.drill.wiring import RangeProbes
+from rangectl.evidence import write_evidence
 from rangectl.scenario.model import Check
 from rangectl.state import RangeState
-from tests.conftest import FIXTURES, leftovers
+from rangectl.store import EventStore
+from tests.conftest import FIXTURES, leftovers, run_cli
 from tests.integration.test_access_docker import _free_base, _ssh
 
 pytestmark = pytest.mark.docker
@@ -37,7 +45,22 @@ def _scan(be, rng: str, team: int, ip: str) -> str:
     """The red node's view of ``ip``: every open TCP port (all 65535), as nmap lists them."""
     code, out = be.exec(
         NodeRef(rng, team, "scanner"),
-        ["nmap", "-n", "-Pn", "-sS", "-p-", "-T5", "--max-retries", "1", "--host-timeout", "150s", "--open", "-oG", "-", ip],
+        [
+            "nmap",
+            "-n",
+            "-Pn",
+            "-sS",
+            "-p-",
+            "-T5",
+            "--max-retries",
+            "1",
+            "--host-timeout",
+            "150s",
+            "--open",
+            "-oG",
+            "-",
+            ip,
+        ],
         timeout=180,
     )
     assert code == 0 and "# Nmap done" in out and "1 IP address (1 host up)" in out, out
@@ -51,7 +74,8 @@ def op(docker_engine, built_images, tmp_path_factory):
 
     if shutil.which("ssh") is None:
         pytest.skip("needs the ssh client (openssh-client)")
-    os.environ["RANGECTL_HOME"] = str(tmp_path_factory.mktemp("home-operate"))
+    home = str(tmp_path_factory.mktemp("home-operate"))
+    os.environ["RANGECTL_HOME"] = home
     rng = f"pt-op-{uuid.uuid4().hex[:6]}"
     thread = served = None
     try:
@@ -72,7 +96,7 @@ def op(docker_engine, built_images, tmp_path_factory):
         assert served.install is not None and served.install.ok, (served.install, notes)
         yield {
             "range": rng, "state": st, "plan": plan, "be": be, "served": served, "base": base,
-            "notes": notes, "before": before, "targets": targets,
+            "notes": notes, "before": before, "targets": targets, "home": home,
         }  # fmt: skip
     finally:
         if served is not None:
@@ -149,3 +173,98 @@ def test_the_attackers_view_is_unchanged_by_operator_access(op):
     # and operator sshd is really running in the node the scan looked at (loopback only)
     code, out = be.exec(NodeRef(rng, 2, "portal"), ["sh", "-c", "ss -ltn | grep 8722"])
     assert code == 0 and "127.0.0.1:8722" in out, out
+
+
+def _interactive(op, team: int, lines: list[str], timeout: float = 90) -> str:
+    """Type ``lines`` into an interactive SSH session (a real pseudo-terminal), each after the shell's
+    prompt, as a trainee would, and return what the session printed."""
+    st = op["state"]
+    f = creds.team_files(st, team)
+    master, slave = pty.openpty()
+    p = subprocess.Popen(
+        ["ssh", "-tt", "-F", f.ssh_config.name, "-o", "BatchMode=yes", creds.host_alias(st, team)],
+        stdin=slave, stdout=slave, stderr=slave, cwd=f.ssh_config.parent, start_new_session=True,
+    )  # fmt: skip
+    os.close(slave)
+    out = b""
+    end = time.monotonic() + timeout
+
+    def read_until(pred) -> bool:
+        nonlocal out
+        while time.monotonic() < end:
+            r, _, _ = select.select([master], [], [], 0.5)
+            if r:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    return False
+                if not data:
+                    return False
+                out += data
+                if pred():
+                    return True
+        return False
+
+    try:
+        for line in lines:
+            seen = out.count(b"# ")
+            assert read_until(lambda seen=seen: out.count(b"# ") > seen), out.decode(errors="replace")
+            os.write(master, line.encode() + b"\n")
+        read_until(lambda: False)  # to the end of the session (the last line logs out)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+        os.close(master)
+    return out.decode(errors="replace")
+
+
+def test_commands_typed_in_a_shell_are_recorded_even_without_history(op, tmp_path, monkeypatch):
+    monkeypatch.setenv("RANGECTL_HOME", op["home"])
+    tag = uuid.uuid4().hex[:8]
+    shown = _interactive(op, 1, [
+        "unset HISTFILE; set +o history",
+        f"/bin/echo typed-{tag}",
+        "bash --norc --noprofile",  # another shell: still recorded
+        f"/bin/sh -c 'exit 3' ; echo rc-$? ; /bin/echo nested-{tag}",
+        f"ssh -n gw /bin/echo remote-{tag}",
+        "exit",
+        "exit",
+    ])  # fmt: skip
+    assert f"remote-{tag}" in shown and "rc-3" in shown, shown
+    st = op["state"]
+    deadline = time.monotonic() + 15
+    while True:
+        rows = cmdlog.rows(_command_events(st), team=1)
+        cmds = {(r.node, r.cmd): r for r in rows if r.kind == "command"}
+        want = [("soc", f"/bin/echo typed-{tag}"), ("soc", f"/bin/echo nested-{tag}"), ("soc", "exit 3"),
+                ("soc", f"ssh -n gw /bin/echo remote-{tag}")]  # fmt: skip
+        remote = [r for r in rows if r.node == "gw" and f"remote-{tag}" in r.cmd]
+        if all(w in cmds for w in want) and remote and cmds[want[2]].status is not None:
+            break
+        assert time.monotonic() < deadline, (
+            want,
+            sorted(cmds),
+            [r.as_dict() for r in rows][-20:],
+            op["notes"][-5:],
+        )
+        time.sleep(0.5)
+    assert cmds[want[0]].status == 0 and cmds[want[2]].status == 3
+    assert any(r.kind == "session" and r.node == "soc" for r in rows)
+    assert not [r for r in cmdlog.rows(_command_events(st), team=2) if tag in r.cmd]  # none of it is team 2's
+    env = {"RANGECTL_HOME": op["home"]}
+    r = run_cli("commands", op["range"], "--team", "1", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert f"/bin/echo typed-{tag}" in [x["cmd"] for x in json.loads(r.stdout)]
+    res = write_evidence(op["range"], tmp_path / "ev", teams=[1])
+    d = tmp_path / "ev" / "team-1"
+    assert f"typed-{tag}" in (d / "commands.jsonl").read_text()
+    manifest = json.loads((d / "manifest.json").read_text())
+    for name, meta in manifest["files"].items():
+        assert hashlib.sha256((d / name).read_bytes()).hexdigest() == meta["sha256"], name
+    assert res.verify_ok
+
+
+def _command_events(st):
+    with EventStore(st.db_path) as s:
+        return s.events(kind=cmdlog.KINDS)

@@ -51,7 +51,7 @@ def test_each_team_gets_its_own_checkable_bundle(drilled, tmp_path):
     for t in (1, 2):
         d = tmp_path / "ev" / f"team-{t}"
         manifest = json.loads((d / "manifest.json").read_text())
-        assert set(manifest["files"]) == {"events.jsonl", "injects.jsonl", "record.json"}
+        assert set(manifest["files"]) == {"events.jsonl", "injects.jsonl", "commands.jsonl", "record.json"}
         for name, want in manifest["files"].items():
             data = (d / name).read_bytes()
             assert hashlib.sha256(data).hexdigest() == want["sha256"] and len(data) == want["bytes"]
@@ -93,7 +93,7 @@ def test_tar_and_cli(drilled, tmp_path):
     with tarfile.open(res.tar) as tf:
         names = sorted(tf.getnames())
         assert names == sorted(f"evid-evidence/team-{t}/{n}" for t in (1, 2)
-                               for n in ("events.jsonl", "injects.jsonl", "record.json", "manifest.json"))  # fmt: skip
+                               for n in ("events.jsonl", "injects.jsonl", "commands.jsonl", "record.json", "manifest.json"))  # fmt: skip
         m = json.load(tf.extractfile("evid-evidence/team-2/manifest.json"))
         data = tf.extractfile("evid-evidence/team-2/events.jsonl").read()
         assert hashlib.sha256(data).hexdigest() == m["files"]["events.jsonl"]["sha256"]

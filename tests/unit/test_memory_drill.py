@@ -24,7 +24,9 @@ MINI = FIXTURES / "mini-range.yaml"
 def test_whole_drill_on_the_memory_backend(memory, tmp_path):
     be, worlds = memory
     t0 = time.monotonic()
-    res = run_selftest(MINI, time_scale=60, engine="memory", provision=False, report_dir=tmp_path / "report")
+    res = run_selftest(
+        MINI, time_scale=60, engine="memory", provision=False, as_trainee=False, report_dir=tmp_path / "report"
+    )
     took = time.monotonic() - t0
     verdict = {a.name: (a.ok, a.detail) for a in res.assertions}
     assert res.error is None and res.ok, verdict

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -178,7 +179,7 @@ def machine() -> World:
 
 def login(w: World, tr: SessionTracker, shell_argv: list[str], *, listener=110, cwd="/root", **exec_kw):
     """OpenSSH <= 9.7 with privilege separation: listener -> `sshd -R` (monitor) -> pre-auth child (exits)
-    -> per-user child -> the session's child, which execs the shell. Returns (records, shell pid, user child)."""
+    -> per-user child -> the session's child, which execs the shell. Returns (records, shell, user child)."""
     out = []
     mon = w.pid()
     out += feed(tr, w.fork(listener, mon), w.exec(mon, ["/usr/sbin/sshd", "-D", "-R"]))
@@ -206,18 +207,47 @@ def run(w: World, tr: SessionTracker, parent: int, argv: list[str], *, status=0,
 
 
 def session(shell: int, ts: float, argv, cmd, cwd="/root", at=WS, **kw) -> Record:
-    return Record(kind="session", ts=ts, team=at[0], node=at[1], session=shell, pid=shell, argv=argv, cmd=cmd,
-                  cwd=cwd, via="ssh", **kw)  # fmt: skip
+    return Record(
+        kind="session",
+        ts=ts,
+        team=at[0],
+        node=at[1],
+        session=shell,
+        pid=shell,
+        argv=argv,
+        cmd=cmd,
+        cwd=cwd,
+        via="ssh",
+        **kw,
+    )
 
 
 def command(shell: int, pid: int, ts: float, argv, cmd, cwd="/root", at=WS, **kw) -> Record:
-    return Record(kind="command", ts=ts, team=at[0], node=at[1], session=shell, pid=pid, argv=argv, cmd=cmd,
-                  cwd=cwd, **kw)  # fmt: skip
+    return Record(
+        kind="command",
+        ts=ts,
+        team=at[0],
+        node=at[1],
+        session=shell,
+        pid=pid,
+        argv=argv,
+        cmd=cmd,
+        cwd=cwd,
+        **kw,
+    )
 
 
 def exited(shell: int, pid: int, ts: float, status: int, at=WS, ref_ts=None) -> Record:
-    return Record(kind="command.exit", ts=ts, team=at[0], node=at[1], session=shell, pid=pid, status=status,
-                  ref=(ts if ref_ts is None else ref_ts, pid))  # fmt: skip
+    return Record(
+        kind="command.exit",
+        ts=ts,
+        team=at[0],
+        node=at[1],
+        session=shell,
+        pid=pid,
+        status=status,
+        ref=(ts if ref_ts is None else ref_ts, pid),
+    )
 
 
 # ---------------------------------------------------------------- sessions
@@ -299,6 +329,7 @@ def test_exit_status_is_the_shells_code_or_128_plus_the_signal():
     assert ProcEvent("exit", 1, 1, None, 9).status == 137  # SIGKILL
     assert ProcEvent("exit", 1, 1, None, 11 | 0x80).status == 139  # SIGSEGV, core dumped
     assert ProcEvent("exit", 1, 1, None, 255 << 8).status == 255
+    assert ProcEvent("exit", 1, 1, None, 64).status == 192  # SIGRTMAX
     assert ProcEvent("exec", 1, 1).status is None
     w = machine()
     tr = w.tracker()
@@ -307,8 +338,11 @@ def test_exit_status_is_the_shells_code_or_128_plus_the_signal():
     out2, b = run(w, tr, shell, ["sleep", "100"], sig=signal.SIGKILL)
     assert [r.status for r in out + out2 if r.kind == "command.exit"] == [3, 137]
     assert [(r.kind, r.pid, r.cmd) for r in out + out2] == [
-        ("command", a, "exit 3"), ("command.exit", a, None), ("command", b, "sleep 100"), ("command.exit", b, None)
-    ]  # fmt: skip
+        ("command", a, "exit 3"),
+        ("command.exit", a, None),
+        ("command", b, "sleep 100"),
+        ("command.exit", b, None),
+    ]
 
 
 def test_double_fork_setsid_reparenting_exec_and_new_shells_all_stay_recorded():
@@ -387,25 +421,28 @@ def test_processes_outside_a_session_are_never_recorded(setup):
         out += feed(tr, w.exec(pid, ["runc", "init"]), w.exec(pid, ["sh", "-c", "pkill sshd"]))
     elif setup == "service":  # cron in the container, started by its init
         out += feed(tr, w.fork(101, pid), w.exec(pid, ["cron", "-f"]))
-        out += feed(tr, w.fork(pid, pid + 1000), w.exec(pid + 1000, ["sh", "-c", "/etc/cron.hourly/x"]))
-    elif setup == "listener re-exec":  # a connection that never logged in: `sshd -R`, then gone
+        job = w.pid()
+        out += feed(tr, w.fork(pid, job), w.exec(job, ["sh", "-c", "/etc/cron.hourly/x"]))
+    elif setup == "listener re-exec":  # connections that never logged in: `sshd -R`, then gone
         out += feed(tr, w.fork(110, pid), w.exec(pid, ["/usr/sbin/sshd", "-D", "-R"]), w.exit(pid, 255))
-        out += feed(tr, w.fork(110, pid + 1), w.exec(pid + 1, ["/usr/sbin/sshd", "-D", "-R"]))
-        w.procs[pid + 1].zombie = True  # too quick to read: still taken for sshd (its parent is the listener)
-        out += feed(tr, w.exec(pid + 1, ["/usr/sbin/sshd", "-D", "-R"]))
-        del w.procs[pid + 1]
-        out += feed(tr, ProcEvent("exec", pid + 1, pid + 1, None, None, w.t))
-    elif setup in ("host sshd", "host", "unwatched container"):
-        at = None
-        if setup == "host sshd":
-            w.spawn(400, 1, "sshd", ["sshd: [listener]"], None, "/usr/sbin/sshd")
-            out += feed(tr, w.fork(400, 401), w.exec(401, ["/usr/sbin/sshd", "-R"]), w.fork(401, 402))
-            out += feed(tr, w.fork(402, pid), w.exec(pid, ["-bash"]))
-        else:
-            if setup == "unwatched container":
-                at = None  # where() knows only watched containers
-                w.spawn(500, 100, "sshd", ["sshd"], at, "/usr/sbin/sshd")
-            out += feed(tr, w.fork(1, pid), w.exec(pid, ["make", "-j8"]))
+        out += feed(tr, w.fork(110, pid + 1))
+        ev = w.exec(pid + 1, ["/usr/sbin/sshd", "-D", "-R"]).apply()
+        w.procs[pid + 1].zombie = True  # too quick to read: its name and its parent (the listener) tell
+        out += feed(tr, ev, w.exit(pid + 1))
+        out += feed(tr, w.fork(110, pid + 2))
+        ev = w.exec(pid + 2, ["/usr/sbin/sshd", "-D", "-R"]).apply()
+        del w.procs[pid + 2]  # gone altogether: its parent (the listener) tells
+        out += feed(tr, ev)
+    elif setup == "host sshd":  # an administrator's login on the host itself
+        w.spawn(400, 1, "sshd", ["sshd: [listener]"], None, "/usr/sbin/sshd")
+        recs, pid, _ = login(w, tr, ["-bash"], listener=400)
+        out += recs
+    elif setup == "unwatched container":  # another range's (or nobody's) container: where() says None
+        w.spawn(500, 100, "sshd", ["sshd: [listener]"], None, "/usr/sbin/sshd")
+        recs, pid, _ = login(w, tr, ["-bash"], listener=500)
+        out += recs
+    else:  # the host's own work
+        out += feed(tr, w.fork(1, pid), w.exec(pid, ["make", "-j8"]))
     # whatever they do next is not recorded either
     if pid in w.procs:
         out += run(w, tr, pid, ["id"])[0] + feed(tr, w.exit(pid))
@@ -413,16 +450,57 @@ def test_processes_outside_a_session_are_never_recorded(setup):
     assert tr.tracked == 0
 
 
-@pytest.mark.parametrize("exe", ["/usr/bin/bash", "/root/sshd"])
-def test_a_program_named_sshd_run_in_a_session_is_still_a_session(exe):
-    """`ln -s /bin/bash ~/sshd; ssh ws '~/sshd -c evil'` (or a copy of bash): its comm is sshd, it is no sshd."""
+@pytest.mark.parametrize("name", ["sshd", "sshd-session", "sshd-auth"])
+@pytest.mark.parametrize("exe", ["/usr/bin/bash", "/root/{name}", "real", "zombie"])
+def test_a_program_named_like_sshd_run_by_a_session_is_still_a_session(name, exe):
+    """`ln -s /bin/bash ~/sshd; ssh ws '~/sshd -c evil'`, a copy of bash, or one that ended at once."""
     w = machine()
     tr = w.tracker()
-    out, shell, _ = login(w, tr, ["/root/sshd", "-c", "rm -rf /evidence"], exe=exe, comm="sshd")
-    assert out == [
-        session(shell, w.t, ["/root/sshd", "-c", "rm -rf /evidence"], "/root/sshd -c 'rm -rf /evidence'")
-    ]
-    assert [r.pid for r in run(w, tr, shell, ["rm", "-rf", "/evidence"])[0]] == [w.next_pid] * 2
+    argv = [f"/root/{name}", "-c", "rm -rf /evidence"]
+    mon, user, root = w.pid(), w.pid(), w.pid()
+    feed(
+        tr,
+        w.fork(110, mon),
+        w.exec(mon, ["/usr/sbin/sshd", "-D", "-R"]),
+        w.fork(mon, user),
+        w.fork(user, root),
+    )
+    real = "/usr/sbin/sshd" if name == "sshd" else f"/usr/lib/openssh/{name}"
+    ev = w.exec(
+        root, argv, exe=real if exe == "real" else exe.format(name=name), comm=name, cwd="/root"
+    ).apply()
+    if exe == "zombie":
+        w.procs[root].zombie = True
+        expected = session(root, w.t, [name], name, cwd=None, unread=True)
+    else:
+        expected = session(root, w.t, argv, f"/root/{name} -c 'rm -rf /evidence'")
+    assert feed(tr, ev) == [expected]
+    if exe != "zombie":
+        assert [r.pid for r in run(w, tr, root, ["rm", "-rf", "/evidence"])[0]] == [w.next_pid] * 2
+
+
+@pytest.mark.parametrize(
+    ("comm", "exe", "is_sshd"),
+    [
+        ("sshd", "/usr/sbin/sshd", True),
+        ("sshd-session", "/usr/lib/openssh/sshd-session", True),
+        ("sshd-session", "/usr/libexec/openssh/sshd-session", True),
+        ("sshd", "/usr/sbin/sshd (deleted)", True),  # upgraded under a running sshd
+        ("sshd", "/tmp/sshd", False),  # only OpenSSH's own binaries, where root installs them
+        ("sshd", "/usr/lib/openssh/sshd-session", False),  # named after another binary
+        ("sshd", "/usr/sbin/dropbear", False),
+        ("keys-helper", "/usr/local/bin/keys-helper", False),
+    ],
+)
+def test_what_the_listener_execs_is_sshds_only_when_it_is_an_openssh_binary(comm, exe, is_sshd):
+    w = machine()
+    tr = w.tracker()
+    pid = w.pid()
+    out = feed(tr, w.fork(110, pid), w.exec(pid, ["/usr/sbin/sshd", "-D", "-R"], exe=exe, comm=comm, cwd="/"))
+    if is_sshd:
+        assert out == []
+    else:
+        assert out == [session(pid, w.t, ["/usr/sbin/sshd", "-D", "-R"], "/usr/sbin/sshd -D -R", cwd="/")]
 
 
 def test_a_session_root_gone_before_it_was_read_is_kept_unread_and_its_children_followed():
@@ -452,7 +530,7 @@ def test_a_session_root_gone_before_it_was_read_is_kept_unread_and_its_children_
             cmd="?",
             via="ssh",
             unread=True,
-        )  # fmt: skip
+        )
     ]
     out = feed(tr, ProcEvent("fork", kid, kid, root, None, w.t), w.exec(kid, ["evil"]))
     assert out == [command(root, kid, w.t, ["evil"], "evil", cwd="/")]
@@ -479,6 +557,32 @@ def test_an_unread_command_is_recorded_with_its_name_or_a_question_mark():
     ]
 
 
+def test_a_long_command_line_is_recorded_cut_and_marked():
+    w = machine()
+    tr = w.tracker()
+    _, shell, _ = login(w, tr, ["-bash"])
+    pid = w.pid()
+    feed(tr, w.fork(shell, pid))
+    info = ProcInfo("echo", ["echo", "x" * 100], "/root", "/usr/bin/echo", truncated=True)
+    tr.info = lambda p: info if p == pid else w.info(p)
+    assert feed(tr, w.exec(pid, ["echo", "x" * 100])) == [
+        command(shell, pid, w.t, ["echo", "x" * 100], "echo " + "x" * 100, truncated=True)
+    ]
+
+
+def test_a_parent_that_exec_d_is_known_by_its_new_name():
+    """The names of untracked parents are cached; an exec (or exit) of the parent clears its entry."""
+    w = machine()
+    tr = w.tracker()
+    w.spawn(600, 101, "sshd", ["/usr/sbin/sshd", "-D"], WS, "/usr/sbin/sshd")
+    mon = w.pid()
+    assert feed(tr, w.fork(600, mon), w.exec(mon, ["/usr/sbin/sshd", "-D", "-R"]), w.exit(mon)) == []
+    # the same process becomes a service that runs bash for its clients: they are no ssh sessions
+    assert feed(tr, w.exec(600, ["/usr/bin/python3", "service.py"])) == []
+    kid = w.pid()
+    assert feed(tr, w.fork(600, kid), w.exec(kid, ["bash"])) == []
+
+
 def test_a_leader_that_exits_alone_leaves_its_process_tracked():
     w = machine()
     tr = w.tracker()
@@ -491,8 +595,10 @@ def test_a_leader_that_exits_alone_leaves_its_process_tracked():
     w.spawn(kid, pid, "sh", ["sh"], WS)
     out += feed(tr, ProcEvent("fork", kid, kid, pid, None, w.t), w.exec(kid, ["sh", "-c", "cat /etc/shadow"]))
     assert [(r.kind, r.pid, r.session) for r in out] == [
-        ("command", pid, shell), ("command.exit", pid, shell), ("command", kid, shell)
-    ]  # fmt: skip
+        ("command", pid, shell),
+        ("command.exit", pid, shell),
+        ("command", kid, shell),
+    ]
 
 
 # ---------------------------------------------------------------- the table stays small
@@ -586,12 +692,17 @@ def test_rate_cap_per_team_and_one_dropped_record_per_window():
             node="ws",
             count=1000 - len(commands),
             since=first_drop,
-        )  # fmt: skip
+        )
     ]
     assert tr.tick(first_drop + 30) == []
-    # the bucket refilled: commands are recorded again; edge shares the team's bucket
+    # a minute later the bucket is full again, and no fuller than the burst; edge shares the team's bucket
     w.t = t0 + 60
     assert [r.kind for r in run(w, tr, other, ["id"])[0]] == ["command", "command.exit"]
+    out = [r for _ in range(300) for r in run(w, tr, shell, ["true"])[0] if r.kind == "command"]
+    assert len(out) == 199
+    assert [(r.kind, r.node, r.count, r.since) for r in tr.tick(w.t + 10)] == [
+        ("command.dropped", "ws", 101, w.t)
+    ]
 
 
 def test_dropped_commands_are_reported_when_the_recorder_stops():
@@ -613,12 +724,33 @@ def test_scp_upload_gives_one_file_copy_per_file_with_sizes_from_the_container()
     w.files[(WS, "/root/notes.txt")] = 42
     w.files[(WS, "/etc/hosts")] = 17
     _, shell, _ = login(w, tr, ["-bash"])
-    argv = ["scp", "-P", "2222", "-i", "/root/.ssh/id", "-oBatchMode=yes", "-rq", "notes.txt", "/etc/hosts",
-            "./missing", "root@edge:/tmp/"]  # fmt: skip
+    argv = [
+        "scp",
+        "-P",
+        "2222",
+        "-i",
+        "/root/.ssh/id",
+        "-oBatchMode=yes",
+        "-rq",
+        "notes.txt",
+        "/etc/hosts",
+        "./missing",
+        "root@edge:/tmp/",
+    ]
     out, pid = run(w, tr, shell, argv, cwd="/root")
     ref = (w.t, pid)
-    copy = dict(kind="file.copy", ts=w.t, team=1, node="ws", session=shell, pid=pid, direction="upload",
-                peer="edge", status=0, ref=ref)  # fmt: skip
+    copy = dict(
+        kind="file.copy",
+        ts=w.t,
+        team=1,
+        node="ws",
+        session=shell,
+        pid=pid,
+        direction="upload",
+        peer="edge",
+        status=0,
+        ref=ref,
+    )
     assert out == [
         command(shell, pid, w.t, argv, " ".join(argv)),
         exited(shell, pid, w.t, 0),
@@ -634,8 +766,14 @@ def test_scp_download_sizes_the_local_destination_directory_or_file():
     w.files[(WS, "/root/work/auth.log")] = 1000
     w.files[(WS, "/tmp/p")] = 5
     _, shell, _ = login(w, tr, ["-bash"])
-    out, pid = run(w, tr, shell, ["scp", "-3", "-P2222", "edge:/var/log/auth.log", "web:logs/x.log", "."],
-                   status=1, cwd="/root/work")  # fmt: skip
+    out, pid = run(
+        w,
+        tr,
+        shell,
+        ["scp", "-3", "-P2222", "edge:/var/log/auth.log", "web:logs/x.log", "."],
+        status=1,
+        cwd="/root/work",
+    )
     files = [(r.name, r.direction, r.peer, r.size, r.status) for r in out if r.kind == "file.copy"]
     assert files == [
         ("/var/log/auth.log", "download", "edge", 1000, 1),
@@ -664,6 +802,10 @@ def test_scp_transfers_parses_options_and_operands():
     assert scp_transfers(
         ["scp", "-r", "-l", "100", "-c", "aes128-ctr", "-J", "jump", "d", "u@[fe80::1]:/x"]
     ) == [ScpTransfer("upload", "fe80::1", "d", "d")]
+    assert scp_transfers(["scp", "scp://[fe80::2]:2222/x", "scp://web/", "."]) == [
+        ScpTransfer("download", "fe80::2", "x", "."),
+        ScpTransfer("download", "web", ".", "."),
+    ]
     assert scp_transfers(["scp", "scp://root@edge:2222/etc/x", "/tmp/"]) == [
         ScpTransfer("download", "edge", "etc/x", "/tmp/")
     ]
@@ -672,7 +814,7 @@ def test_scp_transfers_parses_options_and_operands():
     ]
     assert scp_transfers(["scp", "./a:b", "/c:d", "dir/"]) == []  # local to local: a cp
     assert scp_transfers(["scp", "a:x", "b:y"]) == []  # remote to remote: nothing here
-    assert scp_transfers(["scp", "-t", "/tmp"]) == []  # the far end of someone else's scp
+    assert scp_transfers(["scp", "-t", "/tmp"]) == []  # the far end of someone else's scp (one operand)
     assert scp_transfers(["scp", "-pf", "/etc/passwd"]) == []
     assert scp_transfers(["scp", "onlyone"]) == []
 
@@ -687,7 +829,8 @@ DOCKER_ID = "3f" * 32
     ("text", "expected"),
     [
         (
-            f"12:pids:/docker/{DOCKER_ID}\n11:memory:/docker/{DOCKER_ID}\n1:name=systemd:/docker/{DOCKER_ID}\n",
+            f"12:pids:/docker/{DOCKER_ID}\n11:memory:/docker/{DOCKER_ID}\n"
+            f"1:name=systemd:/docker/{DOCKER_ID}\n",
             DOCKER_ID,
         ),
         (f"0::/docker/{DOCKER_ID}\n", DOCKER_ID),
@@ -698,6 +841,7 @@ DOCKER_ID = "3f" * 32
         ("0::/system.slice/docker.service\n", None),
         (f"0::/kubepods/besteffort/pod1/cri-containerd-{DOCKER_ID}.scope\n", None),
         (f"0::/docker/{DOCKER_ID[:-1]}\n", None),
+        (f"0::/docker/{DOCKER_ID}0\n", None),
         ("", None),
     ],
 )
@@ -726,6 +870,13 @@ def test_read_proc_and_read_ppid_from_a_proc_tree(tmp_path):
     (d / "cmdline").write_bytes(b"x" * (rec.MAX_ARGV_BYTES + 10))
     got = read_proc(42, str(tmp_path))
     assert got.truncated and got.argv == ["x" * rec.MAX_ARGV_BYTES]
+    (d / "cmdline").write_bytes(b"/usr/bin/python3\0x.py\0")
+    (d / "comm").unlink()  # gone between the two reads: argv tells its name
+    assert read_proc(42, str(tmp_path)) == ProcInfo(
+        "python3", ["/usr/bin/python3", "x.py"], "/root", "/usr/bin/ls"
+    )
+    (d / "cmdline").write_bytes(b"")
+    assert read_proc(42, str(tmp_path)) is None
     assert read_proc(43, str(tmp_path)) is None and read_ppid(43, str(tmp_path)) is None
 
 
@@ -756,8 +907,16 @@ def test_stat_in_root_follows_links_inside_the_containers_root(tmp_path):
 
 def test_record_as_data_is_json_without_none_fields():
     r = Record(kind="command.exit", ts=1.5, team=2, node="ws", session=10, pid=11, status=0, ref=(1.25, 11))
-    assert r.as_data() == {"kind": "command.exit", "ts": 1.5, "team": 2, "node": "ws", "session": 10, "pid": 11,
-                           "status": 0, "ref": {"ts": 1.25, "pid": 11}}  # fmt: skip
+    assert r.as_data() == {
+        "kind": "command.exit",
+        "ts": 1.5,
+        "team": 2,
+        "node": "ws",
+        "session": 10,
+        "pid": 11,
+        "status": 0,
+        "ref": {"ts": 1.25, "pid": 11},
+    }
     c = Record(kind="command", ts=1.0, argv=["a", "b"], cmd="a b", unread=None)
     assert json.loads(json.dumps(c.as_data())) == {
         "kind": "command",
@@ -775,15 +934,19 @@ def _msg(what: int, data: bytes) -> bytes:
 
 
 def test_parse_datagram_keeps_processes_and_leaves_threads_out():
-    dg = b"".join([
-        _msg(0x1, struct.pack("=iiii", 10, 10, 11, 11)),  # fork of a process
-        _msg(0x1, struct.pack("=iiii", 10, 10, 12, 10)),  # a new thread
-        _msg(0x2, struct.pack("=ii", 11, 11)),
-        _msg(0x80000000, struct.pack("=iiII", 12, 10, 0, 17)),  # a thread ends
-        _msg(0x80000000, struct.pack("=iiIIii", 11, 11, 3 << 8, 17, 10, 10)),  # newer kernels add the parent
-        _msg(0x200, struct.pack("=ii", 11, 11) + b"comm\0".ljust(16, b"\0")),  # comm change: not wanted
-        _msg(0x1, struct.pack("=ii", 1, 1)),  # cut short: ignored
-    ])  # fmt: skip
+    dg = b"".join(
+        [
+            _msg(0x1, struct.pack("=iiii", 10, 10, 11, 11)),  # fork of a process
+            _msg(0x1, struct.pack("=iiii", 10, 10, 12, 10)),  # a new thread
+            _msg(0x2, struct.pack("=ii", 11, 11)),
+            _msg(0x80000000, struct.pack("=iiII", 12, 10, 0, 17)),  # a thread ends
+            _msg(
+                0x80000000, struct.pack("=iiIIii", 11, 11, 3 << 8, 17, 10, 10)
+            ),  # newer kernels add the parent
+            _msg(0x200, struct.pack("=ii", 11, 11) + b"comm\0".ljust(16, b"\0")),  # comm change: not wanted
+            _msg(0x1, struct.pack("=ii", 1, 1)),  # cut short: ignored
+        ]
+    )
     assert parse_datagram(dg + b"\x01\x02", ts=5.0) == [
         ProcEvent("fork", 11, 11, 10, None, 5.0),
         ProcEvent("exec", 11, 11, None, None, 5.0),
@@ -800,7 +963,7 @@ class FakeConnector:
         self.overruns = 0
         self.closed = False
 
-    def read(self, timeout):
+    def read(self, timeout, limit=None):
         if self.batches:
             batch = self.batches.pop(0)
             if batch is not None:
@@ -824,7 +987,7 @@ def test_recorder_batches_records_to_the_sink_and_flushes_on_stop():
     got: list[list[Record]] = []
     stop = threading.Event()
     r = Recorder(w.where, got.append, connector=lambda: conn, tracker=tr)
-    t = threading.Thread(target=r.run, args=(stop,))
+    t = threading.Thread(target=r.run, args=(stop,), daemon=True)
     t.start()
     deadline = time.monotonic() + 3
     while sum(map(len, got)) < 400 and time.monotonic() < deadline:
@@ -835,6 +998,53 @@ def test_recorder_batches_records_to_the_sink_and_flushes_on_stop():
     assert not t.is_alive() and conn.closed
     assert [len(b) for b in got] == [200, 200, 50]  # the rest when stopping (or after 0.2 s)
     assert [x.argv[1] for b in got for x in b] == [str(i) for i in range(450)]
+
+
+def test_recorder_reports_pending_drops_when_it_stops():
+    w = machine()
+    tr = w.tracker(rate=CommandRate(per_second=0.001, burst=1))
+    _, shell, _ = login(w, tr, ["-bash"])
+    events = []
+    for _ in range(4):
+        pid = w.pid()
+        events += [w.fork(shell, pid), w.exec(pid, ["id"])]
+    conn = FakeConnector([events])
+    got: list[list[Record]] = []
+    stop = threading.Event()
+    r = Recorder(w.where, got.append, connector=lambda: conn, tracker=tr)
+    t = threading.Thread(target=r.run, args=(stop,), daemon=True)
+    t.start()
+    time.sleep(0.1)
+    stop.set()
+    t.join(3)
+    assert [(x.kind, x.count) for b in got for x in b] == [("command", None), ("command.dropped", 3)]
+
+
+def test_a_slow_sink_does_not_hold_up_the_reading():
+    w = machine()
+    tr = w.tracker()
+    _, shell, _ = login(w, tr, ["-bash"])
+    first, second = w.pid(), w.pid()
+    conn = FakeConnector([[w.fork(shell, first), w.exec(first, ["id"])], None, [w.fork(shell, second)]])
+    release = threading.Event()
+    got: list[list[Record]] = []
+
+    def sink(batch):
+        got.append(batch)
+        release.wait(3)  # the store is busy
+
+    stop = threading.Event()
+    r = Recorder(w.where, sink, connector=lambda: conn, tracker=tr, batch_seconds=0.01)
+    t = threading.Thread(target=r.run, args=(stop,), daemon=True)
+    t.start()
+    deadline = time.monotonic() + 3
+    while second not in tr._procs and time.monotonic() < deadline:
+        time.sleep(0.01)
+    read_meanwhile = second in tr._procs and not release.is_set()
+    release.set()
+    stop.set()
+    t.join(3)
+    assert read_meanwhile and [[x.kind for x in b] for b in got] == [["command"]]
 
 
 def test_recorder_passes_on_a_connector_that_cannot_open():
@@ -860,7 +1070,7 @@ def test_recorder_keeps_going_when_the_sink_fails():
 
     stop = threading.Event()
     r = Recorder(w.where, sink, connector=lambda: conn, tracker=tr, batch_seconds=0.01)
-    t = threading.Thread(target=r.run, args=(stop,))
+    t = threading.Thread(target=r.run, args=(stop,), daemon=True)
     t.start()
     deadline = time.monotonic() + 3
     while len(calls) < 2 and time.monotonic() < deadline:
@@ -871,6 +1081,86 @@ def test_recorder_keeps_going_when_the_sink_fails():
 
 
 # ---------------------------------------------------------------- the real kernel
+
+
+class FakeNetlink:
+    """Stands for the netlink socket: hands out the datagrams given, then EAGAIN; ENOBUFS where None is."""
+
+    def __init__(self, datagrams):
+        self.datagrams = list(datagrams)
+        self.sent: list[int] = []
+        self.r, self.w = os.pipe()  # readable while datagrams are left, for poll()
+        if self.datagrams:
+            os.write(self.w, b"x")
+
+    def fileno(self):
+        return self.r
+
+    def recv_into(self, buf):
+        if not self.datagrams:
+            raise BlockingIOError
+        d = self.datagrams.pop(0)
+        if d is None:
+            raise OSError(errno.ENOBUFS, "No buffer space available")
+        buf[: len(d)] = d
+        return len(d)
+
+    def setblocking(self, flag):
+        pass
+
+    def send(self, data):
+        self.sent.append(struct.unpack_from("=I", data, 16 + 20)[0])  # the op: 1 LISTEN, 2 IGNORE
+
+    def close(self):
+        os.close(self.r)
+        os.close(self.w)
+
+
+def _ack(ack: int, err: int) -> bytes:
+    ev = struct.pack("=IIQI", 0, 0, 0, err)
+    cn = struct.pack("=IIIIHH", 1, 1, 77, ack, len(ev), 0) + ev
+    return struct.pack("=IHHII", 16 + len(cn), 3, 0, 0, 0) + cn
+
+
+def _bare(sock) -> ProcConnector:
+    c = ProcConnector.__new__(ProcConnector)
+    c.overruns, c._pending, c._buf, c._sock, c._nonces = 0, [], bytearray(rec.RECV_BYTES), sock, {1000}
+    return c
+
+
+def test_subscription_waits_for_its_own_answer_and_counts_overruns():
+    fork = _msg(0x1, struct.pack("=iiii", 10, 10, 11, 11))
+    # another listener's answer, an event, then ours: subscribed, the event kept for the first read
+    c = _bare(FakeNetlink([_ack(5, 0), fork, _ack(1001, 0)]))
+    c._await_ack(1.0)
+    assert [e.kind for e in c.read(0)] == ["fork"]
+    c.close()
+    # ours says no
+    c = _bare(FakeNetlink([_ack(1001, errno.EPERM)]))
+    with pytest.raises(RangeError, match="refused process events: Operation not permitted"):
+        c._await_ack(1.0)
+    c.close()
+    # no answer at all
+    c = _bare(FakeNetlink([_ack(5, 0)]))
+    with pytest.raises(RangeError, match="no answer from the kernel"):
+        c._await_ack(0.05)
+    c.close()
+    # an overrun may have taken our answer: LISTEN again, and the answer to either will do
+    sock = FakeNetlink([fork, None, fork])
+    c = _bare(sock)
+    with pytest.raises(RangeError, match="no answer from the kernel"):
+        c._await_ack(0.05)
+    assert sock.sent == [1] and len(c._nonces) == 2
+    sock.datagrams.append(_ack(max(c._nonces - {1000}) + 1, 0))
+    c._await_ack(0.05)
+    c.close()
+    assert sock.sent == [1, 2, 2]  # as many IGNOREs as LISTENs
+    # overruns are counted and reading goes on
+    c = _bare(FakeNetlink([None, fork, None, fork]))
+    assert [e.pid for e in c.read(0, limit=2)] == [11] and c.overruns == 1
+    assert [e.pid for e in c.read(0)] == [11] and c.overruns == 2
+    c.close()
+    assert c.read(0) == []  # closed: nothing more, no error
 
 
 def _connector() -> ProcConnector:
@@ -929,8 +1219,10 @@ def test_session_tracker_end_to_end_with_the_kernel_and_real_proc(tmp_path):
     gates = {"echo": str(tmp_path / "g1"), "false": str(tmp_path / "g2")}
     for g in gates.values():
         os.mkfifo(g)
-    script = (f"LD_PRELOAD={gates['echo']} /bin/echo hi 2>/dev/null; "
-              f"LD_PRELOAD={gates['false']} /bin/false 2>/dev/null; exit 5")  # fmt: skip
+    script = (
+        f"LD_PRELOAD={gates['echo']} /bin/echo hi 2>/dev/null; "
+        f"LD_PRELOAD={gates['false']} /bin/false 2>/dev/null; exit 5"
+    )
     holder: list[int] = []
 
     def where(pid):  # the test's own subprocess tree stands for a watched container
@@ -965,8 +1257,14 @@ def test_session_tracker_end_to_end_with_the_kernel_and_real_proc(tmp_path):
     assert mine, records
     start = mine[0]
     assert (start.kind, start.team, start.node, start.argv, start.cmd, start.via, start.cwd) == (
-        "session", 1, "ws", ["/bin/sh", "-c", script], script, "ssh", str(tmp_path)
-    )  # fmt: skip
+        "session",
+        1,
+        "ws",
+        ["/bin/sh", "-c", script],
+        script,
+        "ssh",
+        str(tmp_path),
+    )
     sh = start.pid
     assert start.session == sh
     got = [(r.kind, r.argv, r.cmd, r.status, r.unread) for r in mine[1:]]
@@ -991,8 +1289,13 @@ def test_proc_connector_outside_the_hosts_user_namespace_is_a_clear_error():
         "try:\n    ProcConnector(ack_timeout=0.3)\nexcept RangeError as e:\n    print('RANGEERROR', e)\n"
         "else:\n    print('OPENED')\n"
     )
-    r = subprocess.run(["unshare", "-U", "-r", sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=20, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))  # fmt: skip
+    r = subprocess.run(
+        ["unshare", "-U", "-r", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
     if r.returncode != 0 or not r.stdout.strip():
         pytest.skip(f"cannot make a user namespace here: {r.stderr.strip()[:200]}")
     out = r.stdout.strip()

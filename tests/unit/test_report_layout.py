@@ -2,8 +2,9 @@
 
 The ``wide`` fixture is a scored two-team record with seven categories, nine injects a few
 seconds apart and an availability lane: the shape that ran past a 1300-pixel page and piled
-inject labels on top of each other. The browser test (tests/integration/test_report_layout_browser.py)
-measures the same record in headless Chromium."""
+inject labels on top of each other. It also has a command log whose lines are longer than any
+page. The browser test (tests/integration/test_report_layout_browser.py) measures the same
+record in headless Chromium."""
 
 from __future__ import annotations
 
@@ -62,6 +63,11 @@ def wide(tmp_path, monkeypatch):
                      team=k, actor="runner", ts=T0 + rnd * 30)
     for n, _cat in enumerate(CATEGORIES):
         submit(st, 1, f"{CATEGORIES[n]}-objective-with-a-long-name", f"v{n}", now=T0 + 200 + 30 * n)
+    # a command log with lines no page is wide enough for: one unbroken word, one long argv
+    for k in (1, 2):
+        for n, cmd in enumerate(["x" * 3000, "tcpdump -nn -i eth0 " + " ".join(f"host 10.0.{i}.1" for i in range(200))]):
+            s.append("command", {"node": "workstation-with-a-long-name", "pid": 100 + n, "session": 1, "cmd": cmd,
+                                 "drill_t": 300.0 + n}, team=k, actor="recorder", ts=T0 + 300 + n)
     s.append("drill.finish", {"drill_t": 1200.0}, actor="runner", ts=T0 + 1200)
     return st
 

@@ -80,3 +80,18 @@ def test_running_a_scenario_never_reads_its_solution_and_selftest_checks_it(scen
     sc = load_scenario(scen)  # up, plan, the team service: the solution is not theirs to read
     with pytest.raises(ScenarioError, match=r"mini-range\.solution\.yaml:3:\d+: steps\[0\]\.exec\.node: unknown node 'gw2'"):
         load_solution(scen, sc)
+
+
+def test_a_solution_runs_commands_only_where_trainees_can(scen):
+    """The solution plays as a team: a node the team was not granted (`operate:`) is refused."""
+    got = _problems(
+        scen,
+        "solution: mini-range\n"
+        "steps:\n"
+        "  - {at: 25s, exec: {node: gw, run: 'true'}}\n"
+        "  - {at: 26s, exec: {node: soc, run: 'true'}}\n"
+        "  - {at: 27s, exec: {node: portal, run: 'true'}}\n"
+        "  - {at: 28s, exec: {node: scanner, run: 'true'}}\n",
+    )
+    assert [(line, path) for line, path, _ in got] == [(5, "steps[2].exec.node"), (6, "steps[3].exec.node")]
+    assert "cannot run commands on 'portal'" in got[0][2] and "operate:" in got[0][2]

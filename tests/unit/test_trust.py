@@ -49,7 +49,7 @@ def _replace(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
-SOC = "  soc: {image: workstation, role: blue, gateway: 10.231.3.1, interfaces: {dmz: 10.231.3.50}, provision: [playbooks/stamp.yml]}"
+SOC = "  soc: {image: workstation, role: blue, gateway: 10.231.3.1, interfaces: {dmz: 10.231.3.50}, provision: [playbooks/stamp.yml], operate: [gw]}"
 
 
 # --- vars ---------------------------------------------------------------------------------
@@ -149,7 +149,8 @@ def test_the_access_playbook_cannot_be_listed_by_a_scenario(mini: Path):
     ],
 )
 def test_dangerous_capabilities_are_refused(mini: Path, caps: str, role: str, expect: str):
-    _replace(mini, SOC, SOC.replace("role: blue", f"role: {role}")[:-1] + f", capabilities: {caps}}}")
+    plain = SOC.replace(", operate: [gw]", "")  # only a blue node operates others
+    _replace(mini, SOC, plain.replace("role: blue", f"role: {role}")[:-1] + f", capabilities: {caps}}}")
     probs = [p for p in _problems(mini) if ": nodes.soc.capabilities" in p]
     assert len(probs) == 1, _problems(mini)
     m = LINE.match(probs[0])
