@@ -42,7 +42,7 @@ def test_selftest_passes_and_scores_are_as_predicted(docker_engine, built_images
     assert p.returncode == 0 and res["ok"], f"{failed}\n{p.stderr[-2000:]}"
     names = {a["name"] for a in res["assertions"]}
     assert names >= {"range-up", "injects-ran", "traffic-seen", "solution-steps", "team1-objectives",
-                     "team1-score", "team2-idle", "verify", "range-down"}
+                     "team1-score", "team2-idle", "verify", "range-down", "played-as-trainee"}
 
     # Team 1's score, predicted from the policy: each objective decays from its inject
     # (recon, due at 10 s) to when the responder earned it; availability 5 per round up.
