@@ -10,6 +10,8 @@
   ``traffic.replay``: what left the red node, what arrived at the target);
 - ``commands.jsonl`` — the team's command log (:mod:`rangectl.cmdlog`): each SSH session,
   program run (command line, node, drill time, exit status) and file copied with scp;
+- ``capture/NETWORK.pcapN`` — the packet capture of each of the team's networks taken during the
+  drill (rotating files, bounded in size; open them with tshark or Wireshark);
 - ``record.json`` — the range, scenario and team, the record's head (seq and hash), and the
   result of ``verify`` over the whole record when the bundle was made;
 - ``manifest.json`` — the SHA-256 and size of every other file of the folder.
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from rangectl import __version__, cmdlog
+from rangectl.drill.capture import capture_files
 from rangectl.errors import NotFound, UsageError
 from rangectl.state import RangeState
 from rangectl.store import Event, EventStore
@@ -91,6 +94,8 @@ def team_files(state: RangeState, team: int, events: list[Event], verify: dict[s
             json.dumps(r.as_dict(), ensure_ascii=False, sort_keys=True).encode() + b"\n" for r in commands
         ),
     }
+    for cap in capture_files(state, team):  # the drill's packet capture (rangectl.drill.capture)
+        files[f"capture/{cap.name}"] = cap.read_bytes()
     record = {
         "range": state.name,
         "scenario": state.get("scenario"),

@@ -71,6 +71,8 @@ whoever records the event):
 ``command.exit``      node, pid, session, status, drill_t: how that program ended
 ``command.dropped``   node, count, since: commands over the team's recording rate, counted
 ``file.copy``         node, name, direction (upload/download), peer, size, status, drill_t (scp)
+``capture.start``     network, interface, file, file_mb, files, snaplen, ok (error): a team's capture
+``capture.stop``      network, interface, exit, files [{name, bytes}]
 ====================  =================================================================
 """
 
@@ -119,6 +121,8 @@ KINDS: dict[str, str] = {
     "command.exit": "how a recorded program ended",
     "command.dropped": "a team's commands over its recording rate, counted",
     "file.copy": "a file a trainee copied with scp",
+    "capture.start": "a packet capture of one team network started with the drill",
+    "capture.stop": "a packet capture stopped, with its files",
 }
 
 # a transaction that appends one of these checkpoints the head outside the database

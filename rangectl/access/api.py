@@ -51,6 +51,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rangectl import __version__
 from rangectl.access.refusals import REFUSED_KIND, THROTTLED_KIND
+from rangectl.access.resets import Refused
 from rangectl.access.service import BUSY, ApiError, TeamService
 from rangectl.store import StoreBusy, StoreError
 
@@ -269,6 +270,16 @@ class BoardView(BaseModel):
 class Health(BaseModel):
     ok: bool
     version: str
+
+
+class ResetResult(BaseModel):
+    team: int
+    node: str
+    accepted: bool
+    cost: float
+    drill_t: float
+    seq: int
+    message: str
 
 
 # --- the guard ---------------------------------------------------------------------------------------
@@ -593,6 +604,24 @@ def create_app(service: TeamService) -> FastAPI:
     def report(team: Team, body: ReportBody) -> dict[str, Any]:
         """File an incident report for a report objective (the first accepted one counts)."""
         return service.report(team, body.objective, dict(body.fields))
+
+    @r.post(
+        "/teams/{team}/nodes/{node}/reset",
+        response_model=ResetResult,
+        status_code=202,
+        tags=["nodes"],
+        responses={404: {"model": Error}, 409: {"model": Error}},
+    )
+    def reset_node(team: Team, node: Annotated[str, Path(description="node name", max_length=63)]) -> dict[str, Any]:
+        """Re-create one of the team's own nodes the scenario lets it reset, at the policy's reset_cost
+        (recorded; the node comes back from its image and playbooks in about a minute)."""
+        resets = service.resets
+        if resets is None:
+            raise ApiError(404, "this drill does not let teams reset nodes")
+        try:
+            return resets.request(team, node, service.ctx().policy.reset_cost)
+        except Refused as exc:
+            raise ApiError(exc.status, exc.message) from None
 
     @r.get("/teams/{team}/score", response_model=Score, tags=["scores"])
     def score(team: Team) -> dict[str, Any]:

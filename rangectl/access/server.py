@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -53,6 +54,7 @@ class ServeOptions:
     watch_seconds: float = 5.0
     lang: str = "en"  # default language of texts for teams
     record: bool = True  # record trainees' commands (rangectl.access.recording; needs root on the host)
+    reset_fn: Any = None  # (node, team) -> dict: `respond reset NODE` (rangectl.ranges.reset_node, from the CLI)
 
 
 def parse_bind(text: str, default_port: int = 8780) -> tuple[str, int]:
@@ -152,6 +154,10 @@ async def _main(state: RangeState, opts: ServeOptions, served: Served, note: Cal
         )
     settings = Settings(hide_board=opts.hide_board, rate=opts.rate, max_body=opts.max_body, lang=opts.lang)
     service = TeamService(state, settings)
+    if opts.reset_fn is not None:
+        from rangectl.access.resets import TeamResets
+
+        service.resets = TeamResets(state, opts.reset_fn)
     app = create_app(service)
     sockets: list[socket.socket] = []
     if opts.bind:

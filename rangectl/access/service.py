@@ -194,6 +194,7 @@ class TeamService:
         # what submissions are decided from: the board folded event by event, advanced under the store's
         # write lock with only the events recorded since (never recomputed from a team's whole record)
         self.live = LiveBoard()
+        self.resets: Any = None  # rangectl.access.resets.TeamResets, when serve lets teams reset nodes
 
     # -- context ------------------------------------------------------------------------------
     def ctx(self, fresh: bool = False) -> actions.Context:

@@ -226,6 +226,13 @@ class Backend(ABC):
     def shell_argv(self, ref: NodeRef) -> list[str]:
         """The argv of an interactive login shell in the running node, for this host's terminal."""
 
+    def capture_interfaces(self, range_name: str, team: int) -> dict[str, str]:
+        """Scenario network -> the host interface where one team's traffic on it can be captured
+        (``tcpdump -i``; rangectl.drill.capture). An engine whose networks the host cannot see says so."""
+        from rangectl.errors import RangeError
+
+        raise RangeError(f"the {self.name} engine has no host interfaces to capture team {team}'s traffic on")
+
     @abstractmethod
     def ansible_host(self, ref: NodeRef) -> dict[str, str]:
         """Inventory variables that make Ansible reach the node (connection plugin and address)."""

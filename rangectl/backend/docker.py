@@ -648,6 +648,11 @@ class DockerBackend(Backend):
         out = [self._info(c, labels) for c in self._containers(range_name)]
         return sorted(out, key=lambda n: (n.team, n.node))
 
+    def capture_interfaces(self, range_name: str, team: int) -> dict[str, str]:
+        """Each of the team's scenario networks is a Linux bridge on this host, named by bridge_name()."""
+        return {n.network: bridge_name(range_name, team, n.network)
+                for n in self.networks(range_name) if n.team == team and n.network}  # fmt: skip
+
     def networks(self, range_name: str) -> list[NetworkInfo]:
         out = []
         for n in self._networks(range_name):

@@ -99,6 +99,7 @@ def serve(
         node=node,
         install=not no_install,
         record=not no_record,
+        reset_fn=_team_reset(range_name),
         hide_board=hide_board,
         rate=RateLimit(per_minute=rate, burst=burst),
         access_log=access_log,
@@ -197,6 +198,17 @@ def teams(
             ".ssh_config for `ssh -F team-K.ssh_config rangectl-"
             f"{st.name}-team-K`). The database keeps only hashes: a lost token can only be rotated."
         )
+
+
+def _team_reset(range_name: str):
+    """What `respond reset NODE` runs (rangectl.access.resets): the same re-creation as `rangectl reset`."""
+
+    def reset(node: str, team: int) -> dict:
+        from rangectl import ranges
+
+        return ranges.reset_node(range_name, node, team)
+
+    return reset
 
 
 def _clock(t: float | None) -> str:

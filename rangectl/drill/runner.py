@@ -197,6 +197,7 @@ class DrillRunner:
         self.inflight: dict[tuple[str, Any], Future] = {}
         self.lock = threading.Lock()
         self.on_tick = on_tick
+        self.captures: Any = None  # rangectl.drill.capture.Captures: started with the drill, stopped with the runner
         self.dues = due_times(scenario)
         self.end = end_time(scenario)
         self.teams = [t.team for t in plan.teams]
@@ -281,6 +282,8 @@ class DrillRunner:
         else:
             self.store.append("drill.runner", {"event": "resumed-from-record", "drill_t": self.clock.drill_t()}, actor="runner")
             self.refresh()
+        if self.captures is not None:
+            self.captures.start(self.store)
 
     # -- scheduling ----------------------------------------------------------------
     def next_inject(self) -> tuple[str, float] | None:
@@ -361,6 +364,8 @@ class DrillRunner:
                 time.sleep(TICK)
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
+            if self.captures is not None:
+                self.captures.stop(self.store)
             self.refresh()
             # anchor the head outside the database when the runner stops, however it stops
             with contextlib.suppress(Exception):

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from rangectl.backend.base import Backend, NodeRef
 from rangectl.backend.nodeexec import Job
+from rangectl.drill.capture import Captures
 from rangectl.drill.checks import Vantage, availability_probe, run_check
 from rangectl.drill.inject import run_traffic_inject
 from rangectl.drill.runner import DrillRunner
@@ -92,7 +93,7 @@ def record_message(
     return store.append("message", data, team=team, actor=actor)
 
 
-def build_runner(state: RangeState, backend: Backend, on_tick=None) -> DrillRunner:
+def build_runner(state: RangeState, backend: Backend, on_tick=None, capture: bool = True) -> DrillRunner:
     scenario: Scenario = state.scenario()
     plan = state.plan()
     store = EventStore(state.db_path)
@@ -113,4 +114,6 @@ def build_runner(state: RangeState, backend: Backend, on_tick=None) -> DrillRunn
         return availability_probe(scenario, for_team(av, plan.team(team).values), probes.vantage(team)).as_dict()
 
     runner = DrillRunner(scenario, plan, store, run_inject, check, avail, on_tick=on_tick)
+    if capture:
+        runner.captures = Captures(state, backend, [t.team for t in plan.teams])
     return runner

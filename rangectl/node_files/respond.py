@@ -10,6 +10,7 @@
     respond report FILE              file an incident report (YAML or JSON: objective + fields)
     respond score                    your team's score
     respond board                    the scoreboard (unless the trainer hid it)
+    respond reset NODE               re-create one of your nodes the drill lets you reset (costs points)
     respond whoami                   which team this workstation's credential is for
 
 Options: --lang vi|en (default $RESPOND_LANG, else from $LANG), --json (raw JSON).
@@ -45,6 +46,7 @@ T = {
         "no_messages": "no new messages",
         "hint": "hint {n} of {total} for {obj} (cost {cost} points):",
         "report_ok": "report accepted: {msg}",
+        "reset_ok": "reset under way: {msg}",
         "points": "points",
         "attempts": "attempts left",
         "hints": "hints",
@@ -68,6 +70,7 @@ T = {
         "no_messages": "không có thông báo mới",
         "hint": "gợi ý {n}/{total} cho {obj} (trừ {cost} điểm):",
         "report_ok": "báo cáo đã được nhận: {msg}",
+        "reset_ok": "đang khởi tạo lại: {msg}",
         "points": "điểm",
         "attempts": "lượt còn lại",
         "hints": "gợi ý",
@@ -462,6 +465,19 @@ def cmd_report(c: Client, args, as_json: bool) -> int:
     return 0
 
 
+def cmd_reset(c: Client, args, as_json: bool) -> int:
+    if len(args) != 1:
+        raise Fail("usage: respond reset NODE", 2)
+    st, body, _ = c.call("POST", f"/teams/me/nodes/{urllib.request.quote(args[0], safe='')}/reset")
+    if st != 202:
+        raise detail(st, body)
+    if as_json:
+        out_json(body)
+    else:
+        print(tr(c.lang, "reset_ok", msg=body["message"]))
+    return 0
+
+
 def cmd_score(c: Client, args, as_json: bool) -> int:
     st, body, _ = c.call("GET", "/teams/me/score")
     if st != 200:
@@ -507,6 +523,7 @@ COMMANDS = {
     "submit": cmd_submit,
     "hint": cmd_hint,
     "report": cmd_report,
+    "reset": cmd_reset,
     "score": cmd_score,
     "board": cmd_board,
 }

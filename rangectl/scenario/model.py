@@ -133,6 +133,11 @@ class Node(Strict):
         description="(blue nodes) the team's own nodes its trainees may operate from here: `ssh NODE`, "
         "`ssh NODE CMD` and `scp` reach the team's copy of each, and nothing else (docs/access.md)",
     )
+    reset: list[Name] = Field(
+        default_factory=list,
+        description="(blue nodes) the team's own nodes it may re-create itself with `respond reset NODE`, "
+        "at the policy's reset_cost (docs/access.md)",
+    )
     description: Text | None = None
 
     @field_validator("sysctls", mode="after")

@@ -42,13 +42,13 @@ class FileResult:
 
 
 def operate_problem(sc, name: str, target: str, before: list[str]) -> str | None:
-    """Why blue node ``name`` may not list ``target`` under ``operate`` (None: it may)."""
+    """Why blue node ``name`` may not list ``target`` under ``operate`` or ``reset`` (None: it may)."""
     if sc.nodes[name].role != "blue":
-        return "only a blue node (where trainees log in) may list nodes to operate"
+        return "only a blue node (where trainees log in) may list nodes to operate or reset"
     if target not in sc.nodes:
         return f"unknown node '{target}' (nodes: {', '.join(sorted(sc.nodes))})"
     if target == name:
-        return "a node cannot list itself: trainees are already on it"
+        return "a node cannot list itself: trainees are already on it (the trainer resets it)"
     if sc.nodes[target].role == "red" and not sc.nodes[target].compromised:
         return (
             f"'{target}' is a red node: teams operate their own nodes, never the attacker's "
@@ -144,10 +144,12 @@ def check_meaning(loaded: Loaded) -> list[Problem]:
                 bad(("nodes", name, "capabilities", i), why)
         if node.compromised and node.role != "red":
             bad(("nodes", name, "compromised"), "only a red node can be compromised (it is a source of attack traffic)")
-        for i, target in enumerate(node.operate):
-            why = operate_problem(sc, name, target, node.operate[:i])
-            if why:
-                bad(("nodes", name, "operate", i), why)
+        for field_name in ("operate", "reset"):
+            grants = getattr(node, field_name)
+            for i, target in enumerate(grants):
+                why = operate_problem(sc, name, target, grants[:i])
+                if why:
+                    bad(("nodes", name, field_name, i), why)
 
     # injects: ids unique, after chains, traffic endpoints and parameters
     inject_ids: dict[str, int] = {}

@@ -38,6 +38,9 @@ class Policy(BaseModel):
         5, ge=1, description="submissions per objective and team; null: no limit"
     )
     hint_cost_factor: float = Field(1.0, ge=0, description="multiplies each hint's own cost")
+    reset_cost: float = Field(
+        50.0, ge=0, description="points off each time a team re-creates one of its nodes itself (respond reset NODE)"
+    )
     late_report_factor: float = Field(0.5, ge=0, le=1, description="share of the award a late report earns")
     report_answers: Literal["fraction", "all"] = Field(
         "fraction", description="report fields with an answer: share right (fraction) or all-or-nothing (all)"

@@ -268,3 +268,52 @@ def test_commands_typed_in_a_shell_are_recorded_even_without_history(op, tmp_pat
 def _command_events(st):
     with EventStore(st.db_path) as s:
         return s.events(kind=cmdlog.KINDS)
+
+
+def test_the_drill_captures_each_teams_networks_into_the_evidence_bundle(op, tmp_path, monkeypatch):
+    """Started with the drill, stopped with the runner, bounded; tshark finds the scan in team 1's bundle."""
+    import threading
+
+    from rangectl.drill.capture import FILE_MB, FILES
+    from rangectl.drill.wiring import build_runner
+
+    monkeypatch.setenv("RANGECTL_HOME", op["home"])
+    st, plan = op["state"], op["plan"]
+    runner = build_runner(st, op["be"])
+    runner.start(8.0)  # the mini drill's recon scan is due at 10 s: here after about 1.3 s
+    stop = threading.Event()
+    t = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+    t.start()
+    deadline = time.monotonic() + 120
+    while ("recon", 1) not in runner.progress.done or ("recon", 2) not in runner.progress.done:
+        assert time.monotonic() < deadline, "the recon inject did not run"
+        time.sleep(0.5)
+    time.sleep(1)
+    stop.set()
+    t.join(60)
+    with EventStore(st.db_path) as s:
+        starts = [e for e in s.events(kind="capture.start")]
+        stops = [e for e in s.events(kind="capture.stop")]
+    assert {(e.team, e.data["network"]) for e in starts} == {(k, n) for k in (1, 2) for n in ("wan", "dmz")}
+    assert all(e.data["ok"] and e.data["file_mb"] == FILE_MB and e.data["files"] == FILES for e in starts)
+    assert len(stops) == 4 and all(e.data["files"] for e in stops)
+    write_evidence(op["range"], tmp_path / "ev", teams=[1])
+    d = tmp_path / "ev" / "team-1"
+    manifest = json.loads((d / "manifest.json").read_text())
+    caps = sorted(n for n in manifest["files"] if n.startswith("capture/"))
+    assert caps and all(hashlib.sha256((d / n).read_bytes()).hexdigest() == manifest["files"][n]["sha256"] for n in caps)
+    scanner, portal = plan.team(1).ip_of("scanner"), plan.team(1).ip_of("portal")
+    seen = 0
+    for n in caps:
+        r = subprocess.run(
+            ["tshark", "-n", "-r", str(d / n), "-Y", f"ip.src=={scanner} && ip.dst=={portal} && tcp.flags.syn==1"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        seen += len(r.stdout.splitlines())
+    assert seen >= 3  # the scan of 22, 80, 443
+    # team 2's scanner is not in team 1's capture
+    other = plan.team(2).ip_of("scanner")
+    for n in caps:
+        r = subprocess.run(["tshark", "-n", "-r", str(d / n), "-Y", f"ip.addr=={other}"], capture_output=True, text=True)
+        assert r.stdout.strip() == ""

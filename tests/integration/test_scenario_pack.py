@@ -30,5 +30,6 @@ def test_selftest(scenario, docker_engine, built_images, tmp_path):
     failed = [f"{a['name']}: {a['detail']}" for a in res["assertions"] if not a["ok"]]
     assert p.returncode == 0 and res["ok"], "\n".join(failed) + (f"\nerror: {res['error']}" if res["error"] else "")
     assert res["scores"]["1"] >= res["expected_score"] and res["scores"]["1"] > res["scores"]["2"]
+    assert [a["ok"] for a in res["assertions"] if a["name"] == "played-as-trainee"] == [True]
     cs, ns = leftovers(docker_engine, f"selftest-{scenario.stem}")
     assert not cs and not ns

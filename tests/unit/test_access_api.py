@@ -746,6 +746,7 @@ OPERATIONS = [
     ("post", "/teams/{team}/objectives/{objective_id}/submissions"),
     ("post", "/teams/{team}/objectives/{objective_id}/hints"),
     ("post", "/teams/{team}/reports"),
+    ("post", "/teams/{team}/nodes/{node}/reset"),
     ("get", "/teams/{team}/score"),
     ("get", "/board"),
 ]

@@ -102,3 +102,12 @@ def test_shipped_scenarios_grant_every_node_their_solution_operates(solution: Pa
     needed = _solution_exec_nodes(solution)
     assert needed, "the solution has exec steps"
     assert needed <= granted, f"not granted: {sorted(needed - granted)}"
+
+
+def test_reset_grants_follow_the_same_rules(project):
+    """`reset:` (respond reset NODE) is validated like `operate:`: own nodes only, on a blue node."""
+    ok = sub(BASE, SOC, SOC + "    reset: [portal]\n")
+    assert check(project, ok) == []
+    bad = sub(BASE, SOC, SOC + "    reset: [portal, scanner]\n")
+    probs = check(project, bad)
+    assert [p.path for p in probs] == ["nodes.soc.reset[1]"] and "'scanner' is a red node" in probs[0].message
