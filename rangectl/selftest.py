@@ -141,33 +141,13 @@ def _actions(state: Any, backend: Any, lang: str) -> dict[str, Callable[..., Any
 SERVE_READY_SECONDS = 900.0  # installing access in every workstation and operated node (one Ansible run)
 
 
-def _free_ssh_base(teams: int) -> int:
-    """A port base with BASE+1..BASE+teams free on 127.0.0.1 (the trainee path's SSH ports)."""
-    import socket
-
-    for base in range(23100, 60000, 97):
-        socks = []
-        try:
-            for k in range(1, teams + 1):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + k))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RangeError("no free loopback ports for the self-test's SSH")
-
-
 def _serve(state: Any, box: list[Any]) -> Any:
     """``serve`` for the range (SSH on loopback, no host API listener), ready, with access installed."""
     from rangectl.access import credentials as creds
-    from rangectl.access.server import ServeOptions, serve_in_thread
+    from rangectl.access.server import ServeOptions, free_port_base, serve_in_thread
 
     creds.ensure_credentials(state, TEAMS)
-    opts = ServeOptions(bind="", ssh_bind="127.0.0.1", ssh_base=_free_ssh_base(TEAMS), watch_seconds=2)
+    opts = ServeOptions(bind="", ssh_bind="127.0.0.1", ssh_base=free_port_base(TEAMS), watch_seconds=2)
     notes: list[str] = []
     thread, served = serve_in_thread(state, opts, note=notes.append)
     box.append((thread, served))

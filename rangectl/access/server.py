@@ -71,6 +71,24 @@ def parse_bind(text: str, default_port: int = 8780) -> tuple[str, int]:
     return host, p
 
 
+def free_port_base(count: int, host: str = "127.0.0.1", start: int = 23100) -> int:
+    """A port base with BASE+1..BASE+count free on ``host`` now (for each team's SSH port)."""
+    for base in range(start, 60000, 97):
+        socks = []
+        try:
+            for k in range(1, count + 1):
+                s = socket.socket()
+                s.bind((host, base + k))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise UsageError(f"no {count} free ports on {host}", fix="pass --ssh-port-base")
+
+
 def api_socket_path(state: RangeState) -> Path:
     return state.dir / "access" / "api.sock"
 

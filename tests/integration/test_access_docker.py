@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -23,6 +22,7 @@ import pytest
 
 from rangectl import ranges
 from rangectl.access import credentials as creds
+from rangectl.access.server import free_port_base
 from rangectl.backend.docker import container_name
 from rangectl.state import RangeState
 from rangectl.store import EventStore
@@ -34,20 +34,7 @@ SCENARIO = FIXTURES / "mini-range.yaml"
 
 
 def _free_base(n: int) -> int:
-    for base in range(23000, 60000, 113):
-        socks = []
-        try:
-            for k in range(1, n + 1):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + k))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
+    return free_port_base(n, start=23000)
 
 
 @pytest.fixture(scope="module")

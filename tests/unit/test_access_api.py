@@ -28,6 +28,7 @@ from ruamel.yaml import YAML
 from rangectl.access import credentials as creds
 from rangectl.access.api import create_app
 from rangectl.access.ratelimit import RateLimit, RateLimiter
+from rangectl.access.server import free_port_base
 from rangectl.access.service import Settings, TeamService
 from rangectl.plan import plan as make_plan
 from rangectl.scenario.model import Scenario
@@ -921,20 +922,7 @@ def test_respond_mini_yaml():
 
 
 def _free_port_base(n: int) -> int:
-    for base in range(24000, 60000, 97):
-        socks = []
-        try:
-            for k in range(1, n + 1):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + k))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
+    return free_port_base(n, start=24000)
 
 
 @pytest.mark.netns

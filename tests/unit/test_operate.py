@@ -14,17 +14,7 @@ from ruamel.yaml import YAML
 from rangectl.access.install import WS_OPERATE_BASE, operate_ports, operated_nodes
 from rangectl.scenario.validate import load_scenario
 from tests.conftest import ROOT
-from tests.unit.test_validate import BASE, POLICY, check, line_of, sub
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch) -> Path:
-    """A throw-away project root with its own scoring/standard.yaml (as in test_validate)."""
-    (tmp_path / "scoring").mkdir()
-    (tmp_path / "scoring" / "standard.yaml").write_text(POLICY)
-    monkeypatch.setenv("RANGECTL_ROOT", str(tmp_path))
-    return tmp_path
-
+from tests.unit.test_validate import BASE, check, line_of, sub
 
 SOC = "  soc:\n    image: workstation\n    role: blue\n"
 

@@ -107,15 +107,6 @@ scoring:
 POLICY = "policy: 1\nname: standard\nhalf_life_minutes: 30\n"
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch) -> Path:
-    """A throw-away project root with its own scoring/standard.yaml."""
-    (tmp_path / "scoring").mkdir()
-    (tmp_path / "scoring" / "standard.yaml").write_text(POLICY)
-    monkeypatch.setenv("RANGECTL_ROOT", str(tmp_path))
-    return tmp_path
-
-
 def sub(text: str, old: str, new: str, nth: int = 0) -> str:
     """Replace the nth occurrence of ``old`` (which must exist)."""
     starts = [m.start() for m in re.finditer(re.escape(old), text)]

@@ -60,14 +60,6 @@ scoring: {policy: standard}
 """
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch) -> Path:
-    (tmp_path / "scoring").mkdir()
-    (tmp_path / "scoring" / "standard.yaml").write_text("policy: 1\nname: standard\nhalf_life_minutes: 30\n")
-    monkeypatch.setenv("RANGECTL_ROOT", str(tmp_path))
-    return tmp_path
-
-
 def write(project: Path, text: str) -> Path:
     f = project / "s.yaml"
     f.write_text(text, encoding="utf-8")
