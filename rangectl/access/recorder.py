@@ -4,7 +4,7 @@ Shell history is the trainee's own file (``unset HISTFILE``, ``exec bash --norc`
 and ``sh`` leave none), so the record is made on the host instead, from the
 Linux *proc connector* (netlink ``NETLINK_CONNECTOR``, group ``CN_IDX_PROC``):
 the kernel reports the fork, exec and exit of every process on the machine,
-with host pids, whatever the process does to itself. Three parts:
+with host pids, whatever the process does to itself. Four parts:
 
 * :class:`ProcConnector` — the netlink socket: subscribes, reads and parses the
   kernel's messages into :class:`ProcEvent` s (processes only: threads are left
@@ -12,18 +12,37 @@ with host pids, whatever the process does to itself. Three parts:
   still overruns it the loss is counted (:attr:`ProcConnector.overruns`), never
   fatal. Needs the host's network, pid and user namespaces (``rangectl serve``
   as root on the host).
+* :class:`ReaderProcess` — the connector, opened and read in a process of its
+  own (:func:`reader_main`, a child of ``serve``) so that an exec'd program's
+  ``/proc`` is read before the program normally gets to run and exit: it sleeps
+  on the socket at ``SCHED_FIFO`` priority :data:`READER_FIFO_PRIORITY` (else
+  nice :data:`READER_NICE`, else as it is; logged), so the kernel's message
+  wakes it ahead of every ordinary process, and it waits for no GIL. Its work
+  per event is small: for an exec it reads ``/proc/PID/cgroup`` and, only for a
+  process in a Docker container, its cmdline, cwd, exe, comm and PPid (a
+  :class:`Snapshot`, :func:`snapshot`); forks and exits are passed on as they
+  are. Events go to ``serve`` through a pipe, pickled, in batches (at most
+  :data:`READER_SEND_SECONDS` apart: only the records wait). Real-time only
+  while that stays cheap: above :data:`READER_RT_CPU` of a CPU (an exec flood)
+  it drops to its niceness until calm. It ends when ``serve`` closes the pipe
+  (it sends what it holds first), when the thread that started it ends
+  (``PR_SET_PDEATHSIG``) or on SIGTERM; when it cannot listen, the
+  :class:`RangeError` the connector gave comes out in ``serve``.
 * :class:`SessionTracker` — pure logic, no I/O of its own: what it needs from
   ``/proc`` is passed in (defaults: :func:`read_proc`, :func:`read_ppid`,
   :func:`stat_in_root`, :func:`live_threads`), so it is tested with synthetic
   events. ``feed(event)`` returns the :class:`Record` s to store.
-* :class:`Recorder` — reads the connector on a thread of its own, feeds the
-  tracker and hands the records to a sink in batches (at most every
-  :data:`BATCH_SECONDS`, at once when :data:`BATCH_MAX` are waiting). argv is
-  read from ``/proc`` as each exec is reported, so the sooner the better: a
-  thread that waits for the GIL behind busy ones reads fewer short commands.
+* :class:`Recorder` — takes the reader's events on a thread of ``serve``, feeds
+  the tracker (an exec's snapshot stands for ``/proc`` while its event is fed:
+  :class:`SnapshotCache`; anything else is read live) and hands the records to a
+  sink in batches (at most every :data:`BATCH_SECONDS`, at once when
+  :data:`BATCH_MAX` are waiting), on a thread of their own. Neither the store
+  nor the GIL of ``serve`` holds up the reading any more: they only delay the
+  records.
 
 **Sessions.** The caller's ``where(pid)`` says which watched container (team,
-node) a host pid lives in (from ``/proc/PID/cgroup``: :func:`container_id_of`).
+node) a host pid lives in (from ``/proc/PID/cgroup``: :func:`container_id_of`;
+``where_id(container)`` for the container the reader found at the exec).
 An exec there by a child of ``sshd`` (``sshd-session`` in OpenSSH 9.8+) starts
 a trainee session (``kind="session"``, numbered by that pid): that is how sshd
 starts the login shell, ``sh -c CMD`` for ``ssh node CMD`` and ``~/.ssh/rc``.
@@ -66,29 +85,41 @@ fork and their exec, in bounded tables.
   counted, not stored, and a ``command.dropped`` record (count, since) is made at
   most every :data:`DROP_REPORT_SECONDS` per team. Sessions, exits of recorded
   commands and file copies are never capped.
-* argv is read from ``/proc`` when the exec is reported: a command that was
-  already gone is kept as ``unread`` (argv ``[comm]`` or ``["?"]``); one that
-  exec'd again in between is reported with its newer argv (twice). argv longer
-  than :data:`MAX_ARGV_BYTES` is cut (``truncated``). Events the kernel could not
-  deliver (an overrun) are lost; an exec whose fork was lost is still placed
-  through ``/proc``, unless its parent had gone too.
+* argv is read from ``/proc`` by the reader process when the exec is reported,
+  usually before the program has done anything, but it is a race, not a
+  guarantee (another CPU may run the program meanwhile; during an exec flood the
+  reader is not real-time): a command that was already gone is kept as
+  ``unread`` (argv ``[comm]`` or ``["?"]``); one that exec'd again in between is
+  reported with its newer argv (twice); argv is what the process's memory says
+  when read (a program can overwrite its own, though seldom that quickly). argv
+  longer than :data:`MAX_ARGV_BYTES` is cut (``truncated``). Events the kernel
+  could not deliver (an overrun), or the reader could not keep while ``serve``
+  was far behind (:data:`READER_MAX_PENDING`), are lost; an exec whose fork was
+  lost is still placed through ``/proc``, unless its parent had gone too.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
+import fcntl
 import logging
+import math
 import os
+import pickle
 import posixpath
 import queue
 import random
 import re
 import select
 import shlex
+import signal
 import socket
 import stat
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -124,7 +155,7 @@ _DATA_AT = _NLMSGHDR.size + _CN_MSG.size + _EVENT.size  # 52: where event_data s
 RCVBUF_BYTES = 4 << 20  # the socket's receive buffer: a burst of events waits here
 RECV_BYTES = 65536  # one datagram carries one message today; room for several anyway
 READ_MAX_DATAGRAMS = 4096  # per read(): the caller gets to flush and tick during a flood
-RECORDER_READ_DATAGRAMS = 32  # per read() in the Recorder: an exec is looked at before the rest is read
+READER_READ_DATAGRAMS = 8  # per read() in the reader process: an exec is looked at before the rest is read
 ACK_SECONDS = 2.0  # the kernel answers a subscription in microseconds; none by then: not available
 
 MAX_ARGV_BYTES = 16384  # of /proc/PID/cmdline kept in a record
@@ -138,6 +169,18 @@ BATCH_MAX = 200  # ...or at once with this many records
 TICK_SECONDS = 1.0  # Recorder: how often the tracker's tick() runs
 SINK_QUEUE_BATCHES = 256  # Recorder: batches waiting for a slow sink; beyond them batches are lost (counted)
 SINK_CLOSE_SECONDS = 10.0  # Recorder: how long stopping waits for the sink to take what is left
+
+READER_START_SECONDS = 10.0  # the reader process says it listens (or why it cannot) within this
+READER_CLOSE_SECONDS = 5.0  # stopping: the reader sends what it holds and exits within this, or is killed
+READER_FIFO_PRIORITY = 5  # the reader's SCHED_FIFO priority (1-99: any is ahead of every normal process)
+READER_NICE = -10  # its niceness when it cannot be (or stops being) real-time
+READER_RT_CPU = 0.5  # share of one CPU above which the reader leaves SCHED_FIFO (a flood of events)...
+READER_RT_CALM_SECONDS = 10  # ...and seconds in a row below half of it before it goes back
+READER_SEND_SECONDS = 0.02  # the reader sends its events on this long after the first (or at...
+READER_SEND_EVENTS = 512  # ...this many): it has read each exec's /proc already, only the records wait
+READER_MAX_PENDING = 32 << 20  # bytes the reader keeps for a parent that is behind; beyond: events lost
+READER_PIPE_BYTES = 1 << 20  # the pipe from the reader (F_SETPIPE_SZ)
+PIPE_READ_BYTES = 1 << 20  # per read of that pipe
 
 SSHD_COMMS = frozenset({"sshd", "sshd-session", "sshd-auth"})  # OpenSSH's own programs (<= 9.7; 9.8+; 10.0+)
 # where distributions install them: only root can write there
@@ -153,7 +196,8 @@ _DOCKER_ID = re.compile(r"(?:/docker/|/docker-)([0-9a-f]{64})(?:\.scope)?(?=/|$)
 class ProcEvent(NamedTuple):
     """One process event: ``kind`` is ``fork`` (``pid``/``tgid``: the child, ``ppid``: the parent's
     tgid), ``exec`` or ``exit`` (``exit_code``: the wait status as the kernel gives it); ``ts`` is
-    time.time() when it was read."""
+    time.time() when it was read. ``snap``: what the reader process read of an exec'd process as
+    soon as the exec was reported (:class:`Snapshot`), None when it was not read there."""
 
     kind: str
     pid: int
@@ -161,6 +205,7 @@ class ProcEvent(NamedTuple):
     ppid: int | None = None
     exit_code: int | None = None
     ts: float = 0.0
+    snap: Snapshot | None = None
 
     @property
     def status(self) -> int | None:
@@ -180,6 +225,16 @@ class ProcInfo(NamedTuple):
     cwd: str | None
     exe: str | None = None
     truncated: bool = False
+
+
+class Snapshot(NamedTuple):
+    """A process as the reader process found it when its exec was reported: its Docker container
+    (None only when every process is read, see :class:`ReaderProcess`), its parent (``PPid``) and
+    :class:`ProcInfo` (None: gone already)."""
+
+    container: str | None
+    ppid: int | None
+    info: ProcInfo | None
 
 
 class CommandRate(NamedTuple):
@@ -613,6 +668,12 @@ class ProcConnector:
         self._drain(out, None, limit)
         return out
 
+    def take(self, limit: int = READ_MAX_DATAGRAMS) -> list[ProcEvent]:
+        """The events already there (in at most ``limit`` datagrams), without waiting or polling."""
+        out, self._pending = self._pending, []
+        self._drain(out, None, limit)
+        return out
+
     def close(self) -> None:
         sock, self._sock = self._sock, None
         if sock is None:
@@ -974,19 +1035,466 @@ class SessionTracker:
                 p.gone = True
 
 
+# ---------------------------------------------------------------- the reader process
+
+_FRAME = struct.Struct("=I")  # each message on the reader's pipe: its length, then the pickle
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """SIGTERM when the thread that started us ends (serve dies); gone at once if it has already."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # the pipe's end still tells
+    if os.getppid() != parent:
+        raise SystemExit(0)
+
+
+def _on_sigterm(_sig: int, _frame: Any) -> None:
+    raise SystemExit(0)
+
+
+class _Sender:
+    """The reader's end of the pipe, non-blocking: what the parent cannot take yet waits here, up to
+    :data:`READER_MAX_PENDING` bytes; events beyond that are lost (counted in :attr:`lost`)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.pending = bytearray()
+        self.lost = 0
+        os.set_blocking(fd, False)
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        frame = _FRAME.pack(len(data)) + data
+        if self.pending:
+            self.pending += frame
+            self.flush()
+            return
+        try:
+            n = os.write(self.fd, frame)
+        except BlockingIOError:
+            n = 0
+        if n < len(frame):
+            self.pending += frame[n:]
+
+    def events(self, batch: list[ProcEvent], overruns: int) -> None:
+        if len(self.pending) > READER_MAX_PENDING:
+            self.lost += len(batch)
+            return
+        self.send(("events", overruns, self.lost, batch))
+
+    def flush(self) -> None:
+        while self.pending:
+            try:
+                n = os.write(self.fd, self.pending)
+            except BlockingIOError:
+                return
+            del self.pending[:n]
+
+    def drain(self) -> None:
+        os.set_blocking(self.fd, True)
+        self.flush()
+
+    def log(self, level: int, text: str) -> None:
+        self.send(("log", level, text))
+
+
+class _Priority:
+    """The reader's scheduling: SCHED_FIFO when allowed, else nice :data:`READER_NICE`, else as it is.
+
+    Real-time only while it is cheap: above :data:`READER_RT_CPU` of a CPU (an exec flood, which a
+    trainee can make) it drops to its niceness, and goes back after :data:`READER_RT_CALM_SECONDS`
+    quiet seconds.
+    """
+
+    def __init__(
+        self, out: Any, clock: Callable[[], float] = time.monotonic, cpu: Callable[[], float] | None = None
+    ):
+        self.out = out
+        self.rt = self.may_rt = False
+        self.calm = 0
+        self._clock = clock
+        self._used = cpu or self._cpu_time
+        self._at = clock()
+        self._cpu = self._used()
+
+    @staticmethod
+    def _cpu_time() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    def _fifo(self) -> str | None:
+        try:
+            policy = os.SCHED_FIFO | getattr(os, "SCHED_RESET_ON_FORK", 0)
+            os.sched_setscheduler(0, policy, os.sched_param(READER_FIFO_PRIORITY))
+        except (OSError, AttributeError) as e:
+            return getattr(e, "strerror", None) or str(e)
+        self.rt = True
+        return None
+
+    def _normal(self) -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))  # keeps the niceness
+        except (OSError, AttributeError):
+            pass
+        self.rt = False
+
+    def raise_(self) -> str:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, READER_NICE)
+            niced = None
+        except OSError as e:
+            niced = e.strerror
+        why = self._fifo()
+        self.may_rt = why is None
+        if self.rt:
+            return f"SCHED_FIFO priority {READER_FIFO_PRIORITY}"
+        if niced is None:
+            return f"nice {READER_NICE} (no SCHED_FIFO: {why})"
+        return f"normal priority (no SCHED_FIFO: {why}; no nice {READER_NICE}: {niced})"
+
+    def tick(self) -> None:
+        now = self._clock()
+        if now - self._at < 1.0:
+            return
+        used = self._used()
+        share = (used - self._cpu) / (now - self._at)
+        self._at, self._cpu = now, used
+        if self.rt and share > READER_RT_CPU:
+            self._normal()
+            self.calm = 0
+            self.out.log(
+                logging.WARNING,
+                f"a flood of process events ({share:.0%} of a CPU): reading at nice {READER_NICE}, "
+                "not SCHED_FIFO, until it calms down (short commands may go unread meanwhile)",
+            )
+        elif self.may_rt and not self.rt:
+            self.calm = self.calm + 1 if share < READER_RT_CPU / 2 else 0
+            if self.calm >= READER_RT_CALM_SECONDS and self._fifo() is None:
+                self.out.log(
+                    logging.INFO, f"calm again: reading at SCHED_FIFO priority {READER_FIFO_PRIORITY}"
+                )
+
+
+def snapshot(pid: int, everything: bool = False, proc: str = "/proc") -> Snapshot | None:
+    """What the reader takes of a process that exec'd: its cgroup first, and only when it is in a Docker
+    container (or ``everything``) its cmdline, cwd, exe, comm and PPid; None otherwise (or gone)."""
+    cid = container_id_of(pid, proc)
+    if cid is None and not everything:
+        return None
+    info = read_proc(pid, proc)
+    if info is None and cid is None:
+        return None
+    return Snapshot(cid, read_ppid(pid, proc), info)
+
+
+def _read_events(conn: ProcConnector, out: _Sender, everything: bool) -> None:
+    """Until the parent closes our stdin: events (execs with their snapshot) to ``out``.
+
+    Each exec is looked at as soon as its datagram is read; the events are sent on in batches (at
+    :data:`READER_SEND_EVENTS`, or :data:`READER_SEND_SECONDS` after the first): the parent is woken
+    less often, and what matters, ``/proc``, is read already.
+    """
+    prio = _Priority(out)
+    out.send(("ready", prio.raise_()))
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    poller.register(0, select.POLLIN)
+    writing = ending = False
+    held: list[ProcEvent] = []
+    due = 0.0  # when the held events go
+    wait = 0  # at first: the events that came with the subscription's answer
+    while not ending:
+        if bool(out.pending) != writing:
+            writing = bool(out.pending)
+            if writing:
+                poller.register(out.fd, select.POLLOUT)
+            else:
+                poller.unregister(out.fd)
+        for fd, _flags in poller.poll(wait):
+            if fd == 0 and not os.read(0, 4096):
+                ending = True  # the parent closed the pipe (it stops, or is gone): what is queued goes
+            elif fd == out.fd:
+                out.flush()
+        # back to poll() now and then: the parent's word and the pipe are seen during a flood
+        for _ in range(READ_MAX_DATAGRAMS if ending else 64):
+            events = conn.take(READER_READ_DATAGRAMS)
+            if not events:
+                break
+            for i, ev in enumerate(events):
+                if ev.kind == "exec":
+                    snap = snapshot(ev.pid, everything)
+                    if snap is not None:
+                        events[i] = ev._replace(snap=snap)
+            if not held:
+                due = time.monotonic() + READER_SEND_SECONDS
+            held.extend(events)
+            if len(held) >= READER_SEND_EVENTS:
+                out.events(held, conn.overruns)
+                held = []
+        if held and (ending or time.monotonic() >= due):
+            out.events(held, conn.overruns)
+            held = []
+        prio.tick()
+        wait = 1000 if not held else max(0, math.ceil((due - time.monotonic()) * 1000))
+
+
+def reader_main(args: list[str]) -> int:
+    """The reader process (started by :class:`ReaderProcess`): ``args`` are the parent's pid and
+    ``docker`` or ``all`` (which execs are read). Messages go to stdout, stdin's end stops it."""
+    parent, everything = int(args[0]), args[1] == "all"
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: serve stops us
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    _die_with(parent)
+    fd = os.dup(1)
+    os.dup2(2, 1)  # a stray print goes to stderr, not into the pipe
+    out = _Sender(fd)
+    try:
+        conn = ProcConnector()
+    except RangeError as e:
+        out.send(("error", e.message, e.fix))
+        out.drain()
+        return 1
+    try:
+        _read_events(conn, out, everything)
+        out.drain()
+    except (BrokenPipeError, SystemExit):
+        pass  # the parent is gone
+    finally:
+        conn.close()
+    return 0
+
+
+class ReaderGone(OSError):
+    """The reader process ended while it was being read."""
+
+
+class ReaderProcess:
+    """The kernel's process events read in a process of its own, at real-time priority.
+
+    Same use as :class:`ProcConnector` (``read``, ``overruns``, ``close``), but the connector is
+    opened and read by a child, ``python -c ... reader_main``: it is woken by each message ahead of
+    the programs that run (``SCHED_FIFO``, see :class:`_Priority`; :attr:`priority` says what it got)
+    and competes for no GIL, so it reads an exec'd process's ``/proc`` before the program normally
+    gets to run and exit. It reads ``/proc/PID/cgroup`` of each exec and, only when in a Docker
+    container (or any process, ``everything=True``: tests), its cmdline, cwd, exe, comm and PPid
+    (:func:`snapshot`); forks and exits are passed on. Everything comes back in batches, pickled, on
+    the child's stdout; the child exits when its stdin is closed, when the thread that started it
+    ends (``PR_SET_PDEATHSIG``), or on SIGTERM. It cannot open the connector: the same
+    :class:`RangeError` as :class:`ProcConnector` comes out of the constructor.
+    """
+
+    def __init__(self, *, everything: bool = False, start_timeout: float = READER_START_SECONDS):
+        self.overruns = 0  # the connector's in the reader, as last told
+        self.lost = 0  # events the reader could not keep while the parent was behind
+        self.priority = "?"
+        self._events: list[ProcEvent] = []
+        self._buf = bytearray()
+        self._eof = False
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        code = (
+            f"import sys; sys.path.insert(0, {root!r}); "
+            "from rangectl.access.recorder import reader_main; sys.exit(reader_main(sys.argv[1:]))"
+        )
+        argv = [sys.executable, "-c", code, str(os.getpid()), "all" if everything else "docker"]
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        except OSError as e:
+            raise RangeError(f"cannot start the command recorder's reader process: {e.strerror}") from None
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._fd = self.proc.stdout.fileno()
+        os.set_blocking(self._fd, False)
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, READER_PIPE_BYTES)
+        except (OSError, AttributeError):
+            pass
+        self._poll = select.poll()
+        self._poll.register(self._fd, select.POLLIN)
+        try:
+            self._hello(start_timeout)
+        except BaseException:
+            self.close()
+            raise
+        log.log(
+            logging.INFO if self.priority.startswith("SCHED_FIFO") else logging.WARNING,
+            "recorder: reading process events in process %d at %s",
+            self.proc.pid,
+            self.priority,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def _hello(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            for msg in self._take(max(0.0, deadline - time.monotonic()), hello=True):
+                if msg[0] == "error":
+                    raise RangeError(msg[1], fix=msg[2])
+                if msg[0] == "ready":
+                    self.priority = msg[1]
+                    return
+            if self._eof:
+                raise RangeError(
+                    f"the command recorder's reader process ended at start ({self._status()})",
+                    fix="see the lines above in serve's output",
+                )
+            if time.monotonic() >= deadline:
+                raise RangeError(f"the command recorder's reader process did not start within {timeout:g}s")
+
+    def _status(self) -> str:
+        try:
+            rc = self.proc.wait(READER_CLOSE_SECONDS)
+        except subprocess.TimeoutExpired:
+            return "still running"
+        return f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
+
+    def _take(self, timeout: float, hello: bool = False) -> list[tuple[Any, ...]]:
+        """Messages that came within ``timeout``: events go to the pending list, logs to the log."""
+        if self._eof or not self._poll.poll(max(0.0, timeout) * 1000.0):
+            return []
+        try:
+            data = os.read(self._fd, PIPE_READ_BYTES)
+        except BlockingIOError:
+            return []
+        if not data:
+            self._eof = True
+            return []
+        self._buf += data
+        buf, off, others = self._buf, 0, []
+        while off + _FRAME.size <= len(buf):
+            (n,) = _FRAME.unpack_from(buf, off)
+            if off + _FRAME.size + n > len(buf):
+                break
+            msg = pickle.loads(buf[off + _FRAME.size : off + _FRAME.size + n])
+            off += _FRAME.size + n
+            if msg[0] == "events":
+                _, self.overruns, self.lost, batch = msg
+                self._events.extend(batch)
+            elif msg[0] == "log":
+                log.log(msg[1], "recorder (reader process %d): %s", self.proc.pid, msg[2])
+            elif hello:
+                others.append(msg)
+        del buf[:off]
+        return others
+
+    def read(self, timeout: float, limit: int | None = None) -> list[ProcEvent]:
+        """The events that came (with their snapshots), waiting ``timeout`` s for the first.
+        ``limit`` is ignored: the reader has done the urgent part already. :class:`ReaderGone` when
+        the reader ended."""
+        if not self._events:
+            self._take(timeout)
+            if self._eof and not self._events:
+                raise ReaderGone(f"the reader process {self.proc.pid} ended ({self._status()})")
+        out, self._events = self._events, []
+        return out
+
+    def finish(self, timeout: float = READER_CLOSE_SECONDS) -> list[ProcEvent]:
+        """Stop the reader (its stdin closed) and take the events it still sends before it ends."""
+        stdin = self.proc.stdin
+        if stdin is not None and not stdin.closed:
+            with contextlib.suppress(OSError):
+                stdin.close()
+        deadline = time.monotonic() + timeout
+        while not self._eof and time.monotonic() < deadline:
+            self._take(deadline - time.monotonic())
+        out, self._events = self._events, []
+        return out
+
+    def close(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(READER_CLOSE_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> ReaderProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 # ---------------------------------------------------------------- the loop
+
+
+class SnapshotCache:
+    """The tracker's view of ``/proc``: the reader's :class:`Snapshot` of the exec being fed, else live.
+
+    The :class:`Recorder` puts an exec's snapshot here (by pid) while the tracker handles that exec,
+    and takes it out after: what a process ran is read as the reader found it at its exec; whatever
+    else (its parents' names and parents, the sizes of an scp's files) is read live. ``where(pid)``
+    asks ``where_id(container)`` when the snapshot names the container (``where`` itself otherwise).
+    """
+
+    def __init__(
+        self,
+        where: Callable[[int], tuple[int, str] | None],
+        *,
+        where_id: Callable[[str], tuple[int, str] | None] | None = None,
+        info: Callable[[int], ProcInfo | None] = read_proc,
+        parent_of: Callable[[int], int | None] = read_ppid,
+        comm_of: Callable[[int], str | None] | None = None,
+    ):
+        self.current: dict[int, Snapshot] = {}
+        self._where, self._where_id, self._info, self._parent_of = where, where_id, info, parent_of
+        if comm_of is None:
+            comm_of = read_comm if info is read_proc else (lambda pid: i.comm if (i := info(pid)) else None)
+        self._comm_of = comm_of
+
+    def where(self, pid: int) -> tuple[int, str] | None:
+        s = self.current.get(pid)
+        if s is not None and s.container is not None and self._where_id is not None:
+            return self._where_id(s.container)
+        return self._where(pid)
+
+    def info(self, pid: int) -> ProcInfo | None:
+        s = self.current.get(pid)
+        return s.info if s is not None else self._info(pid)
+
+    def parent_of(self, pid: int) -> int | None:
+        s = self.current.get(pid)
+        if s is not None and s.ppid:
+            return s.ppid
+        return self._parent_of(pid)
+
+    def comm_of(self, pid: int) -> str | None:
+        s = self.current.get(pid)
+        if s is not None and s.info is not None:
+            return s.info.comm
+        return self._comm_of(pid)
 
 
 class Recorder:
     """Reads the kernel's process events on the calling thread until ``stop`` is set; ``sink`` gets records.
 
+    The events come from ``connector()``: by default a :class:`ReaderProcess`, which has already read
+    each exec's ``/proc`` (its :class:`Snapshot` s go through a :class:`SnapshotCache` to the tracker);
+    its :class:`RangeError` comes out of :meth:`run` before anything is read, and ``ready`` (when
+    given) is set once it listens. ``where_id(container)`` places a snapshot's container (else
+    ``where(pid)``); ``seen(container)`` is told of each container in which something exec'd, so
+    that the caller can look up new ones early (it must not block).
+
     ``sink`` is called with a batch at most every :data:`BATCH_SECONDS` (at once with
     :data:`BATCH_MAX` records) and once more when stopping, on a thread of the recorder's own so
-    that a slow store does not delay the reading of argv (up to :data:`SINK_QUEUE_BATCHES` batches
-    wait for it; more are lost and counted in :attr:`lost`). ``connector`` makes the
-    :class:`ProcConnector` (its :class:`RangeError` comes out of :meth:`run` before anything is read);
-    the other options go to :class:`SessionTracker`. An error in the sink or the tracker is logged and
-    the loop goes on: a recorder that stops records nothing.
+    that a slow store does not hold up the events (up to :data:`SINK_QUEUE_BATCHES` batches
+    wait for it; more are lost and counted in :attr:`lost`). The other options go to
+    :class:`SessionTracker` (its ``info``, ``parent_of`` and ``comm_of`` behind the cache); a
+    ``tracker`` given is used as it is. An error in the sink or the tracker is logged and the loop
+    goes on: a recorder that stops records nothing.
     """
 
     def __init__(
@@ -994,20 +1502,34 @@ class Recorder:
         where: Callable[[int], tuple[int, str] | None],
         sink: Callable[[list[Record]], None],
         *,
-        connector: Callable[[], ProcConnector] = ProcConnector,
+        connector: Callable[[], Any] = ReaderProcess,
+        where_id: Callable[[str], tuple[int, str] | None] | None = None,
+        seen: Callable[[str], None] | None = None,
         tracker: SessionTracker | None = None,
         batch_seconds: float = BATCH_SECONDS,
         batch_max: int = BATCH_MAX,
         **tracker_options: Any,
     ):
-        self.tracker = tracker if tracker is not None else SessionTracker(where, **tracker_options)
+        self.snapshots = SnapshotCache(
+            where,
+            where_id=where_id,
+            **{k: tracker_options.pop(k) for k in ("info", "parent_of", "comm_of") if k in tracker_options},
+        )
+        if tracker is None:
+            s = self.snapshots
+            tracker = SessionTracker(
+                s.where, info=s.info, parent_of=s.parent_of, comm_of=s.comm_of, **tracker_options
+            )
+        self.tracker = tracker
         self.sink = sink
         self.connector = connector
+        self.seen = seen
         self.batch_seconds = batch_seconds
         self.batch_max = batch_max
         self.overruns = 0  # the connector's, as last seen
         self.errors = 0  # exceptions from the tracker or the sink (logged at most every 10 s)
         self.lost = 0  # records not given to a sink that was too far behind
+        self.reader_pid: int | None = None  # the reader process's, while it runs
         self._lock = threading.Lock()
         self._last_error_log = self._last_lost_log = float("-inf")
 
@@ -1039,8 +1561,24 @@ class Recorder:
             except Exception:
                 self._error("the sink")
 
-    def run(self, stop: threading.Event) -> None:
+    def _feed(self, ev: ProcEvent) -> list[Record]:
+        snap = ev.snap
+        if snap is None:
+            return self.tracker.feed(ev)
+        if snap.container is not None and self.seen is not None:
+            self.seen(snap.container)
+        self.snapshots.current[ev.pid] = snap
+        try:
+            return self.tracker.feed(ev)
+        finally:
+            self.snapshots.current.pop(ev.pid, None)
+
+    def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
         conn = self.connector()
+        pid = getattr(conn, "pid", None)
+        self.reader_pid = pid if isinstance(pid, int) else None
+        if ready is not None:
+            ready.set()
         tracker = self.tracker
         # the sink (a database) works on a thread of its own: reading never waits for it
         q: queue.Queue[list[Record] | None] = queue.Queue(maxsize=SINK_QUEUE_BATCHES)
@@ -1049,15 +1587,16 @@ class Recorder:
         batch: list[Record] = []
         last_emit = last_tick = last_overrun_log = time.monotonic()
         reported = 0
+        stopped = False
         try:
             while not stop.is_set():
                 now = time.monotonic()
                 wait = min(TICK_SECONDS - (now - last_tick), self.batch_seconds)
                 if batch:
                     wait = min(wait, self.batch_seconds - (now - last_emit))
-                for ev in conn.read(max(0.0, wait), RECORDER_READ_DATAGRAMS):
+                for ev in conn.read(max(0.0, wait)):
                     try:
-                        batch.extend(tracker.feed(ev))
+                        batch.extend(self._feed(ev))
                     except Exception:
                         self._error("an event")
                     if len(batch) >= self.batch_max:
@@ -1071,25 +1610,37 @@ class Recorder:
                         batch.extend(tracker.tick())
                     except Exception:
                         self._error("the tick")
-                    self.overruns = conn.overruns
+                    self.overruns = conn.overruns + getattr(conn, "lost", 0)
                     if self.overruns > reported and now - last_overrun_log >= 10.0:
                         log.warning(
-                            "recorder: the kernel dropped process events (%d overruns)", self.overruns
-                        )
+                            "recorder: process events lost (%d overruns of the kernel's buffer, %d events "
+                            "the reader process could not keep)", conn.overruns, getattr(conn, "lost", 0),
+                        )  # fmt: skip
                         reported, last_overrun_log = self.overruns, now
                 if batch and now - last_emit >= self.batch_seconds:
                     self._emit(q, batch)
                     batch = []
                     last_emit = now
+            stopped = True
         finally:
-            self.overruns = conn.overruns
-            conn.close()
             try:
-                batch.extend(tracker.flush())
+                finish = getattr(conn, "finish", None)
+                if stopped and finish is not None:  # what the reader still holds
+                    for ev in finish():
+                        try:
+                            batch.extend(self._feed(ev))
+                        except Exception:
+                            self._error("an event")
+                self.overruns = conn.overruns + getattr(conn, "lost", 0)
             finally:
-                self._emit(q, batch)
+                conn.close()
+                self.reader_pid = None
                 try:
-                    q.put(None, timeout=SINK_CLOSE_SECONDS)
-                except queue.Full:
-                    pass
-                writer.join(SINK_CLOSE_SECONDS)
+                    batch.extend(tracker.flush())
+                finally:
+                    self._emit(q, batch)
+                    try:
+                        q.put(None, timeout=SINK_CLOSE_SECONDS)
+                    except queue.Full:
+                        pass
+                    writer.join(SINK_CLOSE_SECONDS)

@@ -1,21 +1,23 @@
 """Wiring of the command recorder into ``rangectl serve``: which container is which node, and the record.
 
 :mod:`rangectl.access.recorder` follows trainee sessions through the kernel's process
-events; this module tells it which host processes belong to this range (container id ->
-team and node, from the backend's node list, refreshed when an unknown container shows up
-and every few seconds) and appends what it returns to the range's event store, with the
-drill time of each record (docs/access.md, "Every command recorded").
+events, read by a process of its own (:class:`~rangectl.access.recorder.ReaderProcess`,
+started and stopped here); this module tells it which host processes belong to this range
+(container id -> team and node, from the backend's node list: :class:`NodeMap`) and appends
+what it returns to the range's event store, with the drill time of each record
+(docs/access.md, "Every command recorded").
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from rangectl.access.recorder import Record, Recorder, container_id_of
+from rangectl.access.recorder import READER_START_SECONDS, ReaderProcess, Record, Recorder, container_id_of
 from rangectl.backend.base import Backend
 from rangectl.errors import RangeError
 from rangectl.scoring.engine import DrillClock
@@ -25,50 +27,141 @@ from rangectl.store import EventStore
 
 log = logging.getLogger("rangectl.access.recording")
 
-REFRESH_SECONDS = 5.0  # the node map is read again at most this often (sooner for an unknown container)
-UNKNOWN_REFRESH_SECONDS = 1.0
+UNKNOWN_REFRESH_SECONDS = 1.0  # the node list is read again at most this often, when a container is unknown
+UNKNOWN_WAIT_SECONDS = 2.0  # where() waits this long for the list that tells an unknown container
+MAX_UNKNOWN = 4096  # containers known not to be this range's (other ranges'), remembered (oldest forgotten)
 
 
 class NodeMap:
-    """Container id -> (team, node) for one range, from the backend."""
+    """Container id -> (team, node) for one range, from the backend.
 
-    def __init__(self, range_name: str, backend: Backend, clock: Callable[[], float] = time.monotonic):
+    The list is read at :meth:`refresh` (``Recording.start``) and then on a thread of its own, never
+    by the recorder: when a container not in it shows up, at most every
+    :data:`UNKNOWN_REFRESH_SECONDS`. The recorder tells :meth:`seen` of every container in which
+    something exec'd, so a node made after serve started (a reset) is listed about a second after its
+    first process, well before anyone logs in; :meth:`lookup` of a container still unknown waits up
+    to :data:`UNKNOWN_WAIT_SECONDS` for a list read after it showed up (the recorder's tracker thread
+    waits, the reader process does not). A container still missing from such a list is another's:
+    it is answered None at once from then on.
+    """
+
+    def __init__(
+        self,
+        range_name: str,
+        backend: Backend,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        interval: float = UNKNOWN_REFRESH_SECONDS,
+        wait: float = UNKNOWN_WAIT_SECONDS,
+    ):
         self.range = range_name
         self.backend = backend
         self.clock = clock
+        self.interval = interval
+        self.wait = wait
+        self.refreshes = 0  # node lists read
         self._ids: dict[str, tuple[int, str]] = {}
-        self._read_at = float("-inf")
-        self._lock = threading.Lock()
+        self._unknown: collections.OrderedDict[str, float] = collections.OrderedDict()  # -> when first seen
+        self._listed_at = float("-inf")  # when the last list that came was asked for
+        self._asked_at = float("-inf")  # when the last list was asked for (it may have failed)
+        self._wanted = False
+        self._closed = False
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
 
-    def refresh(self) -> None:
+    def refresh(self) -> bool:
+        """Read the node list now (blocking: a Docker call). False when it could not be read."""
+        asked = self.clock()
+        with self._cond:
+            self._asked_at = asked
         try:
             nodes = self.backend.nodes(self.range)
         except Exception as exc:  # noqa: BLE001 - the engine is busy; keep the last map
             log.warning("recorder: cannot list the range's nodes: %s", exc)
-            return
-        finally:
-            self._read_at = self.clock()
-        self._ids = {n.id: (n.team, n.node) for n in nodes if n.id}
+            with self._cond:
+                self._cond.notify_all()
+            return False
+        ids = {n.id: (n.team, n.node) for n in nodes if n.id}
+        with self._cond:
+            self.refreshes += 1
+            self._ids = ids
+            self._listed_at = asked
+            for cid in ids:
+                self._unknown.pop(cid, None)
+            self._cond.notify_all()
+        return True
 
-    def lookup(self, cid: str) -> tuple[int, str] | None:
+    def _note(self, cid: str) -> float:
+        """When ``cid`` was first seen unknown; a list is asked for when it is new (under the lock)."""
+        first = self._unknown.get(cid)
+        if first is None:
+            first = self._unknown[cid] = self.clock()
+            if len(self._unknown) > MAX_UNKNOWN:
+                self._unknown.popitem(last=False)
+        if self._listed_at < first:
+            self._want()
+        return first
+
+    def _want(self) -> None:
+        self._wanted = True
+        if self._thread is None and not self._closed:
+            self._thread = threading.Thread(
+                target=self._refresher, name=f"rangectl-nodes-{self.range}", daemon=True
+            )
+            self._thread.start()
+        self._cond.notify_all()
+
+    def _refresher(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed:
+                    if self._wanted:
+                        left = self.interval - (self.clock() - self._asked_at)
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
+                    else:
+                        self._cond.wait()
+                if self._closed:
+                    return
+                self._wanted = False
+            self.refresh()
+
+    def seen(self, cid: str) -> None:
+        """Something exec'd in container ``cid``: an unknown one gets the list read again soon. No waiting."""
+        if cid in self._ids:
+            return
+        with self._cond:
+            self._note(cid)
+
+    def lookup(self, cid: str, wait: float | None = None) -> tuple[int, str] | None:
+        """(team, node) of container ``cid``; one unknown so far waits (up to ``wait`` s) for a list."""
         hit = self._ids.get(cid)
         if hit is not None:
             return hit
-        with self._lock:
-            age = self.clock() - self._read_at
-            if age >= UNKNOWN_REFRESH_SECONDS:
-                self.refresh()
-        return self._ids.get(cid)
+        deadline = self.clock() + (self.wait if wait is None else wait)
+        with self._cond:
+            while cid not in self._ids and not self._closed:
+                first = self._note(cid)
+                left = deadline - self.clock()
+                if self._listed_at >= first or left <= 0:
+                    break
+                self._cond.wait(left)
+            return self._ids.get(cid)
 
     def where(self, pid: int) -> tuple[int, str] | None:
         """(team, node) of host process ``pid`` when it runs in one of this range's nodes."""
         cid = container_id_of(pid)
         if cid is None:
             return None
-        if self.clock() - self._read_at >= REFRESH_SECONDS:
-            with self._lock:
-                self.refresh()
         return self.lookup(cid)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(5.0)
 
 
 def store_sink(state: RangeState) -> Callable[[list[Record]], None]:
@@ -91,23 +184,50 @@ def store_sink(state: RangeState) -> Callable[[list[Record]], None]:
 
 
 class Recording:
-    """The recorder of one ``serve``: a daemon thread; :meth:`close` stops it and flushes what it holds."""
+    """The recorder of one ``serve``: its reader process and a daemon thread that follows the sessions.
 
-    def __init__(self, state: RangeState, backend: Backend, note: Callable[[str], None]):
+    :meth:`start` returns once the reader listens, or has failed: then :attr:`error` is set and
+    ``note`` has said "commands are NOT recorded: ..." (its one-line reason). :meth:`close` stops
+    the reader (it sends what it holds and ends), flushes the records and stops the node map.
+    ``connector`` makes the event source (default: :class:`ReaderProcess`).
+    """
+
+    def __init__(
+        self,
+        state: RangeState,
+        backend: Backend,
+        note: Callable[[str], None],
+        *,
+        connector: Callable[[], Any] = ReaderProcess,
+    ):
         self.nodes = NodeMap(state.name, backend)
-        self.recorder = Recorder(self.nodes.where, store_sink(state))
+        self.recorder = Recorder(
+            self.nodes.where,
+            store_sink(state),
+            connector=connector,
+            where_id=self.nodes.lookup,
+            seen=self.nodes.seen,
+        )
         self.stop = threading.Event()
+        self.ready = threading.Event()  # the reader listens, or could not
         self.error: BaseException | None = None
         self.note = note
         self.thread = threading.Thread(target=self._run, name=f"rangectl-recorder-{state.name}", daemon=True)
 
+    @property
+    def reader_pid(self) -> int | None:
+        """The reader process's pid while it runs (its CPU time is the recording's: bench/record.py)."""
+        return self.recorder.reader_pid
+
     def start(self) -> None:
         self.nodes.refresh()
         self.thread.start()
+        self.ready.wait(READER_START_SECONDS + 5.0)
 
     def _run(self) -> None:
+        # the reader process is started on this thread and lives as long as it (PR_SET_PDEATHSIG)
         try:
-            self.recorder.run(self.stop)
+            self.recorder.run(self.stop, self.ready)
         except RangeError as exc:
             self.error = exc
             self.note(f"commands are NOT recorded: {exc}")
@@ -115,8 +235,11 @@ class Recording:
             self.error = exc
             log.exception("recorder stopped")
             self.note(f"the command recorder stopped: {exc}")
+        finally:
+            self.ready.set()
 
     def close(self, timeout: float = 5.0) -> None:
         self.stop.set()
         if self.thread.is_alive():
             self.thread.join(timeout)
+        self.nodes.close()
