@@ -235,6 +235,9 @@ class Snapshot(NamedTuple):
     container: str | None
     ppid: int | None
     info: ProcInfo | None
+    # (pid, comm, ppid) of its parent and grandparent as they were at the exec: a quick ``ssh NODE
+    # CMD`` ends, sshd's per-session process with it, before the tracker looks at them live
+    ancestors: tuple[tuple[int, str | None, int | None], ...] = ()
 
 
 class CommandRate(NamedTuple):
@@ -1189,7 +1192,16 @@ def snapshot(pid: int, everything: bool = False, proc: str = "/proc") -> Snapsho
     info = read_proc(pid, proc)
     if info is None and cid is None:
         return None
-    return Snapshot(cid, read_ppid(pid, proc), info)
+    ppid = read_ppid(pid, proc)
+    ancestors = []
+    up = ppid
+    for _ in range(2):  # the parent (sshd's session process?) and its parent (the listener's child?)
+        if not up:
+            break
+        nxt = read_ppid(up, proc)
+        ancestors.append((up, read_comm(up, proc), nxt))
+        up = nxt
+    return Snapshot(cid, ppid, info, tuple(ancestors))
 
 
 def _read_events(conn: ProcConnector, out: _Sender, everything: bool) -> None:
@@ -1465,17 +1477,30 @@ class SnapshotCache:
         s = self.current.get(pid)
         return s.info if s is not None else self._info(pid)
 
+    def _ancestor(self, pid: int) -> tuple[int, str | None, int | None] | None:
+        for s in self.current.values():
+            for a in s.ancestors:
+                if a[0] == pid:
+                    return a
+        return None
+
     def parent_of(self, pid: int) -> int | None:
         s = self.current.get(pid)
         if s is not None and s.ppid:
             return s.ppid
-        return self._parent_of(pid)
+        live = self._parent_of(pid)
+        if live is None and (a := self._ancestor(pid)) is not None:
+            return a[2]  # gone since the exec: as the reader saw it then
+        return live
 
     def comm_of(self, pid: int) -> str | None:
         s = self.current.get(pid)
         if s is not None and s.info is not None:
             return s.info.comm
-        return self._comm_of(pid)
+        live = self._comm_of(pid)
+        if live is None and (a := self._ancestor(pid)) is not None:
+            return a[1]
+        return live
 
 
 class Recorder:

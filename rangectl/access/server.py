@@ -259,6 +259,12 @@ async def _start_gateway(state, opts: ServeOptions, teams: list[int], unix_path:
         # on a daemon thread, not the loop's executor: stopping `serve` never waits for a stuck install
         try:
             res = await in_thread(install_access, state, teams, ws, timeout=INSTALL_TIMEOUT, key="install")
+            if not res.ok:
+                # one more pass for the teams not done: an engine under load sometimes fails an exec
+                # (Ansible's "unreachable"); what did install is recorded and skipped
+                f = res.failures[0] if res.failures else {"host": "-", "task": "-", "message": "failed"}
+                note(f"install failed on {f['host']} at '{f['task']}'; trying once more")
+                res = await in_thread(install_access, state, teams, ws, timeout=INSTALL_TIMEOUT, key="install")
         except Late:
             from rangectl.access.install import InstallResult
 

@@ -242,11 +242,9 @@ def test_commands_typed_in_a_shell_are_recorded_even_without_history(op, tmp_pat
         remote = [r for r in rows if r.node == "gw" and f"remote-{tag}" in r.cmd]
         if all(w in cmds for w in want) and remote and cmds[want[2]].status is not None:
             break
-        assert time.monotonic() < deadline, (
-            want,
-            sorted(cmds),
-            [r.as_dict() for r in rows][-20:],
-            op["notes"][-5:],
+        missing = [w for w in want if w not in cmds]
+        assert time.monotonic() < deadline, f"missing {missing}, remote {len(remote)}, rows: " + "; ".join(
+            f"{r.node}:{r.kind}:{r.cmd}:{r.status}" for r in rows[-25:]
         )
         time.sleep(0.5)
     assert cmds[want[0]].status == 0 and cmds[want[2]].status == 3

@@ -33,6 +33,7 @@ from rangectl.access.recorder import (
     container_id_from_cgroup,
     container_id_of,
     parse_datagram,
+    read_comm,
     read_ppid,
     read_proc,
     scp_transfers,
@@ -1190,15 +1191,34 @@ def test_snapshot_reads_cgroup_first_and_the_rest_only_in_a_docker_container(tmp
         (d / "status").write_text("Name:\tcat\nPPid:\t41\n")
         os.symlink("/root", d / "cwd")
         os.symlink("/usr/bin/cat", d / "exe")
+    parent = tmp_path / "41"  # sshd's session process, child of 40 (not in the fake /proc: gone)
+    parent.mkdir()
+    (parent / "comm").write_bytes(b"sshd\n")
+    (parent / "status").write_text("Name:\tsshd\nPPid:\t40\n")
     proc = str(tmp_path)
     cat = ProcInfo("cat", ["cat", "/etc/shadow"], "/root", "/usr/bin/cat")
-    assert snapshot(42, proc=proc) == Snapshot(CID, 41, cat)
+    up = ((41, "sshd", 40), (40, None, None))  # the parent and grandparent as they were at the exec
+    assert snapshot(42, proc=proc) == Snapshot(CID, 41, cat, up)
     assert snapshot(43, proc=proc) is None  # on the host: forwarded as it is, not read
-    assert snapshot(43, everything=True, proc=proc) == Snapshot(None, 41, cat)
+    assert snapshot(43, everything=True, proc=proc) == Snapshot(None, 41, cat, up)
     assert snapshot(44, proc=proc) is None and snapshot(44, everything=True, proc=proc) is None  # gone
     (tmp_path / "42" / "cmdline").unlink()  # ended between the two reads: in a container, known gone
     (tmp_path / "42" / "comm").unlink()
-    assert snapshot(42, proc=proc) == Snapshot(CID, 41, None)
+    assert snapshot(42, proc=proc) == Snapshot(CID, 41, None, up)
+
+
+def test_a_quick_session_whose_sshd_is_gone_is_still_a_session():
+    """`ssh NODE CMD` with a short CMD: by the time the tracker sees the exec, sshd's session process
+    (the parent) and CMD have ended; the reader's snapshot of the ancestry still makes it a session."""
+    cache = SnapshotCache(
+        lambda pid: (1, "gw"), info=lambda pid: None, parent_of=lambda pid: None, comm_of=lambda pid: None
+    )
+    info = ProcInfo("echo", ["/bin/echo", "remote"], "/root", "/usr/bin/echo")
+    cache.current[300] = Snapshot(CID, 299, info, ((299, "sshd", 298), (298, "sshd", 200)))
+    assert cache.parent_of(300) == 299 and cache.comm_of(299) == "sshd"
+    assert cache.parent_of(299) == 298 and cache.comm_of(298) == "sshd"
+    cache.current.clear()
+    assert cache.comm_of(299) is None  # only while that exec is fed
 
 
 class Logs:
@@ -1530,9 +1550,11 @@ def test_reader_process_sends_each_exec_with_what_proc_said_then(everything):
     snap = events[1].snap
     here = container_id_of(os.getpid())
     if everything or here is not None:
+        me = os.getpid()
         assert snap == Snapshot(
-            here, os.getpid(), ProcInfo("echo", ["/bin/echo", "snap"], "/", "/usr/bin/echo")
-        )
+            here, me, ProcInfo("echo", ["/bin/echo", "snap"], "/", "/usr/bin/echo"),
+            ((me, read_comm(me), read_ppid(me)), (read_ppid(me), read_comm(read_ppid(me)), read_ppid(read_ppid(me)))),
+        )  # fmt: skip
     else:  # on the host, not in a container: passed on as it is
         assert snap is None
 
