@@ -551,3 +551,20 @@ def test_refusals_counted_by_a_process_that_ends_without_closing_are_still_recor
         "malware-hash",
         ["second"],
     )
+
+
+QUEUE_CHILD = """
+import asyncio
+from rangectl.access.service import Settings, TeamService
+from rangectl.state import RangeState
+
+svc = TeamService(RangeState.open("acc"), Settings())
+assert asyncio.run(svc.scoring.submit(1, "malware-hash", "queued"))[0] == 200
+# no close(): the scoring thread still waits for answers
+"""
+
+
+def test_a_process_that_scored_answers_on_the_scoring_thread_can_end_without_closing(rng):
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", QUEUE_CHILD], cwd=root, check=True, timeout=30)
+    assert [e.data["answer"] for e in events(rng, "submission")] == ["queued"]

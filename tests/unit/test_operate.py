@@ -31,17 +31,18 @@ def test_a_blue_node_may_operate_its_teams_own_nodes(project):
 @pytest.mark.parametrize(
     ("operate", "index", "fragment"),
     [
-        ("[portal, nowhere]", 1, "unknown node 'nowhere'"),
-        ("[soc]", 0, "cannot list itself"),
-        ("[gw, scanner]", 1, "'scanner' is a red node"),
+        ("[portal, nowhere]", 1, "unknown node 'nowhere' (nodes: gw, portal, scanner, soc)"),
+        ("[soc]", 0, "a node cannot list itself: trainees are already on it (the trainer resets it)"),
+        ("[gw, scanner]", 1, "'scanner' is a red node: teams operate their own nodes, never the attacker's "
+                             "(a team's own host the attacker controls is marked compromised: true)"),
         ("[portal, gw, portal]", 2, "'portal' is listed twice"),
     ],
-)
+)  # fmt: skip
 def test_bad_grants_name_the_file_line_and_field(project, operate, index, fragment):
     text = _with(BASE, operate)
     probs = check(project, text)
     assert [p.path for p in probs] == [f"nodes.soc.operate[{index}]"], probs
-    assert fragment in probs[0].message
+    assert probs[0].message == fragment
     assert probs[0].line == line_of(text, "operate:")
 
 
@@ -50,7 +51,7 @@ def test_only_a_blue_node_lists_nodes_to_operate(project):
     text = _with(BASE, "[gw]", head)
     probs = check(project, text)
     assert [p.path for p in probs] == ["nodes.portal.operate[0]"]
-    assert "only a blue node" in probs[0].message
+    assert probs[0].message == "only a blue node (where trainees log in) may list nodes to operate or reset"
 
 
 def test_a_compromised_red_node_is_the_teams_own_and_may_be_operated(project):
