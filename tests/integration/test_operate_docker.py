@@ -89,7 +89,11 @@ def op(docker_engine, built_images, tmp_path_factory):
         creds.ensure_credentials(st, 2)
         base = _free_base(2)
         notes: list[str] = []
-        opts = ServeOptions(bind="127.0.0.1:0", ssh_bind="127.0.0.1", ssh_base=base, watch_seconds=2)
+        from rangectl.commands.access import _team_reset  # what `rangectl serve` hands the team API
+
+        opts = ServeOptions(
+            bind="127.0.0.1:0", ssh_bind="127.0.0.1", ssh_base=base, watch_seconds=2, reset_fn=_team_reset(rng)
+        )
         thread, served = serve_in_thread(st, opts, note=notes.append)
         assert served.ready.wait(300), "serve did not start"
         assert served.error is None, served.error
@@ -315,3 +319,40 @@ def test_the_drill_captures_each_teams_networks_into_the_evidence_bundle(op, tmp
     for n in caps:
         r = subprocess.run(["tshark", "-n", "-r", str(d / n), "-Y", f"ip.addr=={other}"], capture_output=True, text=True)
         assert r.stdout.strip() == ""
+
+
+def test_a_team_resets_its_own_node_with_respond_and_pays_for_it(op, monkeypatch):
+    """`respond reset portal` typed in team 2's workstation re-creates team 2's portal (same address),
+    records the request, its cost and the reset as the team; `ssh portal` works again afterwards."""
+    monkeypatch.setenv("RANGECTL_HOME", op["home"])  # serve (a thread here) finds the range by name
+    be, rng, plan = op["be"], op["range"], op["plan"]
+    before = be.node(NodeRef(rng, 2, "portal"))
+    other = be.node(NodeRef(rng, 1, "portal"))
+    r = _ssh(op, 2, "respond reset gw; echo rc-$?; respond --json reset portal", timeout=60)
+    assert "rc-4" in r.stdout, (r.stdout, r.stderr)  # gw is not resettable: refused, nothing recorded
+    body = json.loads(r.stdout.split("rc-4", 1)[1])
+    assert body["accepted"] and body["node"] == "portal" and body["cost"] == 50.0
+    deadline = time.monotonic() + 240
+    while True:
+        with EventStore(op["state"].db_path) as s:
+            done = s.events(kind=("node.reset", "node.reset.failed"), team=2)
+            req = s.events(kind="node.reset.request", team=2)
+            cost = [e for e in s.events(kind="score", team=2) if "reset of portal" in e.data.get("reason", "")]
+        if done:
+            break
+        assert time.monotonic() < deadline, "the reset did not finish"
+        time.sleep(1)
+    assert [e.kind for e in done] == ["node.reset"] and done[0].actor == "team-2", done[0].data
+    assert [e.data["node"] for e in req] == ["portal"] and [e.data["points"] for e in cost] == [-50.0]
+    after = be.node(NodeRef(rng, 2, "portal"))
+    assert after.id != before.id and after.addresses == before.addresses
+    assert be.node(NodeRef(rng, 1, "portal")).id == other.id  # team 1's portal untouched
+    # operator access comes back to the new container (serve's watcher installs it again)
+    deadline = time.monotonic() + 180
+    while True:
+        r = _ssh(op, 2, "ssh -o ConnectTimeout=5 portal hostname", timeout=60)
+        if r.returncode == 0 and r.stdout.strip() == "portal":
+            break
+        assert time.monotonic() < deadline, (r.stdout, r.stderr, op["notes"][-5:])
+        time.sleep(3)
+    assert str(plan.team(2).ip_of("portal")) in after.addresses.values()
