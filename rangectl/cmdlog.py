@@ -36,6 +36,14 @@ class CommandRow:
         return asdict(self)
 
 
+def fmt_clock(t: float | None) -> str:
+    """Drill time as m:ss (minutes past 59 keep counting); "-" when there is none."""
+    if t is None:
+        return "-"
+    m, s = divmod(int(max(0.0, t)), 60)
+    return f"{m:d}:{s:02d}"
+
+
 def rows(events: list[Event], team: int | None = None) -> list[CommandRow]:
     """One row per session start, program run, file copied and summary of dropped commands."""
     out: list[CommandRow] = []

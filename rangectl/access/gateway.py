@@ -144,6 +144,19 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         pass
 
 
+async def sshd_stream(port: NodePort) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the sshd on 127.0.0.1 inside ``port``'s node (its socket made in that namespace)."""
+    sock = await in_thread(port.tcp_socket, timeout=NETNS_TIMEOUT)
+    try:
+        await asyncio.wait_for(
+            asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", WS_SSH_PORT)), SSH_CONNECT_SECONDS
+        )
+        return await asyncio.open_connection(sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
 async def splice(
     a: tuple[asyncio.StreamReader, asyncio.StreamWriter], b: tuple[asyncio.StreamReader, asyncio.StreamWriter]
 ) -> None:
@@ -452,24 +465,17 @@ class Gateway:
             writer.close()
             return
         g.operate_conns[node] = g.operate_conns.get(node, 0) + 1
-        sock = None
         try:
             port = await in_thread(self.attach_node, team, node, timeout=RESOLVE_TIMEOUT)
             try:
-                sock = await in_thread(port.tcp_socket, timeout=NETNS_TIMEOUT)
+                up = await sshd_stream(port)
             finally:
                 port.close()
-            loop = asyncio.get_running_loop()
-            await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", WS_SSH_PORT)), SSH_CONNECT_SECONDS)
-            ur, uw = await asyncio.open_connection(sock=sock)
-            sock = None
-            await splice((reader, writer), (ur, uw))
+            await splice((reader, writer), up)
         except Exception as exc:  # noqa: BLE001 - this connection fails; others go on
             self._problem(g, f"`ssh {node}` failed: {exc}")
             writer.close()
         finally:
-            if sock is not None:
-                sock.close()
             g.operate_conns[node] -= 1
 
     async def _sshd_answers(self, g: TeamGate, port: NodePort | None = None) -> bool:
@@ -537,7 +543,6 @@ class Gateway:
                     g.ssh_preauth.pop(src, None)
 
         timer = loop.call_later(SSH_PREAUTH_SECONDS, grown_up)
-        sock = None
         try:
             # nothing reaches sshd before the client speaks: a silent connection costs sshd nothing
             try:
@@ -552,10 +557,7 @@ class Gateway:
             if port is None:
                 writer.close()
                 return
-            sock = await in_thread(port.tcp_socket, timeout=NETNS_TIMEOUT)
-            await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", WS_SSH_PORT)), SSH_CONNECT_SECONDS)
-            ur, uw = await asyncio.open_connection(sock=sock)
-            sock = None  # owned by the stream now
+            ur, uw = await sshd_stream(port)
             uw.write(first)
             await splice((reader, writer), (ur, uw))
         except (TimeoutError, OSError) as exc:
@@ -564,6 +566,4 @@ class Gateway:
         finally:
             timer.cancel()
             grown_up()
-            if sock is not None:
-                sock.close()
             g.ssh_conns -= 1

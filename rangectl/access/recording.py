@@ -20,8 +20,7 @@ from typing import Any
 from rangectl.access.recorder import READER_START_SECONDS, ReaderProcess, Record, Recorder, container_id_of
 from rangectl.backend.base import Backend
 from rangectl.errors import RangeError
-from rangectl.scoring.engine import DrillClock
-from rangectl.scoring.incremental import DRILL_KINDS
+from rangectl.scoring.incremental import drill_clock
 from rangectl.state import RangeState
 from rangectl.store import EventStore
 
@@ -169,7 +168,7 @@ def store_sink(state: RangeState) -> Callable[[list[Record]], None]:
 
     def sink(records: list[Record]) -> None:
         with EventStore(state.db_path) as store:
-            clock = DrillClock.from_events(store.events(kind=DRILL_KINDS))
+            clock = drill_clock(store)
             items = []
             for r in records:
                 data: dict[str, Any] = r.as_data()

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from rangectl.access.ratelimit import RateLimiter, TeamBudget
 from rangectl.scoring import actions
 from rangectl.scoring.engine import DrillClock
+from rangectl.scoring.incremental import drill_clock
 
 RATE_LIMITED = "rate limited"
 REFUSED_KIND = "submission.refused"  # rate-limited attempts, summarised: recorded, never scored
@@ -32,7 +33,6 @@ REFUSAL_WINDOW = 60.0  # seconds: one summary per team and objective (or budget)
 REFUSAL_SAMPLES = 3  # answers kept per summary
 SAMPLE_BYTES = 64  # ... each cut to this many bytes of UTF-8 (never mid-character)
 # exact kinds, not "drill.*": an equality match uses the store's (kind, seq) index, a LIKE scans every event
-DRILL_KINDS = ("drill.start", "drill.pause", "drill.resume", "drill.stop", "drill.finish")
 
 
 def actor(team: int) -> str:
@@ -244,7 +244,7 @@ class RefusalLog:
             ctx = self.service.ctx(fresh=attempt == 2)
             try:
                 with ctx.store.transaction() as tx:
-                    clock = DrillClock.from_events(tx.events(kind=DRILL_KINDS))
+                    clock = drill_clock(tx)
                     for (kind, team, objective), t in sorted(items, key=lambda it: it[1].first_ts):
                         # ts: when written (the record's times only move forward); the window is in data
                         tx.append(

@@ -21,8 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rangectl.access.refusals import actor
-from rangectl.scoring.engine import DrillClock
-from rangectl.scoring.incremental import DRILL_KINDS
+from rangectl.scoring.incremental import drill_clock
 from rangectl.state import RangeState
 from rangectl.store import EventStore
 
@@ -74,8 +73,7 @@ class TeamResets:
             self._last[key] = self.clock()
         try:
             with EventStore(self.state.db_path) as store:
-                clock = DrillClock.from_events(store.events(kind=DRILL_KINDS))
-                t = round(clock.drill_t(time.time()), 2)
+                t = round(drill_clock(store).drill_t(time.time()), 2)
                 req = store.append_many([
                     {"kind": "node.reset.request", "data": {"node": node, "cost": cost, "drill_t": t},
                      "team": team, "actor": actor(team)},
@@ -107,8 +105,7 @@ class TeamResets:
                 self._running.discard((team, node))
         try:
             with EventStore(self.state.db_path) as store:
-                clock = DrillClock.from_events(store.events(kind=DRILL_KINDS))
-                data["drill_t"] = round(clock.drill_t(time.time()), 2)
+                data["drill_t"] = round(drill_clock(store).drill_t(time.time()), 2)
                 store.append(kind, data, team=team, actor=actor(team))
         except Exception:  # noqa: BLE001
             log.exception("recording the reset of %s for team %s", node, team)

@@ -42,7 +42,6 @@ from typing import Any
 from rangectl.access.credentials import TokenVerifier
 from rangectl.access.ratelimit import RateLimit, RateLimiter, TeamBudget
 from rangectl.access.refusals import (
-    DRILL_KINDS,
     REFUSED_KIND,
     BudgetPenalty,
     FinalRefusals,
@@ -58,7 +57,7 @@ from rangectl.scenario.model import Objective, localize
 from rangectl.scenario.variables import substitute_all
 from rangectl.scoring import actions
 from rangectl.scoring.engine import Board, DrillClock, TeamBoard, compute_board
-from rangectl.scoring.incremental import LiveBoard
+from rangectl.scoring.incremental import DRILL_KINDS, LiveBoard
 from rangectl.state import RangeState
 from rangectl.store import Event, StoreBusy, StoreError, last_checkpoint
 

@@ -211,13 +211,6 @@ def _team_reset(range_name: str):
     return reset
 
 
-def _clock(t: float | None) -> str:
-    if t is None:
-        return "-"
-    m, s = divmod(int(t), 60)
-    return f"{m:d}:{s:02d}"
-
-
 def commands(
     range_name: str = RANGE,
     team: int = typer.Option(None, "--team", "-t", help="Only this team [every team]."),
@@ -242,7 +235,7 @@ def commands(
     for r in found:
         what = {"session": "login", "command": "run", "file.copy": "scp", "dropped": "dropped"}.get(r.kind, r.kind)
         text = r.cmd + (f"  ({r.detail})" if r.detail else "")
-        table.add_row(_clock(r.drill_t), str(r.team), r.node, what, text, "" if r.status is None else str(r.status))
+        table.add_row(cmdlog.fmt_clock(r.drill_t), str(r.team), r.node, what, text, "" if r.status is None else str(r.status))
     console.print(table)
     if not found:
         console.print("nothing recorded (commands are recorded while `rangectl serve` runs)")

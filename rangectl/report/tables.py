@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from rangectl import cmdlog
-from rangectl.cmdlog import CommandRow
+from rangectl.cmdlog import CommandRow, fmt_clock
 from rangectl.report.data import ReportData, inject_spans, team_commands
 from rangectl.scenario.durations import format_duration
 from rangectl.scenario.model import localize
@@ -68,14 +68,6 @@ def fmt_points(v: float) -> str:
 
 def fmt_time(t: float | None) -> str:
     return "-" if t is None else format_duration(t)
-
-
-def fmt_clock(t: float | None) -> str:
-    """Drill time as m:ss (minutes past 59 keep counting), as ``rangectl commands`` prints it."""
-    if t is None:
-        return "-"
-    m, s = divmod(int(max(0.0, t)), 60)
-    return f"{m:d}:{s:02d}"
 
 
 def text(d: ReportData) -> dict:

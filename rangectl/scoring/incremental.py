@@ -50,6 +50,13 @@ from rangectl.store import Event, Transaction
 
 # the kinds a board is folded from (the engine ignores every other kind)
 DRILL_KINDS = ("drill.start", "drill.pause", "drill.resume", "drill.stop", "drill.finish")
+
+
+def drill_clock(store: Any) -> DrillClock:
+    """The drill clock, read from an event store or one of its transactions (its drill.* events only)."""
+    return DrillClock.from_events(store.events(kind=DRILL_KINDS))
+
+
 BOARD_KINDS = (
     *DRILL_KINDS,
     "inject.start",
