@@ -29,7 +29,8 @@ scoring module's ``submit`` (attempts past the policy's max are refused there).
 the share of right answers: ``--rate 0 --attempts 0 --right 0`` scores every
 submission (none is refused for good), the scoring path at full load.
 ``--profile FILE`` writes a cProfile of the server's event-loop thread.
-Target: >= 500 submissions/s at p99 < 50 ms with the default limits.
+Targets: >= 500 submissions/s at p99 < 50 ms with the default limits; with ``--rate 0``
+>= 2,000 submissions/s after the opening burst (every client started) at p99 < 50 ms.
 """
 
 from __future__ import annotations
@@ -390,6 +391,10 @@ def main() -> int:
         "p99_ms": round(pct(out["lat"], 99), 2),
         "max_ms": round(max(out["lat"]) * 1000, 2),
         "client_loop_lag_max_ms": round(max(out["client_lag"], default=0) * 1000, 1),
+        # answered after the opening burst, per second of that window (every client has started by then)
+        "steady_per_second": round(
+            len(out["steady"]) / max(1e-9, out["elapsed"] - min(5.0, args.seconds / 3)), 1
+        ),
         "steady_p50_ms": round(pct(out["steady"], 50), 2) if out["steady"] else None,
         "steady_p99_ms": round(pct(out["steady"], 99), 2) if out["steady"] else None,
         "status": dict(sorted(out["status"].items())),
@@ -429,7 +434,8 @@ def main() -> int:
             f"latency p50 {res['p50_ms']} ms, p90 {res['p90_ms']} ms, p99 {res['p99_ms']} ms, max {res['max_ms']} ms"
         )
         print(
-            f"after the opening burst (from t={min(5.0, args.seconds / 3):g} s): p50 {res['steady_p50_ms']} ms, "
+            f"after the opening burst (from t={min(5.0, args.seconds / 3):g} s): {res['steady_per_second']}/s, "
+            f"p50 {res['steady_p50_ms']} ms, "
             f"p99 {res['steady_p99_ms']} ms"
         )
         print(f"by status: p50 {res['p50_ms_by_status']} ms, p99 {res['p99_ms_by_status']} ms")
@@ -443,9 +449,13 @@ def main() -> int:
             f"lost {res['lost']}, duplicated {res['duplicated']}, unacknowledged {extra}, mismatched {mismatch}, "
             f"chain {'ok' if verify.ok else 'BROKEN'}"
         )
-        target = res["per_second"] >= 500 and res["p99_ms"] < 50
+        # with the rate limiter: 500/s; without it (every answer through the scoring path): 2,000/s, steady
+        floor = 2000 if args.rate == 0 else 500
+        rate = res["steady_per_second"] if args.rate == 0 else res["per_second"]
+        target = rate >= floor and res["p99_ms"] < 50
         print(
-            f"target >= 500/s at p99 < 50 ms: {'met' if target else 'NOT met'}; record: {'complete' if ok else 'BAD'}"
+            f"target >= {floor}/s{' after the opening burst' if args.rate == 0 else ''} at p99 < 50 ms: "
+            f"{'met' if target else 'NOT met'}; record: {'complete' if ok else 'BAD'}"
         )
     return 0 if ok else 1
 

@@ -37,6 +37,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import sqlite3
 import weakref
 from typing import Annotated, Any, Literal
@@ -282,6 +283,44 @@ class ResetResult(BaseModel):
     message: str
 
 
+# --- answers ---------------------------------------------------------------------------------------------
+
+
+async def submit_response(service: TeamService, team: int, objective_id: str, answer: str) -> JSONResponse:
+    """The answer route's whole work, for the routed endpoint and the guard's fast path alike."""
+    oid, wait = service.precheck(team, objective_id)
+    if wait > 0:  # rate limited: counted, and summarised in the record once a minute
+        service.refusals.note(REFUSED_KIND, team, oid, answer)
+        status, result, headers = service.refused_result(team, oid, wait)
+    elif closed := service.closed_result(team, oid, answer):  # solved / no attempts: counted
+        status, result, headers = closed
+    else:  # scored by the scoring module's submit, on the scoring thread
+        status, result, headers = await service.scoring.submit(team, oid, answer)
+    return JSONResponse(result, status_code=status, headers=headers)
+
+
+SUBMIT_PATH = re.compile(rf"^{PREFIX}/teams/([^/]+)/objectives/([^/]{{1,63}})/submissions$")
+JSON_TYPES = (b"application/json", b"application/json; charset=utf-8")
+
+
+def fast_submit_args(scope: Scope, headers: list, team: int, body: bytes) -> tuple[str, str] | None:
+    """(objective id, answer) when this request is a well-formed answer of the token's own team,
+    which the guard then serves without routing; ``None`` sends it through the application, which
+    answers everything else (another team's path, a malformed body, another content type) as it always has."""
+    if scope.get("method") != "POST":
+        return None
+    m = SUBMIT_PATH.match(scope.get("path", ""))
+    if m is None or m.group(1) not in ("me", str(team)):
+        return None
+    if not any(k == b"content-type" and v.lower() in JSON_TYPES for k, v in headers):
+        return None
+    try:
+        parsed = SubmitBody.model_validate_json(body)
+    except ValueError:  # pydantic's ValidationError: the application's 422
+        return None
+    return m.group(2), parsed.answer
+
+
 # --- the guard ---------------------------------------------------------------------------------------
 
 
@@ -292,6 +331,14 @@ def _json_bytes(status: int, body: dict[str, Any]) -> bytes:
 SECURITY_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 
 
+def api_error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body or {"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+
+
+def busy_response() -> JSONResponse:
+    return JSONResponse({"detail": BUSY}, status_code=503, headers={"Retry-After": "1"})
+
+
 class Guard:
     """Authentication and body size, before routing (pure ASGI)."""
 
@@ -299,6 +346,7 @@ class Guard:
         self.app = app
         self.service = service
         self.max_body = max_body
+        self.fast = True  # answers skip routing (``fast_submit_args``); off: every request is routed
         # per event loop (a test client may run the app on several), team -> its request slots
         self._slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -380,6 +428,24 @@ class Guard:
         async with self._slot(team):
             await self._serve(scope, receive, send, headers)
 
+    async def _fast_submit(self, scope: Scope, team: int, objective_id: str, answer: str, send: Send) -> None:
+        """``submit_response`` with the application's error answers (same status, body and headers)."""
+        try:
+            response = await submit_response(self.service, team, objective_id, answer)
+        except ApiError as exc:
+            response = api_error_response(exc)
+        except (StoreBusy, StoreError, sqlite3.OperationalError) as exc:
+            log.warning("event store busy on POST %s: %s", scope.get("path"), exc)
+            response = busy_response()
+        except Exception:  # noqa: BLE001 - a bug: logged, and the same 500 as the application's
+            log.exception("team API error on POST %s", scope.get("path"))
+            response = JSONResponse({"detail": "internal error"}, status_code=500)
+        response.raw_headers.extend(SECURITY_HEADERS)
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers}
+        )
+        await send({"type": "http.response.body", "body": response.body})
+
     def _slot(self, team: int) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         per = self._slots.get(loop)
@@ -418,6 +484,11 @@ class Guard:
             chunks.append(chunk)
             more = msg.get("more_body", False)
         body = b"".join(chunks)
+        team = (scope.get("state") or {}).get("team")
+        fast = fast_submit_args(scope, headers, team, body) if self.fast and team is not None else None
+        if fast is not None:  # the hot path under load: an answer, served without routing
+            await self._fast_submit(scope, team, *fast, send)
+            return
         sent = False
 
         async def replay() -> Message:
@@ -482,7 +553,7 @@ def create_app(service: TeamService) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body or {"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+        return api_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -501,7 +572,7 @@ def create_app(service: TeamService) -> FastAPI:
 
     async def _busy(request: Request, exc: Exception) -> JSONResponse:
         log.warning("event store busy on %s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse({"detail": BUSY}, status_code=503, headers={"Retry-After": "1"})
+        return busy_response()
 
     for busy_exc in (StoreBusy, StoreError, sqlite3.OperationalError):
         app.add_exception_handler(busy_exc, _busy)
@@ -575,15 +646,7 @@ def create_app(service: TeamService) -> FastAPI:
     async def submit(team: Team, objective_id: ObjectiveId, body: SubmitBody) -> Any:
         """Submit an answer. Every scored or drill-refused attempt is recorded; rate-limited ones are
         counted and summarised (one event per objective and minute, with a few samples)."""
-        oid, wait = service.precheck(team, objective_id)
-        if wait > 0:  # rate limited: counted, and summarised in the record once a minute
-            service.refusals.note(REFUSED_KIND, team, oid, body.answer)
-            status, result, headers = service.refused_result(team, oid, wait)
-        elif closed := service.closed_result(team, oid, body.answer):  # solved / no attempts: counted
-            status, result, headers = closed
-        else:  # scored by the scoring module's submit, on the scoring thread
-            status, result, headers = await service.scoring.submit(team, oid, body.answer)
-        return JSONResponse(result, status_code=status, headers=headers)
+        return await submit_response(service, team, objective_id, body.answer)
 
     @r.post(
         "/teams/{team}/objectives/{objective_id}/hints",
@@ -612,7 +675,9 @@ def create_app(service: TeamService) -> FastAPI:
         tags=["nodes"],
         responses={404: {"model": Error}, 409: {"model": Error}},
     )
-    def reset_node(team: Team, node: Annotated[str, Path(description="node name", max_length=63)]) -> dict[str, Any]:
+    def reset_node(
+        team: Team, node: Annotated[str, Path(description="node name", max_length=63)]
+    ) -> dict[str, Any]:
         """Re-create one of the team's own nodes the scenario lets it reset, at the policy's reset_cost
         (recorded; the node comes back from its image and playbooks in about a minute)."""
         resets = service.resets

@@ -24,7 +24,7 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap
 
-from rangectl.answers import check_answer
+from rangectl.answers import check_answer, other_team_right
 from rangectl.errors import NotFound, RangeError, UsageError
 from rangectl.plan import Plan, TeamPlan
 from rangectl.scenario.loader import locate, read_small_yaml
@@ -289,9 +289,9 @@ def _flag(
     answer was passed on) names that team; it stays wrong. A right answer earlier after its
     objective opened than the policy's ``flag_fast_seconds`` is flagged and keeps its points."""
     if not correct:
-        for other in ctx.plan.teams:
-            if other.team != team and check_answer(obj.answer, answer, other):
-                return {"objective": obj.id, "reason": "another-team", "other_team": other.team}
+        other = other_team_right(obj.answer, answer, ctx.plan.teams, team)
+        if other is not None:
+            return {"objective": obj.id, "reason": "another-team", "other_team": other}
         return None
     limit = ctx.policy.flag_fast_seconds
     if limit is not None and drill_t - (opened_t or 0.0) < limit:

@@ -11,7 +11,11 @@ from rangectl.scenario.validate import load_scenario
 from rangectl.solution import load_solution
 from tests.conftest import ROOT
 
-PACK = ["tet-portal", "bank-phish", "platform-leak", "smart-city-telemetry", "official-impersonation"]
+# every scenario with a reference solution is part of the pack (district-portal and
+# ward-portal-probe are examples without one)
+PACK = sorted(p.name.removesuffix(".solution.yaml") for p in (ROOT / "scenarios").glob("*.solution.yaml"))
+NINE = {"tet-portal", "bank-phish", "platform-leak", "smart-city-telemetry", "official-impersonation",
+        "chatbot-abuse", "agency-apt", "mofa-document-portal", "platform-takedown"}
 
 
 def _texts(obj, path=""):
