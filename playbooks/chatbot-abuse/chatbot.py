@@ -518,7 +518,7 @@ def seed_history(conf: dict) -> None:
         name = rnd.choice(NAMES)
         live = min(conf["max_sessions"] - 10, max(1, live + rnd.choice((-1, 0, 1, 1))))
 
-        def acc(when, req, status, size):
+        def acc(when, req, status, size, client=client, ua=ua):
             lines["access.log"].append((when, f'{client} - - [{time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(when))}] '
                                               f'"{req} HTTP/1.1" {status} {size} "-" "{ua}"'))
         lines["sessions.log"].append((t, f"{_ts(t)} event=open sid={sid} client={client} live={live}/{conf['max_sessions']} "

@@ -38,8 +38,8 @@ import random
 import re
 import sys
 import threading
-import unicodedata
 import time
+import unicodedata
 import urllib.parse
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
