@@ -18,7 +18,8 @@ PACK = sorted(p.with_name(p.name.replace(".solution.yaml", ".yaml")) for p in (R
 
 def test_the_pack_is_shipped():
     names = {p.stem for p in PACK}
-    assert names >= {"tet-portal", "bank-phish", "platform-leak", "smart-city-telemetry", "official-impersonation"}
+    assert names >= {"tet-portal", "bank-phish", "platform-leak", "smart-city-telemetry", "official-impersonation",
+                     "chatbot-abuse", "agency-apt", "mofa-document-portal", "platform-takedown"}
 
 
 @pytest.mark.parametrize("scenario", PACK, ids=[p.stem for p in PACK])

@@ -38,6 +38,10 @@ def _texts(obj, path=""):
         yield path, obj
 
 
+def test_the_nine_are_shipped():
+    assert set(PACK) >= NINE, sorted(NINE - set(PACK))
+
+
 @pytest.mark.parametrize("name", PACK)
 def test_scenario_is_complete_and_bilingual(name):
     f = ROOT / "scenarios" / f"{name}.yaml"
