@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/up.py [--teams 1,4,16,40] [--scenario scenarios/tet-portal.yaml] [--no-stamp]
     .venv/bin/python bench/up.py --teams 16 --workers 4,8,16,32      # engine calls in flight
+    .venv/bin/python bench/up.py --teams 16,40 --compose-per-team --compose-jobs 4   # compose per team
 
 For each team count it measures, in this order on a warm engine (images local):
   * docker-compose `up -d` and `down` of a compose file generated from the same plan (same
@@ -41,10 +42,13 @@ from rangectl.plan import plan as make_plan  # noqa: E402
 from rangectl.scenario.validate import load_scenario  # noqa: E402
 
 
-def compose_file(scenario, plan, images: dict[str, str], project: str) -> dict:
+def compose_file(scenario, plan, images: dict[str, str], project: str, teams=None) -> dict:
+    """The compose file of the plan's containers (only ``teams``' when given)."""
     services = {}
     networks = {}
     for t in plan.teams:
+        if teams is not None and t.team not in teams:
+            continue
         for n in t.networks:
             networks[f"t{t.team}-{n.name}"] = {
                 "driver": "bridge",
@@ -93,6 +97,17 @@ def memory_mib(range_name: str) -> float:
     return total
 
 
+def compose_run(compose: str, files: list[Path], verb: list[str], jobs: int, timeout: float) -> float | None:
+    """Wall time of ``docker-compose -p PROJECT -f FILE VERB`` for every file, ``jobs`` at a time;
+    None when one did not finish within ``timeout``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        runs = list(pool.map(lambda f: timed([compose, "-p", f.stem, "-f", str(f), *verb], timeout=timeout), files))
+    return None if any(r is None for r in runs) else time.monotonic() - t0
+
+
 def load() -> str:
     return os.getloadavg().__repr__()
 
@@ -134,6 +149,9 @@ def main() -> None:
     ap.add_argument("--no-stamp", action="store_true", help="provision node by node (the old way)")
     ap.add_argument("--workers", default=None, help="comma list: measure containers-only up/down per value")
     ap.add_argument("--compose-timeout", type=float, default=600, help="seconds before docker-compose counts as hung")
+    ap.add_argument("--compose-per-team", action="store_true",
+                    help="one compose project per team (compose 1.x stalls on one project of ~100+ services)")
+    ap.add_argument("--compose-jobs", type=int, default=4, help="with --compose-per-team: projects brought up at once")
     args = ap.parse_args()
     os.environ.setdefault("RANGECTL_HOME", tempfile.mkdtemp(prefix="bench-up-"))
     sc = load_scenario(args.scenario)
@@ -155,13 +173,20 @@ def main() -> None:
         name = f"bench-up-{teams}"
         before = load()
         with tempfile.TemporaryDirectory() as d:
-            f = Path(d) / "docker-compose.yml"
-            f.write_text(yaml.safe_dump(compose_file(sc, p, images, name), sort_keys=False))
-            base = [compose, "-p", f"benchc{teams}", "-f", str(f)]
-            c_up = timed([*base, "up", "-d"], timeout=args.compose_timeout)
-            c_down = timed([*base, "down", "-t", "0"], timeout=args.compose_timeout)
+            # one project for the whole range, or (--compose-per-team) one per team, --compose-jobs at once:
+            # docker-compose 1.x stalls on one project of more than about 100 services (docker/compose#6705,
+            # #7486, #8161; with COMPOSE_PARALLEL_LIMIT it deadlocks: #5864, #8226)
+            groups = [[k] for k in range(1, teams + 1)] if args.compose_per_team else [list(range(1, teams + 1))]
+            files = []
+            for g in groups:
+                f = Path(d) / (f"benchc{teams}t{g[0]}.yml" if args.compose_per_team else f"benchc{teams}.yml")
+                f.write_text(yaml.safe_dump(compose_file(sc, p, images, name, set(g)), sort_keys=False))
+                files.append(f)
+            jobs = args.compose_jobs if args.compose_per_team else 1
+            c_up = compose_run(compose, files, ["up", "-d"], jobs, args.compose_timeout)
+            c_down = compose_run(compose, files, ["down", "-t", "0"], jobs, args.compose_timeout)
             if c_up is None:  # what a hung compose left
-                subprocess.run([*base, "down", "-t", "0"], capture_output=True, timeout=args.compose_timeout)
+                compose_run(compose, files, ["down", "-t", "0"], jobs, args.compose_timeout)
         t0 = time.monotonic()
         ranges.up(Path(args.scenario), teams=teams, name=name, provision=False)
         r_run = time.monotonic() - t0
