@@ -273,7 +273,7 @@ async def clients(
         w.close()
     t0 = time.monotonic()
     stop_at = t0 + seconds
-    out["steady_from"] = t0 + min(5.0, seconds / 3)
+    out["steady_from"] = t0 + opening(seconds)
     interval = len(tokens) / total_rate if total_rate else 0.0
 
     async def lag_monitor() -> None:  # the client's own hiccups, so they are not blamed on the server
@@ -290,6 +290,11 @@ async def clients(
     )
     out["elapsed"] = time.monotonic() - t0
     return out
+
+
+def opening(seconds: float) -> float:
+    """Seconds from the start that count as the opening burst (every client has started after it)."""
+    return min(5.0, seconds / 3)
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -392,9 +397,7 @@ def main() -> int:
         "max_ms": round(max(out["lat"]) * 1000, 2),
         "client_loop_lag_max_ms": round(max(out["client_lag"], default=0) * 1000, 1),
         # answered after the opening burst, per second of that window (every client has started by then)
-        "steady_per_second": round(
-            len(out["steady"]) / max(1e-9, out["elapsed"] - min(5.0, args.seconds / 3)), 1
-        ),
+        "steady_per_second": round(len(out["steady"]) / max(1e-9, out["elapsed"] - opening(args.seconds)), 1),
         "steady_p50_ms": round(pct(out["steady"], 50), 2) if out["steady"] else None,
         "steady_p99_ms": round(pct(out["steady"], 99), 2) if out["steady"] else None,
         "status": dict(sorted(out["status"].items())),
@@ -434,7 +437,7 @@ def main() -> int:
             f"latency p50 {res['p50_ms']} ms, p90 {res['p90_ms']} ms, p99 {res['p99_ms']} ms, max {res['max_ms']} ms"
         )
         print(
-            f"after the opening burst (from t={min(5.0, args.seconds / 3):g} s): {res['steady_per_second']}/s, "
+            f"after the opening burst (from t={opening(args.seconds):g} s): {res['steady_per_second']}/s, "
             f"p50 {res['steady_p50_ms']} ms, "
             f"p99 {res['steady_p99_ms']} ms"
         )

@@ -17,14 +17,18 @@ def _regex(pattern: str, case_sensitive: bool) -> re.Pattern[str]:
     return re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
 
 
+def _text_key(text: str, case_sensitive: bool) -> str:
+    """How answers compare as text (``text`` already trimmed): as given, or case-folded."""
+    return text if case_sensitive else text.casefold()
+
+
 def _same(expected: object, given: str, case_sensitive: bool) -> bool:
     if isinstance(expected, int | float) and not isinstance(expected, bool):
         try:
             return float(given) == float(expected)
         except ValueError:
             pass
-    want = str(expected).strip()
-    return given == want if case_sensitive else given.casefold() == want.casefold()
+    return _text_key(given, case_sensitive) == _text_key(str(expected).strip(), case_sensitive)
 
 
 def expected_ip(spec: Answer, team_plan: TeamPlan) -> IPv4Address:
@@ -95,8 +99,7 @@ class _RightAnswers:
                 want = _fill(v, tp.values)
                 if isinstance(want, int | float) and not isinstance(want, bool):
                     self.by_number.setdefault(float(want), []).append(tp.team)
-                text = str(want).strip()
-                self.by_text.setdefault(text if self.cs else text.casefold(), []).append(tp.team)
+                self.by_text.setdefault(_text_key(str(want).strip(), self.cs), []).append(tp.team)
 
     def teams_matching(self, given: str) -> list[int]:
         """The teams ``given`` (already trimmed, not empty) is right for, in plan order."""
@@ -113,7 +116,7 @@ class _RightAnswers:
                 found.update(self.by_number.get(float(given), ()))
             except ValueError:
                 pass
-        found.update(self.by_text.get(given if self.cs else given.casefold(), ()))
+        found.update(self.by_text.get(_text_key(given, self.cs), ()))
         return sorted(found, key=self.order.__getitem__)
 
 

@@ -77,6 +77,26 @@ def run_cli(*args: str, check: bool = False, timeout: int = 600, **kw) -> subpro
     return proc
 
 
+def pack_names() -> list[str]:
+    """The scenario pack: every shipped scenario with a reference solution (district-portal and
+    ward-portal-probe are examples without one)."""
+    return sorted(p.name.removesuffix(".solution.yaml") for p in (ROOT / "scenarios").glob("*.solution.yaml"))
+
+
+# the scenarios the pack must hold (issue 14: every threat the programme trains for)
+NINE = {
+    "tet-portal",
+    "bank-phish",
+    "platform-leak",
+    "smart-city-telemetry",
+    "official-impersonation",
+    "chatbot-abuse",
+    "agency-apt",
+    "mofa-document-portal",
+    "platform-takedown",
+}
+
+
 def scenario_files() -> list[Path]:
     """The shipped scenario files (not their reference solutions)."""
     return sorted(p for p in (ROOT / "scenarios").glob("*.yaml") if not p.name.endswith(".solution.yaml"))

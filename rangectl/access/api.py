@@ -339,6 +339,10 @@ def busy_response() -> JSONResponse:
     return JSONResponse({"detail": BUSY}, status_code=503, headers={"Retry-After": "1"})
 
 
+def internal_error_response() -> JSONResponse:
+    return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
 class Guard:
     """Authentication and body size, before routing (pure ASGI)."""
 
@@ -421,12 +425,12 @@ class Guard:
                 return
             scope.setdefault("state", {})["team"] = team
         if team is None:
-            await self._serve(scope, receive, send, headers)
+            await self._serve(scope, receive, send, headers, None)
             return
         # a team's requests take turns for a few slots: 32 at once from one team wait for each
         # other here (costing nothing), not in the event loop's queue in front of the other teams
         async with self._slot(team):
-            await self._serve(scope, receive, send, headers)
+            await self._serve(scope, receive, send, headers, team)
 
     async def _fast_submit(self, scope: Scope, team: int, objective_id: str, answer: str, send: Send) -> None:
         """``submit_response`` with the application's error answers (same status, body and headers)."""
@@ -439,7 +443,7 @@ class Guard:
             response = busy_response()
         except Exception:  # noqa: BLE001 - a bug: logged, and the same 500 as the application's
             log.exception("team API error on POST %s", scope.get("path"))
-            response = JSONResponse({"detail": "internal error"}, status_code=500)
+            response = internal_error_response()
         response.raw_headers.extend(SECURITY_HEADERS)
         await send(
             {"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers}
@@ -456,7 +460,9 @@ class Guard:
             sem = per[team] = asyncio.Semaphore(max(1, self.service.settings.budget.concurrency))
         return sem
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, headers: list) -> None:
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, headers: list, team: int | None
+    ) -> None:
         # body: declared size first, then counted
         declared = None
         for k, v in headers:
@@ -484,7 +490,6 @@ class Guard:
             chunks.append(chunk)
             more = msg.get("more_body", False)
         body = b"".join(chunks)
-        team = (scope.get("state") or {}).get("team")
         fast = fast_submit_args(scope, headers, team, body) if self.fast and team is not None else None
         if fast is not None:  # the hot path under load: an answer, served without routing
             await self._fast_submit(scope, team, *fast, send)
@@ -580,7 +585,7 @@ def create_app(service: TeamService) -> FastAPI:
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
         log.exception("team API error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error"}, status_code=500)
+        return internal_error_response()
 
     r = APIRouter(prefix=PREFIX, dependencies=[Security(bearer)], responses=ERRORS)
 

@@ -9,17 +9,16 @@ import json
 
 import pytest
 
-from tests.conftest import ROOT, leftovers, run_cli
+from tests.conftest import NINE, ROOT, leftovers, pack_names, run_cli
 
 pytestmark = pytest.mark.docker
 
-PACK = sorted(p.with_name(p.name.replace(".solution.yaml", ".yaml")) for p in (ROOT / "scenarios").glob("*.solution.yaml"))
+PACK = [ROOT / "scenarios" / f"{name}.yaml" for name in pack_names()]
 
 
 def test_the_pack_is_shipped():
     names = {p.stem for p in PACK}
-    assert names >= {"tet-portal", "bank-phish", "platform-leak", "smart-city-telemetry", "official-impersonation",
-                     "chatbot-abuse", "agency-apt", "mofa-document-portal", "platform-takedown"}
+    assert names >= NINE
 
 
 @pytest.mark.parametrize("scenario", PACK, ids=[p.stem for p in PACK])

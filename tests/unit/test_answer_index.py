@@ -14,9 +14,9 @@ from rangectl.plan import plan
 from rangectl.scenario.model import Answer
 from rangectl.scenario.validate import load_scenario
 from rangectl.solution import fill, load_solution
-from tests.conftest import ROOT
+from tests.conftest import ROOT, pack_names
 
-PACK = sorted(p.name.removesuffix(".solution.yaml") for p in (ROOT / "scenarios").glob("*.solution.yaml"))
+PACK = pack_names()
 
 
 def naive(spec, answer, teams, team):

@@ -14,9 +14,9 @@ from rangectl.scenario.validate import load_scenario
 from rangectl.scoring.actions import _flag
 from rangectl.scoring.policy import Policy
 from rangectl.solution import fill, load_solution
-from tests.conftest import ROOT
+from tests.conftest import ROOT, pack_names
 
-PACK = sorted(p.name.removesuffix(".solution.yaml") for p in (ROOT / "scenarios").glob("*.solution.yaml"))
+PACK = pack_names()
 
 # answers that name a kind of thing rather than a value, so they cannot differ per team
 CONCEPTUAL = {("tet-portal", "flood-type")}

@@ -9,13 +9,9 @@ import pytest
 
 from rangectl.scenario.validate import load_scenario
 from rangectl.solution import load_solution
-from tests.conftest import ROOT
+from tests.conftest import NINE, ROOT, pack_names
 
-# every scenario with a reference solution is part of the pack (district-portal and
-# ward-portal-probe are examples without one)
-PACK = sorted(p.name.removesuffix(".solution.yaml") for p in (ROOT / "scenarios").glob("*.solution.yaml"))
-NINE = {"tet-portal", "bank-phish", "platform-leak", "smart-city-telemetry", "official-impersonation",
-        "chatbot-abuse", "agency-apt", "mofa-document-portal", "platform-takedown"}
+PACK = pack_names()
 
 
 def _texts(obj, path=""):
