@@ -27,7 +27,10 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 RTM_NEWLINK, RTM_GETLINK = 16, 18
 RTM_NEWADDR, RTM_GETADDR = 20, 22
-RTM_NEWROUTE, RTM_GETROUTE = 24, 26
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+NLM_F_REPLACE, NLM_F_CREATE = 0x100, 0x400
+RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RT_SCOPE_NOWHERE = 254, 3, 0, 255
+RTA_GATEWAY = 5
 RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
 RTN_UNICAST, RTN_LOCAL, RTN_BROADCAST, RTN_MULTICAST = 1, 2, 3, 5
 RTN_NAMES = {
@@ -229,6 +232,31 @@ def neighbours_here() -> list[Neighbour]:
             continue
         out.append(Neighbour(index, ipaddress.IPv4Address(a[1]), format_mac(a.get(2)), state))
     return out
+
+
+def set_default_route_here(gateway: str | ipaddress.IPv4Address | None) -> bool:
+    """``ip route replace default via GATEWAY`` (``gateway``), or ``ip route del default``
+    (None), in the calling thread's namespace. True when a route was set or deleted; False
+    when there was no default route to delete. OSError when the kernel refuses (for example
+    ENETUNREACH: the gateway is on none of the namespace's networks)."""
+    if gateway is None:
+        rtm = struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, 0, RT_SCOPE_NOWHERE, 0, 0)
+        try:
+            _netlink(RTM_DELROUTE, NLM_F_ACK, rtm)
+        except OSError as exc:
+            if exc.errno == 3:  # ESRCH: no default route
+                return False
+            raise
+        return True
+    rtm = struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
+    rtm += _rtattr(RTA_GATEWAY, ipaddress.IPv4Address(str(gateway)).packed)
+    _netlink(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, rtm)
+    return True
+
+
+def set_default_route(netns_path: str | None, gateway: str | ipaddress.IPv4Address | None) -> bool:
+    """:func:`set_default_route_here` inside ``netns_path``."""
+    return run_in_netns(netns_path, set_default_route_here, gateway)
 
 
 def route_get(netns_path: str | None, dst: str | ipaddress.IPv4Address) -> Route:

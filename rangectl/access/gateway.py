@@ -51,6 +51,7 @@ from rangectl.access.install import (
     WS_SSH_PORT,
 )
 from rangectl.backend.nodeexec import NodePort
+from rangectl.errors import RangeError
 
 log = logging.getLogger("rangectl.access.gateway")
 
@@ -146,11 +147,10 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 
 async def sshd_stream(port: NodePort) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A connection to the sshd on 127.0.0.1 inside ``port``'s node (its socket made in that namespace)."""
-    sock = await in_thread(port.tcp_socket, timeout=NETNS_TIMEOUT)
+    sock = await in_thread(
+        port.connect, "127.0.0.1", WS_SSH_PORT, SSH_CONNECT_SECONDS, timeout=NETNS_TIMEOUT + SSH_CONNECT_SECONDS
+    )
     try:
-        await asyncio.wait_for(
-            asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", WS_SSH_PORT)), SSH_CONNECT_SECONDS
-        )
         return await asyncio.open_connection(sock=sock)
     except BaseException:
         sock.close()
@@ -483,18 +483,11 @@ class Gateway:
             port = port or g.port
             if port is None:
                 return False
-            sock = await in_thread(port.tcp_socket, timeout=NETNS_TIMEOUT)
-        except OSError:
+            sock = await in_thread(port.connect, "127.0.0.1", WS_SSH_PORT, 3, timeout=NETNS_TIMEOUT + 3)
+        except (TimeoutError, OSError, RangeError):
             return False
-        try:
-            await asyncio.wait_for(
-                asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", WS_SSH_PORT)), 3
-            )
-            return True
-        except (TimeoutError, OSError):
-            return False
-        finally:
-            sock.close()
+        sock.close()
+        return True
 
     # -- connections ------------------------------------------------------------------------------------
     async def _api_conn(self, team: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

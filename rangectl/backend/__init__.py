@@ -53,3 +53,12 @@ def _docker() -> Backend:
 
 
 register("docker", _docker)
+
+
+def _swarm() -> Backend:
+    from rangectl.backend.swarm import make
+
+    return make()
+
+
+register("swarm", _swarm)

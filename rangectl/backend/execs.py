@@ -94,8 +94,13 @@ def kill_tree(pid: int, container_pid: int | None) -> int:
     return n
 
 
-def run_exec(api: Any, container: str, argv: list[str], timeout: float | None = None) -> tuple[int, str]:
+def run_exec(
+    api: Any, container: str, argv: list[str], timeout: float | None = None, kill: Any = None
+) -> tuple[int, str]:
     """Run ``argv`` in ``container`` through the Docker API ``api``; (exit code, stdout+stderr).
+
+    ``kill(exec_pid, container_pid)`` kills at the deadline on the engine's host (default
+    :func:`kill_tree` here: the engine is on this machine).
 
     Returns by ``timeout`` seconds (default :data:`DEFAULT_TIMEOUT`) plus the time the
     engine takes to answer the create/start/inspect calls; at the deadline the exec
@@ -127,7 +132,7 @@ def run_exec(api: Any, container: str, argv: list[str], timeout: float | None = 
                 buf += data[: MAX_OUTPUT - len(buf)]
     finally:
         if timed_out:
-            _kill(api, container, eid)
+            _kill(api, container, eid, kill=kill)
         with contextlib.suppress(OSError):
             raw.shutdown(socket.SHUT_RDWR)
         for s in (sock, raw):
@@ -144,16 +149,16 @@ def run_exec(api: Any, container: str, argv: list[str], timeout: float | None = 
             break
         time.sleep(0.02)
     if info.get("Running"):  # output closed but the process lives on (it closed its stdout)
-        _kill(api, container, eid, info)
+        _kill(api, container, eid, info, kill=kill)
         return TIMED_OUT, out + f"\n[rangectl: exec killed at its {limit:g}s deadline]"
     code = info.get("ExitCode")
     return (int(code) if code is not None else 1), out
 
 
-def _kill(api: Any, container: str, eid: str, info: dict | None = None) -> None:
+def _kill(api: Any, container: str, eid: str, info: dict | None = None, kill: Any = None) -> None:
     with contextlib.suppress(Exception):
         info = info or api.exec_inspect(eid)
         if not info.get("Running"):
             return
         cpid = (api.inspect_container(container).get("State") or {}).get("Pid")
-        kill_tree(int(info.get("Pid") or 0), int(cpid or 0))
+        (kill or kill_tree)(int(info.get("Pid") or 0), int(cpid or 0))

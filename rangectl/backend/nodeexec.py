@@ -170,6 +170,21 @@ class NodePort(ABC):
     def tcp_socket(self) -> socket.socket:
         """A non-blocking, unconnected TCP socket in the node (connect it from an event loop)."""
 
+    def connect(self, host: str, port: int, timeout: float) -> socket.socket:
+        """A non-blocking TCP socket connected to ``host:port`` from inside the node (blocks up to
+        ``timeout`` seconds to connect). An engine elsewhere hands back a local socket bridged to
+        the connection it made there."""
+        s = self.tcp_socket()
+        try:
+            s.setblocking(True)
+            s.settimeout(timeout)
+            s.connect((host, port))
+            s.setblocking(False)
+        except BaseException:
+            s.close()
+            raise
+        return s
+
     @abstractmethod
     def close(self) -> None: ...
 

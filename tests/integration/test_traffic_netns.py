@@ -310,6 +310,29 @@ def test_netns_helpers(lab):
     assert netns.same_netns(p, p) and not netns.same_netns(p, None)
 
 
+def test_default_route_setter(lab):
+    """How `up` points a node's default route at its scenario gateway (one netlink request,
+    backend/docker.py _configure): replace, delete, nothing to delete, an off-link gateway."""
+    p = lab.path("far")
+
+    def default() -> list[str | None]:
+        return [rt["gateway"] for rt in rtnetlink.routes(p) if rt["dst"] == "0.0.0.0/0"]
+
+    before = default()
+    assert before == [RTR_B]
+    try:
+        assert rtnetlink.set_default_route(p, "203.0.113.99") is True
+        assert default() == ["203.0.113.99"]  # replaced, not added beside the old one
+        assert rtnetlink.set_default_route(p, None) is True and default() == []
+        assert rtnetlink.set_default_route(p, None) is False  # no default route: nothing to delete
+        with pytest.raises(OSError) as exc:
+            rtnetlink.set_default_route(p, "192.0.2.1")  # on none of far's networks
+        assert exc.value.errno == 101 and default() == []
+    finally:
+        rtnetlink.set_default_route(p, RTR_B)
+    assert default() == before
+
+
 def test_sockets_keep_their_namespace(lab):
     import socket
 

@@ -23,6 +23,7 @@ from rangectl.backend.docker import (
     net_name,
     team_nodes,
 )
+from rangectl.backend.hostops import Host
 from rangectl.errors import RangeError
 from rangectl.plan import NetworkPlan, plan
 from rangectl.scenario.model import NAME
@@ -152,7 +153,7 @@ def test_foreign_network_reasons():
 
 
 class FakeAPI:
-    """The few Docker API calls the pre-flight checks make, over a fixed set of resources."""
+    """The two listings the pre-flight checks make, over a fixed set of resources."""
 
     def __init__(self, networks: list[dict], containers: dict[str, dict] | None = None):
         self._networks = networks
@@ -161,25 +162,15 @@ class FakeAPI:
     def networks(self, filters=None):
         return self._networks
 
-    def inspect_network(self, name):
-        from docker.errors import NotFound
-
-        for n in self._networks:
-            if n["Name"] == name:
-                return n
-        raise NotFound(name)
-
-    def inspect_container(self, name):
-        from docker.errors import NotFound
-
-        if name in self._containers:
-            return self._containers[name]
-        raise NotFound(name)
+    def containers(self, all=False, filters=None):
+        # the listing's shape (names with their '/', labels at the top), from inspect-shaped data
+        return [{"Names": [f"/{n}"], "Labels": c["Config"]["Labels"]} for n, c in self._containers.items()]
 
 
 def backend(api: FakeAPI) -> DockerBackend:
     be = DockerBackend.__new__(DockerBackend)
     be.api = api
+    be.host = Host()  # any host-level call would fail: these tests make none
     return be
 
 
@@ -253,7 +244,7 @@ def test_the_probe_container_is_checked_too():
         ),
     ],
 )
-def test_bridge_rules_of_a_range_and_of_its_probes(monkeypatch, range_name, part, removed):
+def test_bridge_rules_of_a_range_and_of_its_probes(range_name, part, removed):
     from rangectl.backend import docker as d
 
     comments = [
@@ -278,13 +269,61 @@ def test_bridge_rules_of_a_range_and_of_its_probes(monkeypatch, range_name, part
         def __init__(self, out=""):
             self.stdout, self.returncode = out, 0
 
-    def fake(*args):
-        if args[0] == "-S":
+    class FakeHost(Host):
+        def iptables(self, *args):
+            assert args == ("-S", "DOCKER-USER")
             return Done(listing)
-        assert args[0] == "-D"
-        deleted.append(args[args.index("--comment") + 1])
-        return Done()
 
-    monkeypatch.setattr(d, "_iptables", fake)
-    assert d.remove_bridge_rules(range_name, part) == len(removed)
-    assert set(deleted) == removed
+        def iptables_batch(self, rules):  # one iptables-restore: every deletion in it
+            for r in rules:
+                assert r[0] == "-D"
+                deleted.append(r[r.index("--comment") + 1])
+            return Done()
+
+    assert d.remove_bridge_rules(range_name, part, FakeHost()) == len(removed)
+    assert sorted(deleted) == sorted(removed)
+
+
+# --- down: a team's networks go as soon as its containers are gone -------------------------------
+
+
+class DownAPI:
+    """The calls `down` makes, over 3 teams of 3 containers and 2 networks; records their order."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+        lab = lambda team: {L.MANAGED: "1", L.RANGE: "lab", L.TEAM: str(team)}  # noqa: E731
+        self._containers = [
+            {"Id": f"c{t}{x}", "Names": [f"/rc-lab.t{t}.{x}"], "Labels": lab(t)} for t in (3, 1, 2) for x in "abc"
+        ]
+        self._networks = [{"Id": f"n{t}{x}", "Name": f"rc-lab.t{t}.{x}", "Labels": lab(t)} for t in (2, 3, 1) for x in "xy"]
+
+    def containers(self, all=False, filters=None):
+        return list(self._containers)
+
+    def networks(self, filters=None):
+        return list(self._networks)
+
+    def remove_container(self, cid, force=False, v=False):
+        assert force and v
+        self.calls.append(cid)
+
+    def remove_network(self, nid):
+        self.calls.append(nid)
+
+
+def test_down_removes_each_teams_networks_once_its_containers_are_gone(monkeypatch):
+    from rangectl.backend import docker as d
+
+    monkeypatch.setattr(d, "WORKERS", 1)  # one call at a time: the order is the schedule
+    monkeypatch.setattr(d, "remove_bridge_rules", lambda range_name, host=None: 0)
+    api = DownAPI()
+    seen: list[tuple[str, str]] = []
+    assert backend(api).down("lab", lambda phase, item: seen.append((phase, item))) == (9, 6)
+    assert api.calls == [
+        "c1a", "c1b", "c1c", "n1x", "n1y",
+        "c2a", "c2b", "c2c", "n2x", "n2y",
+        "c3a", "c3b", "c3c", "n3x", "n3y",
+    ]  # fmt: skip
+    assert sorted(seen) == sorted([("container", f"rc-lab.t{t}.{x}") for t in (1, 2, 3) for x in "abc"]
+                                  + [("network", f"rc-lab.t{t}.{x}") for t in (1, 2, 3) for x in "xy"])  # fmt: skip

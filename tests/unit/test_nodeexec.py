@@ -208,7 +208,12 @@ def test_jobs_run_in_the_nodes_namespace_and_ports_notice_a_new_node(monkeypatch
         c.settimeout(2)
         c.connect(("127.0.0.1", 8799))
         c.close()
+        c = port.connect("127.0.0.1", 8799, 2)  # the same, made and connected in the node
+        assert c.getpeername() == ("127.0.0.1", 8799) and not c.getblocking()
+        c.close()
         srv.close()
+        with pytest.raises(ConnectionRefusedError):  # nobody listens there any more
+            port.connect("127.0.0.1", 8799, 2)
         # the node is re-created (another namespace): a new attach has another identity
         where["pid"] = b
         again = ex.attach(REF)

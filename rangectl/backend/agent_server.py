@@ -1,0 +1,289 @@
+"""The engine agent: rangectl's helper next to the nodes of an engine on another machine.
+
+A backend whose containers are not on the controller's machine (the swarm backend) starts one
+agent container per engine and range: privileged, in the engine host's network and PID
+namespaces, with the controller's own rangectl code and libraries put in before it starts
+(:mod:`rangectl.backend.agent`). This module is its main program::
+
+    python3 -m rangectl.backend.agent_server serve [SOCKET]
+
+It listens on a Unix socket inside the agent container. Nothing reaches that socket from a
+network: the controller gets to it only through the Docker API, by an ``exec`` of :data:`RELAY`
+(a few lines of standard-library Python that copy the exec's stdin and stdout to the socket).
+Each connection starts with one JSON line saying what it is for:
+
+``{"op": "job", "pid": PID or null, "job": {fn, args, deadline}}``
+    run the node job (:mod:`rangectl.backend.nodeexec`) inside the network namespace of host
+    process PID (a node's init, as the engine reports it) or in the host's own (null: the
+    engine host's iptables, a node's bridge port, a kill at an exec's deadline). Answers one
+    JSON line ``{"ready": true}`` when the job says it is ready, then ``{"value": ...}`` or
+    ``{"error": {type, message, fix}}``. A line ``stop`` from the controller, or the connection
+    closing, asks the job to stop.
+``{"op": "connect", "pid": PID, "host": H, "port": P, "timeout": S}``
+    a TCP connection made inside PID's namespace; answers ``{"ok": true}`` (or an error line),
+    then the connection's bytes both ways.
+``{"op": "listen", "pid": PID, "host": H, "port": P, "backlog": N, "key": K}``
+    a listening socket inside PID's namespace, kept while this connection stays open; answers
+    ``{"ok": true}``. ``{"op": "accept", "key": K}`` waits for the next connection on it,
+    answers ``{"ok": true, "peer": [addr, port]}``, then its bytes both ways.
+
+Everything here runs as the same functions the controller runs for a local engine (the job
+functions, :func:`rangectl.netns.entered`): the ground truth is the same on any engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import socket
+import sys
+import threading
+from typing import Any
+
+from rangectl import netns
+from rangectl.backend.nodeexec import Job, JobControl, error_record, plain, resolve
+
+SOCKET = "/run/rangectl-agent.sock"
+
+#: What the controller execs in the agent container: stdin and stdout to the agent's socket and
+#: back, standard library only (it starts in a few milliseconds; the agent itself holds the imports).
+RELAY = (
+    "import os,socket,sys,threading\n"
+    f"s=socket.socket(socket.AF_UNIX);s.connect(sys.argv[1] if len(sys.argv)>1 else {SOCKET!r})\n"
+    "def up():\n"
+    " while True:\n"
+    "  d=os.read(0,65536)\n"
+    "  if not d:break\n"
+    "  s.sendall(d)\n"
+    " try:s.shutdown(socket.SHUT_WR)\n"
+    " except OSError:pass\n"
+    "threading.Thread(target=up,daemon=True).start()\n"
+    "while True:\n"
+    " d=s.recv(65536)\n"
+    " if not d:break\n"
+    " os.write(1,d)\n"
+)
+
+_listeners: dict[str, socket.socket] = {}
+_lock = threading.Lock()
+
+
+def _ns(pid: int | None) -> str | None:
+    if pid is None:
+        return None
+    path = netns.netns_path_of_pid(int(pid))
+    if not os.path.exists(path):
+        raise netns.NetnsError(f"process {pid} is gone (the node stopped or was re-created)")
+    return path
+
+
+def _line(conn: socket.socket, obj: dict[str, Any]) -> None:
+    conn.sendall(json.dumps(obj, allow_nan=False).encode() + b"\n")
+
+
+def _read_line(conn: socket.socket, limit: int = 1 << 20) -> tuple[bytes, bytes]:
+    """The first line from ``conn`` and whatever came after it."""
+    buf = b""
+    while b"\n" not in buf:
+        data = conn.recv(65536)
+        if not data:
+            raise ConnectionError("closed before its request line")
+        buf += data
+        if len(buf) > limit:
+            raise ValueError("request line too long")
+    line, _, rest = buf.partition(b"\n")
+    return line, rest
+
+
+def _splice(a: socket.socket, b: socket.socket, first: bytes = b"") -> None:
+    """Copy both ways until both directions ended, then close both."""
+
+    def one(src: socket.socket, dst: socket.socket, head: bytes) -> None:
+        try:
+            if head:
+                dst.sendall(head)
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    t = threading.Thread(target=one, args=(b, a, b""), daemon=True)
+    t.start()
+    one(a, b, first)
+    t.join()
+    for s in (a, b):
+        try:
+            s.close()
+        except OSError:
+            pass
+
+
+def _job(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
+    job = Job(**req["job"])
+    fn = resolve(job.fn)
+    args = plain(job.args, f"the arguments of {job.fn}")
+    path = _ns(req.get("pid"))
+    ctl = JobControl(job.deadline)
+    send_lock = threading.Lock()
+    done = threading.Event()
+
+    def watch() -> None:  # "stop" lines, or the controller going away
+        buf = rest
+        try:
+            while not done.is_set():
+                if b"\n" in buf:
+                    line, _, buf = buf.partition(b"\n")
+                    if line.strip() == b"stop":
+                        ctl.request_stop()
+                    continue
+                data = conn.recv(4096)
+                if not data:
+                    break
+                buf += data
+        except OSError:
+            pass
+        ctl.request_stop()
+
+    def said_ready() -> None:
+        ctl._ready.wait()
+        if not done.is_set():
+            with send_lock:
+                try:
+                    _line(conn, {"ready": True})
+                except OSError:
+                    pass
+
+    threading.Thread(target=watch, daemon=True).start()
+    threading.Thread(target=said_ready, daemon=True).start()
+    try:
+        with netns.entered(path):
+            value = fn(ctl, **args)
+        out: dict[str, Any] = {"value": plain(value, f"the result of {job.fn}")}
+    except BaseException as exc:  # noqa: BLE001 - crosses to the controller as data
+        out = {"error": error_record(exc)}
+    done.set()
+    with send_lock:
+        _line(conn, out)
+
+
+def _connect(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
+    def make() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(float(req.get("timeout") or 10))
+        try:
+            s.connect((str(req["host"]), int(req["port"])))
+        except BaseException:
+            s.close()
+            raise
+        s.settimeout(None)
+        return s
+
+    up = netns.run_in_netns(_ns(req.get("pid")), make)
+    _line(conn, {"ok": True})
+    _splice(conn, up, rest)
+
+
+def _listen(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
+    def make() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((str(req["host"]), int(req["port"])))
+            s.listen(int(req.get("backlog") or 64))
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    key = str(req["key"])
+    lsock = netns.run_in_netns(_ns(req.get("pid")), make)
+    with _lock:
+        old = _listeners.pop(key, None)
+        _listeners[key] = lsock
+    if old is not None:
+        old.close()
+    _line(conn, {"ok": True})
+    try:  # held while the controller keeps this connection
+        while conn.recv(4096):
+            pass
+    except OSError:
+        pass
+    with _lock:
+        if _listeners.get(key) is lsock:
+            del _listeners[key]
+    try:
+        lsock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    lsock.close()
+
+
+def _accept(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
+    with _lock:
+        lsock = _listeners.get(str(req["key"]))
+    if lsock is None:
+        raise ConnectionError(f"no listener '{req['key']}'")
+    peer_conn, peer = lsock.accept()
+    try:
+        _line(conn, {"ok": True, "peer": list(peer[:2])})
+    except BaseException:
+        peer_conn.close()
+        raise
+    _splice(conn, peer_conn, rest)
+
+
+OPS = {"job": _job, "connect": _connect, "listen": _listen, "accept": _accept}
+
+
+def handle(conn: socket.socket) -> None:
+    try:
+        line, rest = _read_line(conn)
+        req = json.loads(line)
+        op = OPS.get(req.get("op"))
+        if op is None:
+            raise ValueError(f"unknown op {req.get('op')!r}")
+        op(conn, req, rest)
+    except BaseException as exc:  # noqa: BLE001 - reported to the controller, the agent goes on
+        try:
+            _line(conn, {"error": error_record(exc)})
+        except OSError:
+            pass
+    finally:
+        try:
+            conn.close()
+        except OSError:
+            pass
+
+
+def serve(path: str = SOCKET, ready: queue.Queue | None = None) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    os.chmod(path, 0o600)
+    srv.listen(256)
+    if ready is not None:
+        ready.put(path)
+    print(f"rangectl agent: serving on {path} (python {sys.version.split()[0]})", flush=True)
+    while True:
+        conn, _ = srv.accept()
+        threading.Thread(target=handle, args=(conn,), daemon=True, name="rangectl-agent-conn").start()
+
+
+if __name__ == "__main__":  # pragma: no cover - the agent container's main program
+    if len(sys.argv) >= 2 and sys.argv[1] == "serve":
+        serve(sys.argv[2] if len(sys.argv) > 2 else SOCKET)
+    else:
+        print("usage: python3 -m rangectl.backend.agent_server serve [SOCKET]", file=sys.stderr)
+        sys.exit(2)
