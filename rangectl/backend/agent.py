@@ -3,7 +3,7 @@
 An engine on another machine has its containers' namespaces there, so the controller cannot
 setns(2) into them. Instead rangectl starts one **agent** container per engine and range
 (:func:`ensure_agent`): the ``agent`` image (``images/agent/``: Debian's iptables and tcpdump on
-the base), privileged, in the engine host's network and PID namespaces, with the controller's
+the base), in the engine host's network and PID namespaces with the capabilities its work needs, with the controller's
 own rangectl package and the libraries its node jobs import put into it before it starts
 (:func:`code_tar`), so both sides always run the same code. Nothing is pulled and nothing
 listens on a network: every request is an ``exec`` of a tiny relay in the agent container
@@ -72,6 +72,7 @@ SHIPPED = (
     "scapy",
 )
 START_SECONDS = 30.0
+AGENT_CAPS = ["NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE", "KILL", "DAC_OVERRIDE", "DAC_READ_SEARCH"]
 ACCEPTORS = 2  # accept requests kept waiting per listener
 
 
@@ -89,9 +90,9 @@ def code_tar() -> tuple[bytes, str]:
     digest = hashlib.sha256()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name in SHIPPED:
-            mod = importlib.import_module(name.split(".")[0])
-            path = Path(mod.__file__ or "")
-            root = path.parent if path.name == "__init__.py" else path
+            mod = importlib.import_module(name)
+            paths = list(getattr(mod, "__path__", None) or [])  # a package (a namespace one too)
+            root = Path(paths[0]) if paths else Path(mod.__file__ or "")
             files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
             for f in files:
                 if "__pycache__" in f.parts or f.suffix in (".pyc", ".pyo"):
@@ -121,9 +122,12 @@ def ensure_agent(api: Any, range_name: str, image: str, where: str) -> str:
         if labels.get(CODE_LABEL) == code and info["State"]["Running"]:
             return info["Id"]
         api.remove_container(info["Id"], force=True)
+    # not --privileged: exactly what its work needs (setns into nodes, their /proc entries,
+    # iptables and routes, raw sockets for traffic and arrival counters, kills at deadlines)
     host_config = api.create_host_config(
-        privileged=True, network_mode="host", pid_mode="host", init=True, restart_policy={"Name": "unless-stopped"}
-    )
+        network_mode="host", pid_mode="host", init=True, restart_policy={"Name": "unless-stopped"},
+        cap_add=AGENT_CAPS, security_opt=["seccomp=unconfined", "apparmor=unconfined"],
+    )  # fmt: skip
     try:
         created = api.create_container(
             image, name=name, detach=True, host_config=host_config,
@@ -143,12 +147,15 @@ def ensure_agent(api: Any, range_name: str, image: str, where: str) -> str:
 def _wait_serving(api: Any, cid: str, where: str) -> str:
     deadline = time.monotonic() + START_SECONDS
     while True:
-        ex = api.exec_create(cid, ["test", "-S", SOCKET])
-        api.exec_start(ex["Id"])
-        if api.exec_inspect(ex["Id"]).get("ExitCode") == 0:
-            return cid
+        try:
+            ex = api.exec_create(cid, ["test", "-S", SOCKET])
+            api.exec_start(ex["Id"])
+            if api.exec_inspect(ex["Id"]).get("ExitCode") == 0:
+                return cid
+        except APIError:  # not running (yet, or any more: restarting after a crash)
+            pass
         state = api.inspect_container(cid)["State"]
-        if not state.get("Running") or time.monotonic() > deadline:
+        if state.get("Restarting") or not state.get("Running") or time.monotonic() > deadline:
             logs = api.logs(cid, tail=5).decode(errors="replace").strip().splitlines()
             raise EnvironmentProblem(
                 f"rangectl's agent on {where} did not start: {logs[-1] if logs else state.get('Status')}",

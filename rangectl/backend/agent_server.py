@@ -1,7 +1,7 @@
 """The engine agent: rangectl's helper next to the nodes of an engine on another machine.
 
 A backend whose containers are not on the controller's machine (the swarm backend) starts one
-agent container per engine and range: privileged, in the engine host's network and PID
+agent container per engine and range, in the engine host's network and PID
 namespaces, with the controller's own rangectl code and libraries put in before it starts
 (:mod:`rangectl.backend.agent`). This module is its main program::
 

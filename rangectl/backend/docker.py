@@ -173,8 +173,12 @@ def team_nodes(team: TeamPlan) -> list[NodePlan]:
 
 
 def range_filter(range_name: str | None) -> dict[str, Any]:
+    """The label filter of one range's resources, or of every range's (None). Every range
+    resource has a range label: containers made from rangectl's images inherit the images'
+    ``io.rangectl.managed`` label (the cluster lab's engines, an engine's agent) but are no
+    range's, and `down --all` must leave them alone."""
     if range_name is None:
-        return {"label": [f"{L.MANAGED}=1"]}
+        return {"label": [f"{L.MANAGED}=1", L.RANGE]}
     return {"label": [f"{L.MANAGED}=1", f"{L.RANGE}={range_name}"]}
 
 

@@ -338,15 +338,14 @@ class SwarmBackend(Backend):
                 groups.setdefault(m, []).append(n)
         shipped: dict[str, list[str]] = {}
         for want, names in groups.items():
-            with tempfile.TemporaryFile(dir=os.environ.get("RANGECTL_SHIP_DIR")) as tar:
+            with tempfile.NamedTemporaryFile(dir=os.environ.get("RANGECTL_SHIP_DIR"), suffix=".tar") as tar:
                 for chunk in _save(self.local.api, list(want)):
                     tar.write(chunk)
-                size = tar.tell()
+                tar.flush()
 
-                def load(e: Engine, tar_fd: int = tar.fileno(), size: int = size) -> None:
-                    with os.fdopen(os.dup(tar_fd), "rb") as fh:
-                        fh.seek(0)
-                        for msg in e.api.load_image(_reader(fh, size), quiet=True):
+                def load(e: Engine, path: str = tar.name) -> None:
+                    with open(path, "rb") as fh:  # its own offset: the loads run side by side
+                        for msg in e.api.load_image(_reader(fh), quiet=True):
                             if isinstance(msg, dict) and msg.get("error"):
                                 raise RangeError(str(msg["error"]))
 
@@ -521,8 +520,8 @@ def _save(api: Any, refs: list[str]) -> Iterator[bytes]:
 class _reader:
     """A file as the request body docker-py streams to ``load_image`` (read in chunks)."""
 
-    def __init__(self, fh: Any, size: int):
-        self.fh, self.size = fh, size
+    def __init__(self, fh: Any):
+        self.fh = fh
 
     def __iter__(self) -> Iterator[bytes]:
         while True:

@@ -64,9 +64,13 @@ def up(
     no_stamp: bool = typer.Option(
         False, "--no-stamp", help="Run every team's playbooks node by node (no stamps; also RANGECTL_STAMP=0)."
     ),
+    spread: bool = typer.Option(
+        False, "--spread", envvar="RANGECTL_SPREAD",
+        help="--engine swarm: spread the teams over the engines (default: pack them; docs/cluster.md).",
+    ),  # fmt: skip
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Bring a range up on the local Docker engine (or reconcile an existing one).
+    """Bring a range up on the local Docker engine, or a swarm (or reconcile an existing one).
 
     Creates per team every network (Docker --internal) and node, applies the
     nodes' playbooks with Ansible, and prints how to reach each node.
@@ -74,6 +78,8 @@ def up(
     from rangectl.scenario.validate import load_scenario
 
     sc = load_scenario(scenario, check_playbooks=not no_provision and not trust_playbooks)
+    if spread:
+        os.environ["RANGECTL_SPREAD"] = "1"  # the swarm backend reads it when it is made
     range_name = name or sc.name
     existed = ranges.RangeState(ranges.check_range_name(range_name)).exists()
     with _progress() as prog:
@@ -189,33 +195,41 @@ def ls(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
     """List ranges: from the state folder and from labelled Docker resources."""
     from rangectl.state import list_ranges
 
-    found = backends.get().ranges()
     rows = {}
+    engines = {os.environ.get("RANGECTL_ENGINE") or backends.DEFAULT}
     for st in list_ranges():
         meta = st.meta()
+        engines.add(meta.get("engine") or backends.DEFAULT)
         rows[st.name] = {
             "range": st.name,
             "scenario": meta.get("scenario"),
             "teams": meta.get("teams"),
             "status": meta.get("status"),
+            "engine": meta.get("engine") or backends.DEFAULT,
             "containers": 0,
             "running": 0,
             "networks": 0,
         }
-    for name, info in found.items():
-        row = rows.setdefault(
-            name, {"range": name, "scenario": None, "teams": len(info.teams), "status": "orphaned"}
-        )
-        row.update(containers=info.containers, running=info.running, networks=info.networks)
+    for engine in sorted(engines):  # every engine a range was made on (and the default one)
+        try:
+            found = backends.get(engine).ranges()
+        except RangeError as exc:
+            err.print(f"[yellow]engine {engine}:[/yellow] {exc.message}", highlight=False)
+            continue
+        for name, info in found.items():
+            row = rows.setdefault(
+                name, {"range": name, "scenario": None, "teams": len(info.teams), "status": "orphaned", "engine": engine}
+            )
+            row.update(containers=info.containers, running=info.running, networks=info.networks)
     if json_out:
         print(json.dumps(list(rows.values()), indent=2))
         return
     table = Table()
-    for col in ("range", "scenario", "teams", "status", "running", "networks"):
+    for col in ("range", "scenario", "teams", "status", "engine", "running", "networks"):
         table.add_column(col)
     for r in rows.values():
         table.add_row(
-            r["range"], str(r["scenario"] or "-"), str(r["teams"]), str(r["status"]),
+            r["range"], str(r["scenario"] or "-"), str(r["teams"]), str(r["status"]), str(r["engine"]),
             f"{r.get('running', 0)}/{r.get('containers', 0)}", str(r.get("networks", 0)),
         )
     console.print(table)
@@ -231,12 +245,13 @@ def status(
         print(json.dumps(info, indent=2))
         return
     table = Table(title=f"range {info['range']} · {info['scenario']} · {info['status']}", title_justify="left")
-    for col in ("team", "node", "role", "state", "addresses"):
+    engines = len({n.get("engine") for n in info["nodes"]}) > 1 or info.get("engine") == "swarm"
+    for col in ("team", "node", "role", "state", "addresses", *(["engine"] if engines else [])):
         table.add_column(col)
     for n in info["nodes"]:
         table.add_row(
             str(n["team"]), n["node"], n["role"] or "-", n["state"],
-            ", ".join(f"{k}={v}" for k, v in n["addresses"].items()),
+            ", ".join(f"{k}={v}" for k, v in n["addresses"].items()), *([n.get("engine", "")] if engines else []),
         )
     console.print(table)
     if any(n["state"] != "running" for n in info["nodes"]):

@@ -107,6 +107,10 @@ def plan_cmd(
     seed: str | None = typer.Option(
         None, "--seed", help="Seed for the per-team variables (default: the scenario's name; `up` records its own)."
     ),
+    engine: str | None = typer.Option(
+        None, "--engine", help="swarm: also show which engine of the swarm (DOCKER_HOST) each team goes to."
+    ),
+    spread: bool = typer.Option(False, "--spread", help="With --engine swarm: spread the teams (as `up --spread`)."),
     json_out: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:
     """Show the concrete deployment: per team, each network's subnet and each node's addresses,
@@ -115,9 +119,29 @@ def plan_cmd(
 
     sc = load_scenario(scenario)
     p = plan(sc, teams, seed)
+    where: dict[int, str] = {}
+    if engine == "swarm":
+        from rangectl.backend.swarm import SwarmBackend, manager_client
+
+        be = SwarmBackend(manager_client(), spread=spread)
+        where = be.plan_placement(sc.name, p)
+    elif engine not in (None, "docker"):
+        raise UsageError(f"--engine must be docker or swarm, not '{engine}'")
     if json_out:
-        print(json.dumps(p.as_dict(), indent=2))
+        doc = p.as_dict()
+        if where:
+            doc["placement"] = {str(t): e for t, e in sorted(where.items())}
+        print(json.dumps(doc, indent=2))
         return
+    if where:
+        table = Table(title=f"{sc.name} · placement on the swarm ({'spread' if spread else 'packed'})", title_justify="left")
+        for col in ("engine", "teams", "nodes"):
+            table.add_column(col)
+        for name in sorted(set(where.values())):
+            ts = sorted(t for t, e in where.items() if e == name)
+            nodes = sum(len(p.team(t).nodes) + (1 if p.team(t).probe else 0) for t in ts)
+            table.add_row(name, ", ".join(map(str, ts)), str(nodes))
+        console.print(table)
     for t in p.teams:
         table = Table(title=f"{sc.name} · team {t.team}", title_justify="left")
         table.add_column("node")

@@ -327,3 +327,12 @@ def test_down_removes_each_teams_networks_once_its_containers_are_gone(monkeypat
     ]  # fmt: skip
     assert sorted(seen) == sorted([("container", f"rc-lab.t{t}.{x}") for t in (1, 2, 3) for x in "abc"]
                                   + [("network", f"rc-lab.t{t}.{x}") for t in (1, 2, 3) for x in "xy"])  # fmt: skip
+
+
+def test_every_range_filter_needs_a_range_label():
+    """Containers made from rangectl's images inherit their io.rangectl.managed label (the cluster
+    lab's engines, an engine's agent): `ls` and `down --all` must not take them for a range's."""
+    from rangectl.backend.docker import range_filter
+
+    assert range_filter(None) == {"label": [f"{L.MANAGED}=1", L.RANGE]}
+    assert range_filter("lab") == {"label": [f"{L.MANAGED}=1", f"{L.RANGE}=lab"]}
