@@ -304,14 +304,17 @@ def container_id_from_cgroup(text: str) -> str | None:
     """The Docker container id (64 hex) in the text of a ``/proc/PID/cgroup``, or None.
 
     cgroup v1 (``12:pids:/docker/<id>``), v2 (``0::/docker/<id>``) and the systemd driver
-    (``0::/system.slice/docker-<id>.scope``).
+    (``0::/system.slice/docker-<id>.scope``). In a container of an engine that itself runs in a
+    container (the cluster lab's engines: ``/docker/<engine>/docker/<id>``) it is the innermost:
+    the deepest id of any line.
     """
+    best: tuple[int, str] | None = None
     for line in text.splitlines():
         path = line.split(":", 2)[-1]
-        m = _DOCKER_ID.search(path)
-        if m:
-            return m.group(1)
-    return None
+        found = _DOCKER_ID.findall(path)
+        if found and (best is None or len(found) > best[0]):
+            best = (len(found), found[-1])
+    return best[1] if best else None
 
 
 def container_id_of(pid: int, proc: str = "/proc") -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Any
 
 import docker
 from docker.errors import DockerException
@@ -57,3 +58,14 @@ def connect(timeout: int = 10) -> docker.DockerClient:
     """A client for ``DOCKER_HOST`` without the checks of :func:`client` (``doctor`` reports the
     failure itself)."""
     return docker.from_env(timeout=timeout)
+
+
+def engine_url(api: Any) -> str:
+    """The ``DOCKER_HOST`` form of the engine ``api`` talks to (what Ansible's docker_api takes)."""
+    url = str(api.base_url)
+    if url.startswith("http+docker://"):  # docker-py's name for a local socket
+        return "unix://" + (getattr(api, "_custom_adapter", None) and getattr(api._custom_adapter, "socket_path", None)
+                            or "/var/run/docker.sock")  # fmt: skip
+    if url.startswith("http://"):
+        return "tcp://" + url[len("http://"):]
+    return url

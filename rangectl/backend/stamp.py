@@ -45,6 +45,7 @@ from typing import Any
 
 from rangectl import labels as L
 from rangectl import paths
+from rangectl.backend.engine import engine_url
 from rangectl.backend.execs import run_exec
 from rangectl.backend.provision import EventNote, host_vars, playbooks_of, run_playbooks
 from rangectl.errors import RangeError, ScenarioError
@@ -473,6 +474,7 @@ def _make(
                 h = f"stamp{'ab'[i]}-{name}"
                 hosts[h] = {**{k: v for k, v in inputs.items() if k != "__env__"},
                             "ansible_connection": "community.docker.docker_api", "ansible_host": cname,
+                            "ansible_docker_docker_host": engine_url(api),  # this engine, whatever DOCKER_HOST says
                             "ansible_python_interpreter": "/usr/bin/python3"}  # fmt: skip
                 for path in books:
                     if path not in seen:

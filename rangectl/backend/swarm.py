@@ -25,6 +25,7 @@ import math
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ ENGINE_LABEL = "io.rangectl.engine"  # on a swarm node: where its engine's API i
 NODE_MEMORY_MB = float(os.environ.get("RANGECTL_NODE_MEMORY_MB", "64"))
 NODES_PER_CPU = float(os.environ.get("RANGECTL_NODES_PER_CPU", "40"))
 MEMORY_SHARE = 0.8  # of an engine's memory that ranges may take
+REVIVE_SECONDS = 20.0  # a team whose nodes stopped is brought back at most this often
 
 
 @dataclass
@@ -171,7 +173,8 @@ def place(
     """Team -> engine name. ``teams``: {team: nodes}; ``kept``: teams already on an engine (they
     stay); ``load``: nodes each engine holds already. Packed: each team on the first engine
     (managers first, then by name) with room for it. Spread: each team on the engine with the
-    most room left, as a share of its capacity. RangeError when the engines have no room."""
+    most room left, as a share of its capacity, workers before managers between equals. RangeError
+    when the engines have no room."""
     usable = [e for e in engines if e.ready and e.active]
     used = {e.name: (load or {}).get(e.name, 0) for e in engines}
     out: dict[int, str] = {}
@@ -193,8 +196,8 @@ def place(
                 f"{total} nodes, {sum(used.values())} are placed",
                 fix="add engines, or set RANGECTL_NODE_MEMORY_MB / RANGECTL_NODES_PER_CPU (docs/cluster.md)",
             )
-        if spread:
-            best = min(fits, key=lambda e: ((used[e.name] + need) / max(1, e.capacity()), used[e.name]))
+        if spread:  # the least loaded; between equals, workers before managers (they run the swarm)
+            best = min(fits, key=lambda e: ((used[e.name] + need) / max(1, e.capacity()), e.role == "manager"))
         else:
             best = fits[0]
         out[t] = best.name
@@ -214,6 +217,8 @@ class SwarmBackend(Backend):
         self.shipped: list[tuple[str, list[str]]] = []  # (engine, images) streamed by this process
         self._ship_lock = threading.Lock()
         self._nodes_exec = AgentNodeExec(self._locate, self._agent_of)
+        self._revive_lock = threading.Lock()
+        self._revived_at: dict[tuple[str, int], float] = {}
 
     # -- engines and placement ----------------------------------------------------------------------
     @property
@@ -300,7 +305,41 @@ class SwarmBackend(Backend):
         return self._engine_of(ref.range, ref.team).backend(ref.range)
 
     def _locate(self, ref: NodeRef) -> tuple[str, int]:
-        return self._sub(ref)._locate(ref)
+        return self._revived(ref, lambda: self._sub(ref)._locate(ref))
+
+    def _revived(self, ref: NodeRef, fn: Callable[[], Any]) -> Any:
+        """``fn()``; when it fails because the node is not running (its engine stopped and came
+        back: the containers of a restarted engine stay stopped), bring the team's part of the
+        range back on that engine (:meth:`revive`) and try once more."""
+        try:
+            return fn()
+        except RangeError as exc:
+            if "is not running" not in exc.message:
+                raise
+        self.revive(ref.range, ref.team)
+        return fn()
+
+    def revive(self, range_name: str, team: int) -> UpResult | None:
+        """Start team ``team``'s stopped nodes again where they are, with their routes and the probe's
+        isolation (the engine's part of ``up`` for that team, from the range's recorded plan). At
+        most once per REVIVE_SECONDS per team; None when skipped."""
+        key = (range_name, team)
+        with self._revive_lock:
+            last = self._revived_at.get(key, 0.0)
+            if time.monotonic() - last < REVIVE_SECONDS:
+                return None
+            self._revived_at[key] = time.monotonic()
+        from rangectl.state import RangeState
+
+        st = RangeState(range_name)
+        if not st.exists():
+            return None
+        scenario, plan = st.scenario(), st.plan()
+        sub = dataclasses.replace(plan, teams=[plan.team(team)])
+        images = self.ensure_images(sorted({n.image for n in plan.team(team).nodes}))
+        e = self._engine_of(range_name, team)
+        e.forget_agent(range_name)  # its agent restarted with the engine: find it again
+        return e.backend(range_name).apply(range_name, scenario, sub, images)
 
     def _agent_of(self, ref: NodeRef) -> Agent:
         return self._engine_of(ref.range, ref.team).agent(ref.range)
@@ -385,9 +424,12 @@ class SwarmBackend(Backend):
         where = self.plan_placement(range_name, plan)
         parts = self._split(plan, where)
         engines = [self.engine(n) for n in parts]
-        refs = sorted({images[n.image] for t in plan.teams for n in t.nodes} | {images[AGENT_IMAGE]}
-                      | ({images[t.probe.image] for t in plan.teams if t.probe}))  # fmt: skip
-        self.ship(refs, engines, note)
+        refs = {images[n.image] for t in plan.teams for n in t.nodes} | {images[AGENT_IMAGE]}
+        refs |= {images[t.probe.image] for t in plan.teams if t.probe}
+        if stamps is not None and plan.teams:  # stamps are images of the controller's engine too
+            first = plan.teams[0]
+            refs |= {s[0] for s in (stamps(first, n) for n in first.nodes) if s is not None}
+        self.ship(sorted(refs), engines, note)
         for (t, n) in where.items():
             self._where[(range_name, t)] = n
 
@@ -404,6 +446,24 @@ class SwarmBackend(Backend):
                 getattr(total, f).extend(getattr(r, f))
             total.seconds = max(total.seconds, r.seconds)
         return total
+
+    def make_stamps(
+        self,
+        range_name: str,
+        scenario: Scenario,
+        plan: Plan,
+        images: dict[str, str],
+        scenario_file: Any,
+        trust_playbooks: bool = False,
+        note: Callable[[str, str, str], None] | None = None,
+        workdir: Any = None,
+    ) -> dict[str, Any]:
+        """Stamps are made once on the controller's own engine, as for one machine, then shipped
+        with the other images to the engines that hold teams (:meth:`apply`)."""
+        from rangectl.backend.stamp import make_stamps
+
+        local = DockerBackend(self.local)
+        return make_stamps(local, range_name, scenario, plan, images, scenario_file, trust_playbooks, note, workdir)
 
     def remove(self, range_name: str | None, progress: Progress | None = None) -> tuple[int, int]:
         if range_name is None:  # every range: one at a time, each with its own agents
@@ -483,7 +543,7 @@ class SwarmBackend(Backend):
 
     # -- work inside nodes --------------------------------------------------------------------------
     def exec(self, ref: NodeRef, argv: list[str], timeout: float | None = None) -> tuple[int, str]:
-        return self._sub(ref).exec(ref, argv, timeout)
+        return self._revived(ref, lambda: self._sub(ref).exec(ref, argv, timeout))
 
     def exec_stream(self, ref: NodeRef, argv: list[str]) -> ExecStream:
         return self._sub(ref).exec_stream(ref, argv)

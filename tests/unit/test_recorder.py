@@ -843,6 +843,10 @@ DOCKER_ID = "3f" * 32
         (f"0::/system.slice/docker-{DOCKER_ID}.scope\n", DOCKER_ID),
         (f"1:name=systemd:/system.slice/docker-{DOCKER_ID}.scope\n0::/\n", DOCKER_ID),
         (f"0::/docker/{DOCKER_ID}/init.scope\n", DOCKER_ID),
+        # a node of an engine that runs in a container (the cluster lab): the innermost id, even
+        # when the unified line names only the engine's
+        (f"4:memory:/docker/{'e' * 64}/docker/{DOCKER_ID}\n0::/docker/{'e' * 64}\n", DOCKER_ID),
+        (f"0::/docker/{'e' * 64}\n4:memory:/docker/{'e' * 64}/docker/{DOCKER_ID}\n", DOCKER_ID),
         ("0::/user.slice/user-1000.slice/session-3.scope\n", None),
         ("0::/system.slice/docker.service\n", None),
         (f"0::/kubepods/besteffort/pod1/cri-containerd-{DOCKER_ID}.scope\n", None),
