@@ -1,0 +1,250 @@
+"""The swarm backend on the three-engine lab (scripts/cluster-lab.sh): a tet-portal range for 4
+teams spread over the engines, used the way a trainer uses it (the CLI with DOCKER_HOST naming
+the lab's manager), plus the backend's own numbers where the CLI does not show them.
+
+Nothing here addresses anything but the lab: the engines' API addresses on the lab's internal
+network and the range's own nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import docker
+import pytest
+
+from rangectl import labels as L
+from rangectl.backend.agent import AGENT_LABEL
+from rangectl.backend.base import NodeRef
+from rangectl.backend.nodeexec import Job
+from rangectl.backend.swarm import SwarmBackend
+from rangectl.drill.checks import probe_job
+from tests.conftest import ROOT, rangectl_cmd, run_cli
+
+pytestmark = pytest.mark.docker
+
+LAB = "rangectl-swarmtest"
+RANGE = "swtest"
+SCENARIO = str(ROOT / "scenarios" / "tet-portal.yaml")
+TEAMS = 4
+
+
+def _lab(*args: str, state) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "cluster-lab.sh"), "--name", LAB, "--state-dir", str(state), *args],
+        capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lab(docker_engine, built_images, tmp_path_factory):
+    state = tmp_path_factory.mktemp("swarm-lab")
+    r = _lab("up", state=state)
+    assert r.returncode == 0, r.stderr
+    manager = re.fullmatch(r"export DOCKER_HOST=(tcp://[\d.]+:2375)\n", r.stdout).group(1)
+    engines = {ln.split()[0]: ln.split()[2] for ln in (state / "engines").read_text().splitlines()}
+    try:
+        yield {"manager": manager, "engines": engines, "state": state}
+    finally:
+        d = _lab("down", state=state)
+        assert d.returncode == 0, d.stderr
+
+
+@pytest.fixture
+def cli(lab, monkeypatch):
+    """rangectl as the trainer runs it on the lab: DOCKER_HOST names the manager, engine swarm."""
+    monkeypatch.setenv("DOCKER_HOST", lab["manager"])
+    monkeypatch.setenv("RANGECTL_ENGINE", "swarm")
+
+    def run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+        return run_cli(*args, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """One state folder for the module's range (the autouse fixture gives each test its own)."""
+    return tmp_path_factory.mktemp("swarm-home")
+
+
+@pytest.fixture
+def shared_home(home, monkeypatch):
+    monkeypatch.setenv("RANGECTL_HOME", str(home))
+    return home
+
+
+def engine_client(url: str) -> docker.DockerClient:
+    return docker.DockerClient(base_url=url, timeout=60)
+
+
+def left_on(url: str, range_name: str) -> dict[str, list[str]]:
+    c = engine_client(url).api
+    flt = {"label": [f"{L.MANAGED}=1", f"{L.RANGE}={range_name}"]}
+    return {
+        "containers": [x["Names"][0] for x in c.containers(all=True, filters=flt)],
+        "networks": [x["Name"] for x in c.networks(filters=flt)],
+        "agents": [x["Names"][0] for x in c.containers(all=True, filters={"label": f"{AGENT_LABEL}={range_name}"})],
+    }
+
+
+def rules_on(engine_name: str) -> list[str]:
+    out = subprocess.run(["docker", "exec", engine_name, "iptables", "-S", "DOCKER-USER"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    return [ln for ln in out.stdout.splitlines() if "rangectl:" in ln]
+
+
+def status(cli) -> dict:
+    r = cli("status", RANGE, "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def swarm_backend(lab) -> SwarmBackend:
+    return SwarmBackend(docker.DockerClient(base_url=lab["manager"], timeout=60))
+
+
+# -- the range up, spread over the engines -----------------------------------------------------------
+
+
+def test_up_spreads_whole_teams_over_engines(lab, cli, shared_home):
+    r = cli("up", SCENARIO, "--teams", str(TEAMS), "--name", RANGE, "--spread", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    st = status(cli)
+    assert st["engine"] == "swarm" and len(st["nodes"]) == TEAMS * 7
+    where: dict[int, set[str]] = {}
+    for n in st["nodes"]:
+        assert n["state"] == "running", n
+        where.setdefault(n["team"], set()).add(n["engine"])
+    assert all(len(e) == 1 for e in where.values()), where  # a team on one engine
+    assert len({next(iter(e)) for e in where.values()}) == 3  # 4 teams over all 3 engines
+    assert next(iter(where[1])) != f"{LAB}-engine1"  # spread: workers first, team 1 on a worker
+    # every engine that holds a team has the images by ID; shipping again sends nothing
+    be = swarm_backend(lab)
+    local = docker.from_env(timeout=60)
+    refs = sorted({c["Image"] for e in be.engines() for c in e.api.containers(
+        filters={"label": [f"{L.MANAGED}=1", f"{L.RANGE}={RANGE}"]})})  # fmt: skip
+    assert refs
+    for e in be.engines():
+        for ref in refs:
+            assert e.api.inspect_image(ref)["Id"] == local.api.inspect_image(ref)["Id"]
+    assert be.ship(refs, be.engines()) == {}
+
+
+def test_teams_are_isolated_across_engines(lab, cli, shared_home):
+    be = swarm_backend(lab)
+    st = status(cli)
+    addrs = {(n["team"], n["node"]): n["addresses"] for n in st["nodes"]}
+    soc1 = NodeRef(RANGE, 1, "soc")
+
+    def tcp(ref, ip, port):
+        return be.nodes_exec.run(ref, Job.of(probe_job, kind="tcp", args=[ip, port, 1.5], deadline=time.time() + 10))
+
+    # its own portal, through its own edge: reachable
+    assert tcp(soc1, addrs[(1, "portal")]["dmz"], 80)[0] is True
+    # nothing of team 2 (on another engine): not its portal, its edge or its workstation
+    for node in ("portal", "edge", "soc", "chatbot"):
+        for ip in addrs[(2, node)].values():
+            ok, detail = tcp(soc1, ip, 80 if node != "soc" else 22)
+            assert ok is False, f"team 1's soc reached team 2's {node} at {ip}: {detail}"
+    # nor any engine's API
+    for url in lab["engines"].values():
+        ip = url.split("//")[1].split(":")[0]
+        assert tcp(soc1, ip, 2375)[0] is False
+
+
+def test_injects_traffic_and_probes_for_teams_on_every_engine(lab, cli, shared_home):
+    r = cli("inject", RANGE, "recon", "--all-teams", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    truths = json.loads(r.stdout)
+    truths = truths if isinstance(truths, list) else [truths]
+    assert len(truths) == TEAMS
+    for t in truths:
+        seen = t.get("seen") or t.get("truth", {}).get("seen") or {}
+        sent = t.get("packets") or t.get("truth", {}).get("packets")
+        assert (sent or 0) > 0, t
+        assert seen, t
+    # the availability probe (rangectl's probe vantage of each team) answers on every engine
+    be = swarm_backend(lab)
+    st = status(cli)
+    portal = {n["team"]: n["addresses"]["dmz"] for n in st["nodes"] if n["node"] == "portal"}
+    for team in range(1, TEAMS + 1):
+        res = be.nodes_exec.run(NodeRef(RANGE, team, "probe"),
+                                Job.of(probe_job, kind="http", args=[portal[team], 80, "/", 5], deadline=time.time() + 15))  # fmt: skip
+        assert res[0] == 200, (team, res[2])
+
+
+def test_an_engine_stopped_mid_drill_loses_nothing_and_others_go_on(lab, cli, shared_home):
+    from rangectl.state import RangeState
+    from rangectl.store import EventStore
+
+    st = status(cli)
+    eng_of = {n["team"]: n["engine"] for n in st["nodes"]}
+    victim = eng_of[2]
+    assert victim != f"{LAB}-engine1", "the manager must stay up"
+    others = [t for t in eng_of if eng_of[t] != victim]
+    drill = subprocess.Popen(
+        [*rangectl_cmd(), "drill", "start", RANGE, "--time-scale", "30", "--no-live"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(20)
+        subprocess.run(["docker", "stop", "-t", "5", victim], check=True, capture_output=True, timeout=120)
+        time.sleep(25)
+        subprocess.run(["docker", "start", victim], check=True, capture_output=True, timeout=120)
+        out, errs = drill.communicate(timeout=600)
+    finally:
+        if drill.poll() is None:
+            drill.kill()
+    assert drill.returncode == 0, out + errs
+    store = EventStore(RangeState(RANGE).db_path)
+    v = store.verify()
+    assert v.ok, v.reason
+    avail = store.events("availability")
+    by_team: dict[int, list] = {}
+    for e in avail:
+        by_team.setdefault(e.team, []).append(e.data)
+    rounds = {t: len(v) for t, v in by_team.items()}
+    # every team has every round recorded, the stopped one too (as failures while it was away)
+    assert len(set(rounds.values())) == 1, rounds
+    down_for_victims = [d for t, v in by_team.items() if eng_of[t] == victim for d in v if not d["up"]]
+    assert down_for_victims, "the team on the stopped engine never failed a probe"
+    # the others kept scoring through the outage: their portal was up in most rounds
+    for t in others:
+        ups = sum(1 for d in by_team[t] if d["up"])
+        assert ups >= 0.5 * len(by_team[t]), (t, ups, len(by_team[t]))
+    # and the team on the stopped engine came back: rounds up again at the end
+    last = by_team[2][-3:]
+    assert any(d["up"] for d in last), last
+
+
+def test_down_leaves_nothing_on_any_engine_and_up_again_reuses_addresses(lab, cli, shared_home):
+    before = {(n["team"], n["node"]): n["addresses"] for n in status(cli)["nodes"]}
+    r = cli("down", RANGE)
+    assert r.returncode == 0, r.stderr
+    for name, url in lab["engines"].items():
+        assert left_on(url, RANGE) == {"containers": [], "networks": [], "agents": []}, name
+        assert rules_on(name) == [], name
+    r = cli("up", SCENARIO, "--teams", str(TEAMS), "--name", RANGE, "--spread", "--no-provision")
+    assert r.returncode == 0, r.stdout + r.stderr
+    after = {(n["team"], n["node"]): n["addresses"] for n in status(cli)["nodes"]}
+    assert after == before
+    r = cli("down", RANGE)
+    assert r.returncode == 0, r.stderr
+    for name, url in lab["engines"].items():
+        assert left_on(url, RANGE) == {"containers": [], "networks": [], "agents": []}, name
+
+
+def test_selftest_with_the_reference_team_on_a_worker_engine(lab, cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("RANGECTL_SPREAD", "1")  # team 1 (the reference team) on a worker (placement tests)
+    out = tmp_path / "result.json"
+    r = cli("selftest", SCENARIO, "--format", "json", "--output", str(out), "--no-live")
+    assert out.exists(), r.stderr[-3000:]
+    res = json.loads(out.read_text())[0]
+    failed = [f"{a['name']}: {a['detail']}" for a in res["assertions"] if not a["ok"]]
+    assert r.returncode == 0 and res["ok"], "\n".join(failed) + (f"\nerror: {res['error']}" if res["error"] else "")
