@@ -143,6 +143,7 @@ class Link:
     mac: str | None
     mtu: int | None
     up: bool
+    peer: int | None = None  # IFLA_LINK: a veth's peer's index, in the peer's namespace ("eth0@if12")
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,8 @@ def links_here() -> list[Link]:
         a = _attrs(body, 16, len(body))
         name = a.get(3, b"").rstrip(b"\0").decode(errors="replace")
         mtu = struct.unpack("=I", a[4])[0] if 4 in a else None
-        out.append(Link(index, name, format_mac(a.get(1)), mtu, bool(flags & 0x1)))
+        peer = struct.unpack("=i", a[5])[0] if 5 in a else None
+        out.append(Link(index, name, format_mac(a.get(1)), mtu, bool(flags & 0x1), peer if peer != index else None))
     return out
 
 

@@ -43,6 +43,7 @@ from rangectl.backend.agent_server import RELAY, SOCKET
 from rangectl.backend.base import NodeRef
 from rangectl.backend.hostops import Host
 from rangectl.backend.nodeexec import (
+    BoxedJob,
     Job,
     JobError,
     NodeExec,
@@ -313,14 +314,12 @@ def _bridge(stream: AgentStream, sock: socket.socket) -> None:
 # --- jobs -------------------------------------------------------------------------------------------
 
 
-class AgentJob(RunningJob):
+class AgentJob(BoxedJob):
     """A job running in a node of an engine elsewhere, through its agent."""
 
     def __init__(self, stream: AgentStream, where: str):
+        super().__init__()
         self.stream, self.where = stream, where
-        self._ready = threading.Event()
-        self._done = threading.Event()
-        self._box: dict[str, Any] = {}
         threading.Thread(target=self._read, daemon=True, name=f"rangectl-agent-job {where}").start()
 
     def _read(self) -> None:
@@ -348,30 +347,12 @@ class AgentJob(RunningJob):
             self._done.set()
             self.stream.close()
 
-    def _raise(self) -> None:
-        if "error" in self._box:
-            raise_error(self._box["error"], self.where)
-
-    def wait_ready(self, timeout: float | None = None) -> None:
-        self._ready.wait(timeout)
-        if self._done.is_set():
-            self._raise()
-
     def stop(self) -> None:
         if not self._done.is_set():
             try:
                 self.stream.sendall(b"stop\n")
             except OSError:
                 pass
-
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def result(self, timeout: float | None = None) -> Any:
-        if not self._done.wait(timeout):
-            raise JobError(f"{self.where}: no result within {timeout:g}s")
-        self._raise()
-        return self._box.get("value")
 
 
 class Agent:

@@ -19,7 +19,6 @@ run the same code. PIDs are the engine host's (what the engine reports as a cont
 
 from __future__ import annotations
 
-import re
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any
 from rangectl import netns
 from rangectl.backend.nodeexec import JobControl, node_job
 from rangectl.errors import RangeError
-from rangectl.rtnetlink import addresses_here, set_default_route_here
+from rangectl.rtnetlink import addresses_here, links_here, set_default_route_here
 
 
 @dataclass(frozen=True)
@@ -78,15 +77,18 @@ def op_default_route(ctl: JobControl, pid: int, gateway: str | None) -> bool:
 @node_job
 def op_host_port(ctl: JobControl, pid: int, ip: str) -> str:
     """The host-side veth (bridge port) of the interface holding ``ip`` in process ``pid``'s namespace."""
-    ns = netns.netns_path_of_pid(pid)
-    ifname = next((a.ifname for a in netns.run_in_netns(ns, addresses_here) if str(a.interface.ip) == str(ip)), None)
+
+    def peer_of() -> tuple[str | None, int | None]:
+        name = next((a.ifname for a in addresses_here() if str(a.interface.ip) == str(ip)), None)
+        link = next((lk for lk in links_here() if lk.name == name), None)
+        return name, None if link is None else link.peer
+
+    ifname, peer = netns.run_in_netns(netns.netns_path_of_pid(pid), peer_of)
     if ifname is None:
         raise RangeError(f"process {pid}'s namespace has no interface with {ip}")
-    r = _run(["nsenter", f"--net={ns}", "--", "ip", "-o", "link", "show", "dev", ifname])
-    m = re.search(r"@if(\d+):", r.stdout)
-    if m is None:
-        raise RangeError(f"cannot find the bridge port of {ifname}: {r.stderr.strip() or r.stdout}")
-    return socket.if_indextoname(int(m.group(1)))
+    if peer is None:
+        raise RangeError(f"{ifname} (with {ip}) is not one end of a veth pair")
+    return socket.if_indextoname(peer)
 
 
 @node_job

@@ -255,16 +255,47 @@ def raise_error(rec: dict[str, Any], where: str) -> None:
 Locate = Callable[[NodeRef], tuple[str, int]]
 
 
-class ThreadJob(RunningJob):
+class BoxedJob(RunningJob):
+    """A running job whose outcome lands in a box: ``{"value": ...}`` or ``{"error": record}``
+    (:func:`error_record`), then :attr:`_done` is set; :attr:`_ready` is set when the job said it
+    is ready (or ended). Subclasses start the work and fill the box."""
+
+    where = ""
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._box: dict[str, Any] = {}
+
+    def _raise(self) -> None:
+        if "error" in self._box:
+            raise_error(self._box["error"], self.where)
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        self._ready.wait(timeout)
+        if self._done.is_set():
+            self._raise()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self._done.wait(timeout):
+            raise JobError(f"{self.where}: no result within {timeout:g}s")
+        self._raise()
+        return self._box.get("value")
+
+
+class ThreadJob(BoxedJob):
     """A job run by ``work(ctl)`` on a daemon thread of this process; its result (plain data) or
     its error (as data, see :func:`error_record`) waits for :meth:`result`. Local engines and
     the in-memory test backend run jobs this way; ``work`` decides where the job runs."""
 
     def __init__(self, job: Job, where: str, work: Callable[[JobControl], Any]):
+        super().__init__()
         self.job, self.where = job, where
         self.ctl = JobControl(job.deadline)
-        self._done = threading.Event()
-        self._box: dict[str, Any] = {}
+        self._ready = self.ctl._ready  # the job's own ready() says it
 
         def body() -> None:
             try:
@@ -278,26 +309,8 @@ class ThreadJob(RunningJob):
         self._thread = threading.Thread(target=body, name=f"rangectl-job {where}", daemon=True)
         self._thread.start()
 
-    def _raise(self) -> None:
-        if "error" in self._box:
-            raise_error(self._box["error"], self.where)
-
-    def wait_ready(self, timeout: float | None = None) -> None:
-        self.ctl._ready.wait(timeout)
-        if self._done.is_set():
-            self._raise()
-
     def stop(self) -> None:
         self.ctl.request_stop()
-
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def result(self, timeout: float | None = None) -> Any:
-        if not self._done.wait(timeout):
-            raise JobError(f"{self.where}: no result within {timeout:g}s")
-        self._raise()
-        return self._box.get("value")
 
 
 def _local_job(ref: NodeRef, job: Job, path: str) -> ThreadJob:

@@ -210,17 +210,22 @@ def ls(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
             "running": 0,
             "networks": 0,
         }
+    failed: list[tuple[str, RangeError]] = []
     for engine in sorted(engines):  # every engine a range was made on (and the default one)
         try:
             found = backends.get(engine).ranges()
         except RangeError as exc:
-            err.print(f"[yellow]engine {engine}:[/yellow] {exc.message}", highlight=False)
+            failed.append((engine, exc))
             continue
         for name, info in found.items():
             row = rows.setdefault(
                 name, {"range": name, "scenario": None, "teams": len(info.teams), "status": "orphaned", "engine": engine}
             )
             row.update(containers=info.containers, running=info.running, networks=info.networks)
+    if failed and len(failed) == len(engines):  # no engine answered: that is the error
+        raise failed[0][1]
+    for engine, exc in failed:  # some did: list theirs, say which did not
+        err.print(f"[yellow]engine {engine}:[/yellow] {exc.message}", highlight=False)
     if json_out:
         print(json.dumps(list(rows.values()), indent=2))
         return

@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from rangectl import arp, netns, rtnetlink
+from rangectl.errors import RangeError
 from rangectl.traffic import TrafficContext, TrafficRefused, replay_pcap, run_traffic
 from rangectl.traffic.pcapfile import read_capture
 from rangectl.traffic.sniff import ArrivalCounter
@@ -582,3 +583,32 @@ def test_out_of_range_is_refused_before_anything_is_sent(lab, tmp_path):
         with pytest.raises(TrafficRefused, match="no allowed subnets"):
             run_traffic("portscan", {}, TrafficContext(lab.path("att"), [], dst_ip=TGT))
     assert cap.frames == []
+
+
+def test_host_port_of_a_node_interface():
+    """The host-side veth of a namespace's interface (how `up` finds the probe's bridge ports to
+    isolate it: hostops.op_host_port), found by the veth's peer index, not by name."""
+    from rangectl.backend.hostops import LOCAL
+
+    ns, host_if = f"rc-hp-{secrets.token_hex(3)}", f"rchp{secrets.token_hex(2)}"
+    sh("ip", "netns", "add", ns)
+    proc = None
+    try:
+        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", "tmpeth", "netns", ns)
+        sh("ip", "-n", ns, "link", "set", "tmpeth", "name", "eth0")
+        sh("ip", "-n", ns, "addr", "add", "198.51.100.77/30", "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "60"])
+        deadline = time.monotonic() + 5
+        while os.stat(f"/proc/{proc.pid}/ns/net").st_ino != os.stat(f"/run/netns/{ns}").st_ino:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert LOCAL.host_port(proc.pid, "198.51.100.77") == host_if
+        with pytest.raises(RangeError, match="no interface with 198.51.100.78"):
+            LOCAL.host_port(proc.pid, "198.51.100.78")
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
