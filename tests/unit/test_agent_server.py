@@ -1,0 +1,182 @@
+"""rangectl's engine agent (backend/agent_server.py), its requests served in this process over a
+socket pair, with no engine: jobs, stop requests, errors, connections and listeners. Every
+address is 127.0.0.1 and every listener one the test made."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from rangectl.backend import agent_server
+from rangectl.backend.agent import AgentJob
+
+
+def serve_one() -> socket.socket:
+    """The controller's end of one agent connection (the agent's end handled on a thread)."""
+    ours, theirs = socket.socketpair()
+    threading.Thread(target=agent_server.handle, args=(theirs,), daemon=True).start()
+    ours.settimeout(10)
+    return ours
+
+
+def lines(sock: socket.socket, n: int) -> list[dict]:
+    buf = b""
+    while buf.count(b"\n") < n:
+        data = sock.recv(65536)
+        if not data:
+            break
+        buf += data
+    return [json.loads(x) for x in buf.split(b"\n") if x.strip()]
+
+
+def send(sock: socket.socket, obj: dict) -> None:
+    sock.sendall(json.dumps(obj).encode() + b"\n")
+
+
+@pytest.fixture
+def listener():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    yield srv
+    srv.close()
+
+
+def test_a_job_runs_and_answers_its_result(listener):
+    port = listener.getsockname()[1]
+    s = serve_one()
+    send(s, {"op": "job", "pid": None,
+             "job": {"fn": "rangectl.drill.checks:probe_job", "args": {"kind": "tcp", "args": ["127.0.0.1", port, 2]}}})  # fmt: skip
+    out = lines(s, 1)
+    assert out[-1] == {"value": [True, f"tcp 127.0.0.1:{port} open"]}
+
+
+def test_a_job_error_comes_back_as_its_class_and_message():
+    s = serve_one()
+    send(s, {"op": "job", "pid": None, "job": {"fn": "rangectl.nosuch:job", "args": {}}})
+    err = lines(s, 1)[-1]["error"]
+    assert err["type"] == "rangectl.backend.nodeexec:JobError" and "no node job 'rangectl.nosuch:job'" in err["message"]
+    s = serve_one()
+    send(s, {"op": "job", "pid": 999999999, "job": {"fn": "rangectl.drill.checks:probe_job", "args": {}}})
+    err = lines(s, 1)[-1]["error"]
+    assert "process 999999999 is gone" in err["message"]
+
+
+def test_a_request_it_does_not_know_is_refused():
+    s = serve_one()
+    send(s, {"op": "exec", "argv": ["id"]})
+    assert "unknown op 'exec'" in lines(s, 1)[-1]["error"]["message"]
+    s = serve_one()
+    s.sendall(b"not json\n")
+    assert lines(s, 1)[-1]["error"]["type"].startswith("json")
+
+
+def test_a_long_job_says_ready_then_stops_when_asked():
+    s = serve_one()
+    deadline = time.time() + 30
+    # count_arrivals: ready once listening, then runs until asked to stop
+    send(s, {"op": "job", "pid": None, "job": {"fn": "rangectl.traffic.jobs:count_arrivals", "deadline": deadline,
+                                               "args": {"sources": ["127.0.0.9"], "destinations": ["127.0.0.9"],
+                                                        "grace": 0.1}}})  # fmt: skip
+    assert lines(s, 1) == [{"ready": True}]
+    t = time.monotonic()
+    s.sendall(b"stop\n")
+    out = lines(s, 1)
+    assert time.monotonic() - t < 5
+    assert out[-1]["value"]["packets"] == 0
+
+
+def test_the_controller_going_away_stops_the_job():
+    s = serve_one()
+    send(s, {"op": "job", "pid": None, "job": {"fn": "rangectl.traffic.jobs:count_arrivals", "deadline": time.time() + 60,
+                                               "args": {"sources": ["127.0.0.9"], "destinations": ["127.0.0.9"],
+                                                        "grace": 0.1}}})  # fmt: skip
+    assert lines(s, 1) == [{"ready": True}]
+    before = threading.active_count()
+    s.close()  # no stop line: the agent must not keep the job running for nobody
+    deadline = time.monotonic() + 10
+    while threading.active_count() >= before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() < before
+
+
+def test_connect_bridges_a_connection_made_there(listener):
+    port = listener.getsockname()[1]
+    s = serve_one()
+    send(s, {"op": "connect", "pid": None, "host": "127.0.0.1", "port": port, "timeout": 2})
+    assert s.recv(64) == b'{"ok": true}\n'
+    peer, _ = listener.accept()
+    s.sendall(b"ping")
+    assert peer.recv(4) == b"ping"
+    peer.sendall(b"pong")
+    assert s.recv(4) == b"pong"
+    peer.close()
+    assert s.recv(4) == b""  # the far end closed: so does the bridge
+    s = serve_one()
+    listener.close()
+    send(s, {"op": "connect", "pid": None, "host": "127.0.0.1", "port": port, "timeout": 2})
+    assert "Connection refused" in lines(s, 1)[-1]["error"]["message"]
+
+
+def test_listen_and_accept():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    hold = serve_one()
+    send(hold, {"op": "listen", "pid": None, "host": "127.0.0.1", "port": port, "backlog": 4, "key": "k1"})
+    assert lines(hold, 1) == [{"ok": True}]
+    acc = serve_one()
+    send(acc, {"op": "accept", "key": "k1"})
+    c = socket.create_connection(("127.0.0.1", port), timeout=5)
+    head = lines(acc, 1)[0]
+    assert head["ok"] is True and head["peer"][0] == "127.0.0.1"
+    c.sendall(b"hello")
+    assert acc.recv(5) == b"hello"
+    acc.sendall(b"world")
+    assert c.recv(5) == b"world"
+    # closing the holding connection closes the listener
+    hold.close()
+    deadline = time.monotonic() + 5
+    while "k1" in agent_server._listeners and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "k1" not in agent_server._listeners
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+    acc2 = serve_one()
+    send(acc2, {"op": "accept", "key": "k1"})
+    assert "no listener 'k1'" in lines(acc2, 1)[-1]["error"]["message"]
+
+
+class FakeStream:
+    """An AgentStream's reading side, fed with lines."""
+
+    def __init__(self, items):
+        self.items, self.err, self.sent, self.closed = list(items), bytearray(), [], False
+
+    def read_line(self):
+        return self.items.pop(0) if self.items else None
+
+    def sendall(self, data):
+        self.sent.append(data)
+
+    def close(self):
+        self.closed = True
+
+
+def test_agent_job_reads_ready_then_value():
+    j = AgentJob(FakeStream([{"ready": True}, {"value": {"packets": 3}}]), "somewhere")
+    j.wait_ready(5)
+    assert j.result(5) == {"packets": 3} and j.done() and j.stream.closed
+
+
+def test_agent_job_raises_the_error_and_a_lost_stream():
+    rec = {"type": "rangectl.errors:RangeError", "message": "boom", "fix": None}
+    with pytest.raises(Exception, match="boom"):
+        AgentJob(FakeStream([{"error": rec}]), "w").result(5)
+    with pytest.raises(Exception, match="ended without a result"):
+        AgentJob(FakeStream([]), "w").result(5)
