@@ -28,7 +28,7 @@ from tests.conftest import ROOT
 
 IMAGES = ROOT / "images"
 DERIVED = [r for r in I.available_recipes() if r != "base"]
-EXPECTED = {"router", "web", "db", "workstation", "attacker", "dns", "mail", "mqtt", "engine"}
+EXPECTED = {"router", "web", "db", "workstation", "attacker", "dns", "mail", "mqtt", "engine", "agent"}
 
 
 @pytest.fixture
