@@ -41,6 +41,7 @@ from rangectl import backend as backends  # noqa: E402
 from rangectl import labels as L  # noqa: E402
 from rangectl import ranges  # noqa: E402
 from rangectl.backend import swarm  # noqa: E402
+from rangectl.backend.docker import team_nodes  # noqa: E402
 from rangectl.backend.swarm import SwarmBackend  # noqa: E402
 
 LAB = "rangectl-bench"
@@ -148,8 +149,7 @@ def main() -> None:
           f"{'met' if all(r[4] <= 1 for r in rows) else 'NOT met'}")  # fmt: skip
 
     # extrapolation
-    per_team = rep.plan.teams[0] if hasattr(rep, "plan") else None
-    nodes_per_team = (len(per_team.nodes) + (1 if per_team.probe else 0)) if per_team else 7
+    nodes_per_team = len(team_nodes(rep.plan.teams[0]))  # the probe included
     mib = max(mib_single, rows[-1][5])
     by_cpu = args.host_cpus * swarm.NODES_PER_CPU
     by_mem = args.host_mem_gib * 1024 * swarm.MEMORY_SHARE / max(mib, 1)

@@ -40,6 +40,10 @@ class NotFound(RangeError):
     exit_code = 4
 
 
+class NotRunning(RangeError):
+    """A node that exists but is not running (``rangectl up`` starts it again)."""
+
+
 class ScenarioError(RangeError):
     """A scenario file that does not load or validate."""
 

@@ -39,7 +39,7 @@ from typing import Any
 
 from docker.errors import APIError, NotFound
 
-from rangectl.backend.agent_server import RELAY, SOCKET
+from rangectl.backend.agent_server import RELAY, SOCKET, splice
 from rangectl.backend.base import NodeRef
 from rangectl.backend.hostops import Host
 from rangectl.backend.nodeexec import (
@@ -213,8 +213,9 @@ class AgentStream:
             (self._out if kind == 1 else self.err).extend(chunk)
         return True
 
-    def recv(self) -> bytes:
-        """The next stdout bytes (b"" at the end)."""
+    def recv(self, bufsize: int = 65536) -> bytes:
+        """The next stdout bytes (b"" at the end); whatever has come, however much (``bufsize``
+        only makes it read like a socket)."""
         while not self._out:
             try:
                 if not self._fill():
@@ -237,11 +238,9 @@ class AgentStream:
         self._out = bytearray(rest)
         return json.loads(line)
 
-    def shutdown_write(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+    def shutdown(self, how: int) -> None:
+        """Like a socket's (``SHUT_WR``: the relay's stdin ends)."""
+        self.sock.shutdown(how)
 
     def close(self) -> None:
         if self._closed:
@@ -268,47 +267,9 @@ def _answer(stream: AgentStream, what: str) -> dict[str, Any]:
 
 
 def _bridge(stream: AgentStream, sock: socket.socket) -> None:
-    """Copy between an agent stream and a local socket both ways, on two daemon threads."""
-
-    def down() -> None:  # agent -> local
-        try:
-            while True:
-                data = stream.recv()
-                if not data:
-                    break
-                sock.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-
-    def up() -> None:  # local -> agent
-        try:
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                stream.sendall(data)
-        except OSError:
-            pass
-        finally:
-            stream.shutdown_write()
-
-    def both() -> None:
-        t = threading.Thread(target=up, daemon=True)
-        t.start()
-        down()
-        t.join()
-        stream.close()
-        try:
-            sock.close()
-        except OSError:
-            pass
-
-    threading.Thread(target=both, daemon=True, name="rangectl-agent-bridge").start()
+    """Copy between an agent stream and a local socket both ways until both ends are done, then
+    close both: the agent's own :func:`~rangectl.backend.agent_server.splice`, on a daemon thread."""
+    threading.Thread(target=splice, args=(stream, sock), daemon=True, name="rangectl-agent-bridge").start()
 
 
 # --- jobs -------------------------------------------------------------------------------------------

@@ -96,8 +96,9 @@ def _read_line(conn: socket.socket, limit: int = 1 << 20) -> tuple[bytes, bytes]
     return line, rest
 
 
-def _splice(a: socket.socket, b: socket.socket, first: bytes = b"") -> None:
-    """Copy both ways until both directions ended, then close both."""
+def splice(a: socket.socket, b: socket.socket, first: bytes = b"") -> None:
+    """Copy both ways until both directions ended, then close both. ``a`` and ``b`` are sockets, or
+    anything with their ``recv``, ``sendall``, ``shutdown`` and ``close`` (the controller's agent stream)."""
 
     def one(src: socket.socket, dst: socket.socket, head: bytes) -> None:
         try:
@@ -189,7 +190,7 @@ def _connect(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
 
     up = netns.run_in_netns(_ns(req.get("pid")), make)
     _line(conn, {"ok": True})
-    _splice(conn, up, rest)
+    splice(conn, up, rest)
 
 
 def _listen(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
@@ -238,7 +239,7 @@ def _accept(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
     except BaseException:
         peer_conn.close()
         raise
-    _splice(conn, peer_conn, rest)
+    splice(conn, peer_conn, rest)
 
 
 OPS = {"job": _job, "connect": _connect, "listen": _listen, "accept": _accept}

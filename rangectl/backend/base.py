@@ -194,11 +194,11 @@ class Backend(ABC):
 
     def running(self, ref: NodeRef) -> NodeInfo:
         """The node, which must be running (RangeError naming its state otherwise)."""
-        from rangectl.errors import RangeError
+        from rangectl.errors import NotRunning
 
         info = self.node(ref)
         if not info.running:
-            raise RangeError(
+            raise NotRunning(
                 f"node '{ref.node}' of team {ref.team} is not running ({info.state})",
                 fix="run `rangectl up` again to restart it",
             )

@@ -41,8 +41,8 @@ from rangectl.backend.base import (
 )
 from rangectl.backend.execs import run_exec
 from rangectl.backend.hostops import LOCAL, Host
-from rangectl.backend.nodeexec import LocalNodeExec, NodeExec
-from rangectl.errors import EnvironmentProblem, RangeError
+from rangectl.backend.nodeexec import LocalNodeExec, Locate, NodeExec
+from rangectl.errors import EnvironmentProblem, NotRunning, RangeError
 from rangectl.errors import NotFound as RangeNotFound
 from rangectl.plan import NetworkPlan, NodePlan, Plan, TeamPlan
 from rangectl.scenario.model import Scenario
@@ -185,13 +185,16 @@ def range_filter(range_name: str | None) -> dict[str, Any]:
 class DockerBackend(Backend):
     name = "docker"
 
-    def __init__(self, client: docker.DockerClient, host: Host = LOCAL, nodes_exec: NodeExec | None = None):
+    def __init__(
+        self, client: docker.DockerClient, host: Host = LOCAL, exec_for: Callable[[Locate], NodeExec] = LocalNodeExec
+    ):
         """``host``: where the engine's host-level work runs (this machine; an engine's agent for
-        an engine elsewhere); ``nodes_exec``: the execution seam (default: in this process)."""
+        an engine elsewhere); ``exec_for(locate)``: the execution seam over this engine's nodes
+        (default: in this process)."""
         self.client = client
         self.api = client.api
         self.host = host
-        self._nodes_exec = nodes_exec or LocalNodeExec(self._locate)
+        self._nodes_exec = exec_for(self._locate)
 
     @property
     def nodes_exec(self) -> NodeExec:
@@ -701,7 +704,7 @@ class DockerBackend(Backend):
         """The node's container, which must be running (RangeError naming its state otherwise)."""
         c = self.find(range_name, node, team)
         if c["State"] != "running":
-            raise RangeError(
+            raise NotRunning(
                 f"node '{node}' of team {team} is not running ({c['State']})", fix="run `rangectl up` again to restart it"
             )
         return c
@@ -875,7 +878,11 @@ class DockerBackend(Backend):
 
         # containers team by team, at most WORKERS calls in flight, so that a team's networks,
         # submitted when its last container is gone, run next rather than after every container
-        queue = iter(sorted(containers, key=lambda c: (team_of(c)[0], int(team_of(c)[1]) if team_of(c)[1].isdigit() else 0)))
+        def order(c: dict[str, Any]) -> tuple[str, int]:
+            rng, team = team_of(c)
+            return rng, int(team) if team.isdigit() else 0
+
+        queue = iter(sorted(containers, key=order))
         with ThreadPoolExecutor(WORKERS) as pool:
             pending = {pool.submit(rm_container, c) for c in itertools.islice(queue, WORKERS)}
             for team in [t for t in nets_of if not left[t]]:  # networks of teams with no container left

@@ -63,9 +63,8 @@ def connect(timeout: int = 10) -> docker.DockerClient:
 def engine_url(api: Any) -> str:
     """The ``DOCKER_HOST`` form of the engine ``api`` talks to (what Ansible's docker_api takes)."""
     url = str(api.base_url)
-    if url.startswith("http+docker://"):  # docker-py's name for a local socket
-        return "unix://" + (getattr(api, "_custom_adapter", None) and getattr(api._custom_adapter, "socket_path", None)
-                            or "/var/run/docker.sock")  # fmt: skip
+    if url.startswith("http+docker://"):  # docker-py's name for a local socket: the path is its adapter's
+        return "unix://" + (getattr(getattr(api, "_custom_adapter", None), "socket_path", None) or "/var/run/docker.sock")
     if url.startswith("http://"):
         return "tcp://" + url[len("http://"):]
     return url

@@ -27,7 +27,7 @@ from typing import Any
 from rangectl import netns
 from rangectl.backend.nodeexec import JobControl, node_job
 from rangectl.errors import RangeError
-from rangectl.rtnetlink import addresses_here, links_here, set_default_route_here
+from rangectl.rtnetlink import addresses, addresses_here, links_here, set_default_route
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def op_iptables_batch(ctl: JobControl, rules: list[list[str]]) -> list[Any]:
 @node_job
 def op_default_route(ctl: JobControl, pid: int, gateway: str | None) -> bool:
     """``ip route replace default via GATEWAY`` (or ``del default``) in process ``pid``'s namespace."""
-    return netns.run_in_netns(netns.netns_path_of_pid(pid), set_default_route_here, gateway)
+    return set_default_route(netns.netns_path_of_pid(pid), gateway)
 
 
 @node_job
@@ -96,7 +96,7 @@ def op_pin_neighbours(ctl: JobControl, pid: int, pins: list[list[str]]) -> int:
     """``neigh replace ADDR lladdr MAC dev IFACE nud permanent`` for each ``[addr, mac, own_ip]``
     in process ``pid``'s namespace, IFACE being the interface that holds ``own_ip``."""
     ns = netns.netns_path_of_pid(pid)
-    dev_of = {str(a.interface.ip): a.ifname for a in netns.run_in_netns(ns, addresses_here)}
+    dev_of = {str(a.interface.ip): a.ifname for a in addresses(ns)}
     lines = [f"neigh replace {addr} lladdr {mac} dev {dev_of[own]} nud permanent" for addr, mac, own in pins]
     r = _run(["nsenter", f"--net={ns}", "--", "ip", "-batch", "-"], "\n".join(lines) + "\n")
     if r.returncode != 0:

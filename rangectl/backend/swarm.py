@@ -47,9 +47,9 @@ from rangectl.backend.base import (
     StampFor,
     UpResult,
 )
-from rangectl.backend.docker import DockerBackend, container_name
+from rangectl.backend.docker import DockerBackend, container_name, range_filter, team_nodes
 from rangectl.backend.nodeexec import NodeExec
-from rangectl.errors import EnvironmentProblem, RangeError
+from rangectl.errors import EnvironmentProblem, NotRunning, RangeError
 from rangectl.errors import NotFound as RangeNotFound
 from rangectl.plan import Plan
 from rangectl.scenario.model import Scenario
@@ -116,8 +116,9 @@ class Engine:
             be = self._backends.get(range_name)
             if be is None:
                 host = AgentHost(lambda: self.agent(range_name), f"engine {self.name}")
-                be = DockerBackend(self.client, host=host)
-                be._nodes_exec = AgentNodeExec(be._locate, lambda ref: self.agent(ref.range))
+                be = DockerBackend(
+                    self.client, host, exec_for=lambda locate: AgentNodeExec(locate, lambda ref: self.agent(ref.range))
+                )
                 self._backends[range_name] = be
             return be
 
@@ -266,7 +267,7 @@ class SwarmBackend(Backend):
         """Where the range's teams are now: {team: engine}, from the engines' labels."""
 
         def teams_on(e: Engine) -> set[int]:
-            cs = e.api.containers(all=True, filters={"label": [f"{L.MANAGED}=1", f"{L.RANGE}={range_name}"]})
+            cs = e.api.containers(all=True, filters=range_filter(range_name))
             return {int((c.get("Labels") or {}).get(L.TEAM) or 0) for c in cs}
 
         out: dict[int, str] = {}
@@ -283,10 +284,10 @@ class SwarmBackend(Backend):
         kept = self.placement(range_name)
 
         def load_of(e: Engine) -> int:
-            return len(e.api.containers(filters={"label": f"{L.MANAGED}=1"}))
+            return len(e.api.containers(filters=range_filter(None)))  # range nodes only (not agents, labs)
 
         loads = {n: v for n, v in self._each(load_of).items() if isinstance(v, int)}
-        teams = {t.team: len(t.nodes) + (1 if t.probe else 0) for t in plan.teams}
+        teams = {t.team: len(team_nodes(t)) for t in plan.teams}
         # nodes of this range already up are in ``loads`` and counted again by ``kept``: take them out
         for t, eng in kept.items():
             if t in teams and eng in loads:
@@ -313,9 +314,8 @@ class SwarmBackend(Backend):
         range back on that engine (:meth:`revive`) and try once more."""
         try:
             return fn()
-        except RangeError as exc:
-            if "is not running" not in exc.message:
-                raise
+        except NotRunning:
+            pass
         self.revive(ref.range, ref.team)
         return fn()
 
@@ -367,7 +367,7 @@ class SwarmBackend(Backend):
                 out.append(r)
             return tuple(out)
 
-        need = {n: m for n, m in self._each(missing, engines).items()}
+        need = self._each(missing, engines)
         for n, m in need.items():
             if isinstance(m, Exception):
                 raise RangeError(f"engine {n} does not answer: {m}")
@@ -490,8 +490,8 @@ class SwarmBackend(Backend):
         return sum(r[0] for r in results.values()), sum(r[1] for r in results.values())
 
     def _holds(self, e: Engine, range_name: str) -> bool:
-        filters = {"label": [f"{L.MANAGED}=1", f"{L.RANGE}={range_name}"]}
-        return bool(e.api.containers(all=True, filters=filters) or e.api.networks(filters=filters))
+        flt = range_filter(range_name)
+        return bool(e.api.containers(all=True, filters=flt) or e.api.networks(filters=flt))
 
     def reset(
         self, ref: NodeRef, scenario: Scenario, plan: Plan, images: dict[str, str], progress: Progress | None = None

@@ -134,12 +134,14 @@ def plan_cmd(
         print(json.dumps(doc, indent=2))
         return
     if where:
+        from rangectl.backend.docker import team_nodes
+
         table = Table(title=f"{sc.name} · placement on the swarm ({'spread' if spread else 'packed'})", title_justify="left")
         for col in ("engine", "teams", "nodes"):
             table.add_column(col)
         for name in sorted(set(where.values())):
             ts = sorted(t for t, e in where.items() if e == name)
-            nodes = sum(len(p.team(t).nodes) + (1 if p.team(t).probe else 0) for t in ts)
+            nodes = sum(len(team_nodes(p.team(t))) for t in ts)
             table.add_row(name, ", ".join(map(str, ts)), str(nodes))
         console.print(table)
     for t in p.teams:
