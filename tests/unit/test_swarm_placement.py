@@ -107,3 +107,48 @@ def test_read_engines_from_node_labels():
 def test_a_node_without_the_label_is_named():
     with pytest.raises(EnvironmentProblem, match=f"swarm node w9 has no {ENGINE_LABEL} label"):
         read_engines(FakeManager([node("n1", "m", role="manager"), node("n9", "w9")]))
+
+
+class FakeEngineAPI:
+    """An engine's containers as its listing filters them by label (key, or key=value)."""
+
+    def __init__(self, containers):
+        self._containers = containers
+
+    def containers(self, filters=None, **_listing):
+        want = (filters or {}).get("label", [])
+        want = [want] if isinstance(want, str) else want
+        pairs = [w.partition("=") for w in want]  # (key, "=", value) or (key, "", "")
+
+        def match(labels: dict) -> bool:
+            return all(k in labels and (not eq or labels[k] == v) for k, eq, v in pairs)
+
+        return [{"Labels": c} for c in self._containers if match(c)]
+
+
+def test_engine_load_counts_range_nodes_only():
+    """Agents and the lab's engine containers inherit the images' io.rangectl.managed label: they
+    are no range's nodes and must not fill an engine when teams are placed."""
+    from types import SimpleNamespace
+
+    from rangectl import labels as L
+    from rangectl.backend.docker import team_nodes
+    from rangectl.backend.swarm import SwarmBackend
+    from rangectl.plan import plan
+    from rangectl.scenario.validate import load_scenario
+    from tests.conftest import FIXTURES
+
+    p = plan(load_scenario(FIXTURES / "mini-range.yaml"), 1)
+    need = len(team_nodes(p.teams[0]))
+    a, b = eng("a"), eng("b")
+    full = a.capacity() - need + 1  # this many nodes leave no room for the team
+    helpers = [{L.MANAGED: "1", "io.rangectl.agent": "x"}] * full  # not range nodes
+    busy = [{L.MANAGED: "1", L.RANGE: "other", L.TEAM: "1"}] * full  # another range's nodes: they count
+    a._client = SimpleNamespace(api=FakeEngineAPI(helpers))
+    b._client = SimpleNamespace(api=FakeEngineAPI(busy))
+    be = SwarmBackend.__new__(SwarmBackend)
+    be._engines, be._where, be.spread = [a, b], {}, True
+    assert be.plan_placement("mine", p) == {1: "a"}
+    b._client = SimpleNamespace(api=FakeEngineAPI(helpers))  # helpers everywhere: room everywhere
+    a._client = SimpleNamespace(api=FakeEngineAPI(busy))
+    assert be.plan_placement("mine", p) == {1: "b"}
