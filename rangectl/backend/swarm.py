@@ -48,6 +48,7 @@ from rangectl.backend.base import (
     UpResult,
 )
 from rangectl.backend.docker import DockerBackend, container_name, range_filter, team_nodes
+from rangectl.backend.engine import engine_url
 from rangectl.backend.nodeexec import NodeExec
 from rangectl.errors import EnvironmentProblem, NotRunning, RangeError
 from rangectl.errors import NotFound as RangeNotFound
@@ -152,7 +153,7 @@ def read_engines(manager: docker.DockerClient) -> list[Engine]:
                     f"swarm node {name} has no {ENGINE_LABEL} label: rangectl does not know where its engine is",
                     fix=f"docker node update --label-add {ENGINE_LABEL}=tcp://ADDR:2375 {name} (docs/cluster.md)",
                 )
-            url = manager.api.base_url.replace("http+docker://localhost", "unix:///var/run/docker.sock")
+            url = engine_url(manager.api)  # DOCKER_HOST's form: `docker -H` (shell) refuses http://
         out.append(
             Engine(
                 name=name, node_id=n["ID"], url=url,

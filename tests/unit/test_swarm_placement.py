@@ -97,7 +97,7 @@ def test_read_engines_from_node_labels():
         node("n3", "w2", "ssh://ops@w2", state="down"),
     ]))  # fmt: skip
     assert [(e.name, e.url, e.role, e.ready) for e in es] == [
-        ("m", "http://172.30.213.2:2375", "manager", True),
+        ("m", "tcp://172.30.213.2:2375", "manager", True),  # as DOCKER_HOST and `docker -H` take it
         ("w1", "tcp://10.0.0.3:2375", "worker", True),
         ("w2", "ssh://ops@w2", "worker", False),
     ]
