@@ -345,6 +345,13 @@ class Agent:
         _bridge(stream, theirs)
         return mine
 
+    def capture(self, iface: str, snaplen: int) -> AgentStream:
+        """The pcap bytes tcpdump captures on ``iface`` of the engine's host, as a stream: read it
+        to its end; ``shutdown(SHUT_WR)`` stops the capture (what it holds still comes), ``close`` drops it."""
+        stream = self.stream({"op": "capture", "iface": iface, "snaplen": snaplen})
+        _answer(stream, f"capture on {iface} of {self.where}")
+        return stream
+
     def listen(self, pid: int, host: str, port: int, backlog: int) -> socket.socket:
         """A listener on ``host:port`` inside process ``pid``'s namespace: a local listening socket
         (127.0.0.1, a free port) that gets each connection the node's listener accepts."""

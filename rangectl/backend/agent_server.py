@@ -22,6 +22,10 @@ Each connection starts with one JSON line saying what it is for:
 ``{"op": "connect", "pid": PID, "host": H, "port": P, "timeout": S}``
     a TCP connection made inside PID's namespace; answers ``{"ok": true}`` (or an error line),
     then the connection's bytes both ways.
+``{"op": "capture", "iface": IFACE, "snaplen": N}``
+    ``tcpdump -i IFACE`` on the engine's host (a team's bridge, for the drill's capture); answers
+    ``{"ok": true}`` once tcpdump has its interface open (or an error line with its message),
+    then its pcap bytes until the controller ends its side of the connection.
 ``{"op": "listen", "pid": PID, "host": H, "port": P, "backlog": N, "key": K}``
     a listening socket inside PID's namespace, kept while this connection stays open; answers
     ``{"ok": true}``. ``{"op": "accept", "key": K}`` waits for the next connection on it,
@@ -36,13 +40,17 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
+import shutil
 import socket
+import subprocess
 import sys
 import threading
 from typing import Any
 
 from rangectl import netns
 from rangectl.backend.nodeexec import Job, JobControl, error_record, plain, resolve
+from rangectl.errors import RangeError
 
 SOCKET = "/run/rangectl-agent.sock"
 
@@ -242,7 +250,65 @@ def _accept(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
     splice(conn, peer_conn, rest)
 
 
-OPS = {"job": _job, "connect": _connect, "listen": _listen, "accept": _accept}
+#: an interface name as Linux allows it (IFNAMSIZ - 1), and nothing tcpdump would read as an option
+IFACE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.:-]{0,14}")
+CAPTURE_START_SECONDS = 1.0  # tcpdump that has not failed by then has its interface open
+
+
+def _capture(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
+    """tcpdump on an interface of the engine's host (a team's bridge), its pcap bytes streamed to
+    the controller until the controller ends its side (or goes away): then tcpdump is stopped
+    (SIGTERM: it flushes) and what it wrote last is sent before the connection closes."""
+    iface = str(req.get("iface") or "")
+    if not IFACE.fullmatch(iface):
+        raise ValueError(f"not an interface name: {iface!r}")
+    snaplen = max(64, min(int(req.get("snaplen") or 512), 262144))
+    tcpdump = shutil.which("tcpdump") or "/usr/bin/tcpdump"
+    p = subprocess.Popen(
+        [tcpdump, "-i", iface, "-n", "-U", "-s", str(snaplen), "-w", "-"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        p.wait(CAPTURE_START_SECONDS)
+    except subprocess.TimeoutExpired:
+        pass
+    if p.returncode is not None:
+        err = (p.stderr.read() if p.stderr else b"").decode(errors="replace").strip().splitlines()
+        raise RangeError(f"tcpdump -i {iface} on the engine's host: " + (err[-1] if err else f"exit {p.returncode}"))
+    _line(conn, {"ok": True})
+
+    def watch() -> None:  # the controller's side ended (or it went away): stop tcpdump
+        try:
+            while conn.recv(4096):
+                pass
+        except OSError:
+            pass
+        if p.poll() is None:
+            p.terminate()
+
+    threading.Thread(target=watch, daemon=True).start()
+    out = p.stdout
+    assert out is not None
+    try:
+        while True:
+            data = out.read1(65536)
+            if not data:
+                break
+            conn.sendall(data)
+    except OSError:
+        p.terminate()
+    finally:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        for f in (p.stdout, p.stderr):
+            if f is not None:
+                f.close()
+
+
+OPS = {"job": _job, "connect": _connect, "listen": _listen, "accept": _accept, "capture": _capture}
 
 
 def handle(conn: socket.socket) -> None:

@@ -233,6 +233,13 @@ class Backend(ABC):
 
         raise RangeError(f"the {self.name} engine has no host interfaces to capture team {team}'s traffic on")
 
+    def capture_stream(self, range_name: str, team: int, iface: str, snaplen: int) -> Any | None:
+        """For an engine whose interfaces are on another machine: a stream (``recv``, ``shutdown``,
+        ``close``) of the pcap bytes captured there on ``iface`` (one of :meth:`capture_interfaces`);
+        ``shutdown(SHUT_WR)`` stops it, the rest then comes. None (the default): ``iface`` is on
+        this host and the capture runs here."""
+        return None
+
     @abstractmethod
     def ansible_host(self, ref: NodeRef) -> dict[str, str]:
         """Inventory variables that make Ansible reach the node (connection plugin and address)."""

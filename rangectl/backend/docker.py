@@ -844,10 +844,18 @@ class DockerBackend(Backend):
                 pass
             return "container", team_of(c), c["Names"][0].lstrip("/") if c.get("Names") else c["Id"][:12]
 
+        names_of: dict[tuple[str, str], list[str]] = {}
+        for c in containers:
+            names_of.setdefault(team_of(c), []).extend(x.lstrip("/") for x in c.get("Names") or [])
+
         def rm_network(n: dict[str, Any]) -> str:
             # A container just removed can keep its endpoint on the network for a while on a busy
-            # engine ("has active endpoints"): detach what is left and retry, backing off, for up
-            # to NETWORK_REMOVE_SECONDS before giving up (a leftover network would clash later).
+            # engine ("has active endpoints"), or for good (a stale endpoint the engine's store
+            # kept, moby's known race): detach what is left and retry, backing off, for up to
+            # NETWORK_REMOVE_SECONDS before giving up (a leftover network would clash later).
+            # Endpoints are detached by *name*: for a container that is gone, a forced disconnect
+            # by name is how the engine deletes its stale endpoint (ForceEndpointDelete); the
+            # listing's key of such an endpoint ("ep-…") names no container and does nothing.
             deadline = time.monotonic() + NETWORK_REMOVE_SECONDS
             delay = 0.2
             while True:
@@ -864,12 +872,16 @@ class DockerBackend(Backend):
                             fix="the engine kept a stale endpoint: `rangectl down` again later, or restart dockerd",
                         ) from None
                 try:
-                    attached = (self.api.inspect_network(n["Id"]).get("Containers") or {}).keys()
+                    attached = self.api.inspect_network(n["Id"]).get("Containers") or {}
                 except NotFound:
                     break
-                for cid in attached:
+                # the endpoints listed, then the team's own container names (a stale endpoint
+                # need not be listed at all)
+                targets = [ep.get("Name") or key for key, ep in attached.items()]
+                targets += [x for x in names_of.get(team_of(n), []) if x not in targets]
+                for target in targets:
                     try:
-                        self.api.disconnect_container_from_network(cid, n["Id"], force=True)
+                        self.api.disconnect_container_from_network(target, n["Id"], force=True)
                     except APIError:
                         pass
                 time.sleep(delay)

@@ -559,6 +559,14 @@ class SwarmBackend(Backend):
         e = self._engine_of(ref.range, ref.team)
         return ["docker", "-H", e.url, "exec", "-it", container_name(ref.range, ref.team, ref.node), "/bin/bash", "-l"]
 
+    def capture_interfaces(self, range_name: str, team: int) -> dict[str, str]:
+        """The team's bridges, on the host of the engine that holds the team."""
+        return self._engine_of(range_name, team).backend(range_name).capture_interfaces(range_name, team)
+
+    def capture_stream(self, range_name: str, team: int, iface: str, snaplen: int) -> Any:
+        """tcpdump run by that engine's agent (in its host's network namespace), streamed here."""
+        return self._engine_of(range_name, team).agent(range_name).capture(iface, snaplen)
+
     def ansible_host(self, ref: NodeRef) -> dict[str, str]:
         e = self._engine_of(ref.range, ref.team)
         return {

@@ -3,7 +3,9 @@
 When the drill starts, :class:`Captures` runs one ``tcpdump`` per team and scenario network on
 the host interface the backend names for it (``Backend.capture_interfaces``: a range network is
 a Linux bridge on this host, so every frame between the team's nodes crosses it, attacks
-included). Each capture writes ``$STATE/captures/team-K/NETWORK.pcap`` and rotates through
+included). On an engine of another machine (the swarm backend) the bridge is there: that
+engine's agent runs tcpdump on it and streams the packets here (``Backend.capture_stream``),
+where a local ``tcpdump -r -`` writes them into the same rotated files. Each capture writes ``$STATE/captures/team-K/NETWORK.pcap`` and rotates through
 :data:`FILES` files of :data:`FILE_MB` MB (``tcpdump -C -W``: the oldest is overwritten), so a
 team's capture never takes more than ``networks x FILES x FILE_MB`` MB. They stop (SIGTERM:
 tcpdump flushes) when the runner stops, however it stops. ``capture.start`` and ``capture.stop``
@@ -17,9 +19,12 @@ import contextlib
 import logging
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rangectl.backend.base import Backend
 from rangectl.errors import RangeError
@@ -51,6 +56,28 @@ class _One:
     path: Path
     proc: subprocess.Popen | None = None
     error: str = ""
+    stream: Any = None  # the engine's pcap bytes, when its bridges are on another machine
+    pump: threading.Thread | None = None
+
+
+def _pump(stream: Any, proc: subprocess.Popen) -> None:
+    """Copy the engine's pcap stream into the local tcpdump that writes the rotated files."""
+    sink = proc.stdin
+    assert sink is not None
+    try:
+        while True:
+            data = stream.recv(65536)
+            if not data:
+                break
+            sink.write(data)
+            sink.flush()
+    except (OSError, ValueError):
+        pass
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            sink.close()
+        with contextlib.suppress(Exception):
+            stream.close()
 
 
 @dataclass
@@ -78,20 +105,37 @@ class Captures:
             d.mkdir(parents=True, exist_ok=True)
             for net, iface in sorted(ifaces.items()):
                 one = _One(team, net, iface, d / f"{net}.pcap")
-                argv = [tcpdump, "-i", iface, "-n", "-U", "-s", str(SNAPLEN), "-w", str(one.path),
+                # the bridge is here: tcpdump reads it; on an engine elsewhere, that engine's agent
+                # runs tcpdump and the local one only writes the stream into the rotated files
+                try:
+                    one.stream = self.backend.capture_stream(self.state.name, team, iface, SNAPLEN)
+                except RangeError as exc:
+                    one.error = exc.message
+                source = ["-i", iface, "-s", str(SNAPLEN)] if one.stream is None else ["-r", "-"]
+                argv = [tcpdump, *source, "-n", "-U", "-w", str(one.path),
                         "-C", str(self.file_mb), "-W", str(self.files), "-Z", "root"]  # fmt: skip
                 try:
+                    if one.error:
+                        raise OSError(one.error)
                     one.proc = subprocess.Popen(
-                        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                        stdin=subprocess.DEVNULL if one.stream is None else subprocess.PIPE,
                         start_new_session=True,  # the trainer's Ctrl-C reaches the runner, which stops us
                     )  # fmt: skip
                 except OSError as exc:
-                    one.error = str(exc)
+                    one.error = one.error or str(exc)
+                    if one.stream is not None:
+                        one.stream.close()
+                if one.proc is not None and one.stream is not None:
+                    one.pump = threading.Thread(target=_pump, args=(one.stream, one.proc), daemon=True,
+                                                name=f"rangectl-capture t{team} {net}")  # fmt: skip
+                    one.pump.start()
                 self.running.append(one)
                 store.append(
                     "capture.start",
                     {"ok": one.proc is not None, "network": net, "interface": iface, "file": one.path.name,
-                     "file_mb": self.file_mb, "files": self.files, "snaplen": SNAPLEN, **({"error": one.error} if one.error else {})},
+                     "file_mb": self.file_mb, "files": self.files, "snaplen": SNAPLEN, **({"error": one.error} if one.error else {}),
+                     **({"remote": True} if one.stream is not None else {})},
                     team=team, actor="runner",
                 )  # fmt: skip
 
@@ -100,6 +144,17 @@ class Captures:
             p = one.proc
             if p is None:
                 continue
+            if one.stream is not None and one.pump is not None:
+                # stop the engine's tcpdump: what it holds comes, then the local one sees the end
+                with contextlib.suppress(Exception):
+                    one.stream.shutdown(socket.SHUT_WR)
+                one.pump.join(10)
+                if one.pump.is_alive():
+                    with contextlib.suppress(Exception):
+                        one.stream.close()
+            if p.poll() is None and one.stream is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(10)
             if p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     p.send_signal(signal.SIGTERM)

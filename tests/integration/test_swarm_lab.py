@@ -236,6 +236,27 @@ def test_an_engine_stopped_mid_drill_loses_nothing_and_others_go_on(lab, cli, sh
         assert any(not unanswered(d) for d in after), (t, after[-3:])
     # nothing recorded was lost: the record verifies (above) and every round has every team
 
+    # the drill's packet capture: each team's bridges captured by its engine's agent, streamed here
+    # into the team's rotated files; a team on an engine that kept running has its portal's traffic
+    from rangectl.drill.capture import capture_files
+
+    starts = store.events("capture.start")
+    assert {e.team for e in starts} == set(eng_of) and all(e.data["ok"] and e.data["remote"] for e in starts), [
+        (e.team, e.data) for e in starts if not e.data.get("ok")
+    ]
+    assert {e.team for e in store.events("capture.stop")} == set(eng_of)
+    portal = {n["team"]: n["addresses"]["dmz"] for n in st["nodes"] if n["node"] == "portal"}
+    for t in others:
+        files = [f for f in capture_files(RangeState(RANGE), t) if f.name.startswith("dmz.pcap")]
+        assert files, t
+        seen = 0
+        for f in files:
+            r = subprocess.run(["tshark", "-n", "-r", str(f), "-Y", f"ip.dst=={portal[t]}"],
+                               capture_output=True, text=True, timeout=120)  # fmt: skip
+            assert r.returncode == 0, r.stderr
+            seen += len(r.stdout.splitlines())
+        assert seen > 0, (t, [f.stat().st_size for f in files])
+
 
 def test_down_leaves_nothing_on_any_engine_and_up_again_reuses_addresses(lab, cli, shared_home):
     before = {(n["team"], n["node"]): n["addresses"] for n in status(cli)["nodes"]}

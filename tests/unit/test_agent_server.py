@@ -180,3 +180,49 @@ def test_agent_job_raises_the_error_and_a_lost_stream():
         AgentJob(FakeStream([{"error": rec}]), "w").result(5)
     with pytest.raises(Exception, match="ended without a result"):
         AgentJob(FakeStream([]), "w").result(5)
+
+
+# -- capture: tcpdump on an interface of the engine's host, streamed -------------------------------
+
+
+def test_capture_streams_the_interfaces_packets_until_the_controller_ends_its_side(listener):
+    """On the loopback, towards the test's own listener: the pcap stream has the packets, and
+    ending the controller's side stops tcpdump (the stream ends with what it held)."""
+    port = listener.getsockname()[1]
+    s = serve_one()
+    send(s, {"op": "capture", "iface": "lo", "snaplen": 256})
+    buf = b""
+    while b"\n" not in buf:
+        buf += s.recv(65536)
+    first, _, rest = buf.partition(b"\n")
+    assert json.loads(first) == {"ok": True}
+    marker = b"rangectl-capture-marker-%d" % port
+    for _ in range(3):
+        c = socket.create_connection(("127.0.0.1", port), timeout=5)
+        c.sendall(marker)
+        peer, _ = listener.accept()
+        peer.recv(100)
+        peer.close()
+        c.close()
+    time.sleep(0.5)
+    s.shutdown(socket.SHUT_WR)
+    t0 = time.monotonic()
+    while True:
+        data = s.recv(65536)
+        if not data:
+            break
+        rest += data
+    assert time.monotonic() - t0 < 10
+    assert rest[:4] in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4")  # a pcap file
+    assert rest.count(marker) >= 3
+
+
+@pytest.mark.parametrize(
+    "iface, says",
+    [("-w/tmp/x", "not an interface name"), ("lo; rm", "not an interface name"), ("rcnosuch0", "tcpdump -i rcnosuch0")],
+)
+def test_capture_refuses_what_is_not_an_interface_of_the_host(iface, says):
+    s = serve_one()
+    send(s, {"op": "capture", "iface": iface})
+    err = lines(s, 1)[-1]["error"]
+    assert says in err["message"], err

@@ -336,3 +336,44 @@ def test_every_range_filter_needs_a_range_label():
 
     assert range_filter(None) == {"label": [f"{L.MANAGED}=1", L.RANGE]}
     assert range_filter("lab") == {"label": [f"{L.MANAGED}=1", f"{L.RANGE}=lab"]}
+
+
+class StaleEndpointAPI(DownAPI):
+    """An engine that kept a stale endpoint of a removed container on a team network: removing
+    the network fails ("has active endpoints") until the endpoint is deleted, which only a forced
+    disconnect naming the endpoint's container name does (the container itself is gone)."""
+
+    def __init__(self, listed: bool):
+        super().__init__()
+        self.stale = {"n1x": "rc-lab.t1.a"}  # network id -> the endpoint's (container) name
+        self.listed = listed  # does the network's inspect list the endpoint?
+
+    def remove_network(self, nid):
+        from docker.errors import APIError
+
+        if nid in self.stale:
+            raise APIError("conflict", explanation=f"network {nid} has active endpoints")
+        self.calls.append(nid)
+
+    def inspect_network(self, nid):
+        name = self.stale.get(nid)
+        return {"Containers": {"ep-5f3a": {"Name": name, "EndpointID": "5f3a"}} if name and self.listed else {}}
+
+    def disconnect_container_from_network(self, container, net, force=False):
+        from docker.errors import APIError
+
+        if force and self.stale.get(net) == container:
+            del self.stale[net]
+            return
+        raise APIError("not found", explanation=f"No such container: {container}")
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_down_deletes_a_stale_endpoint_by_its_name(monkeypatch, listed):
+    from rangectl.backend import docker as d
+
+    monkeypatch.setattr(d, "NETWORK_REMOVE_SECONDS", 1.0)
+    monkeypatch.setattr(d, "remove_bridge_rules", lambda range_name, host=None: 0)
+    api = StaleEndpointAPI(listed)
+    assert backend(api).down("lab") == (9, 6)
+    assert not api.stale and "n1x" in api.calls
