@@ -11,7 +11,10 @@ what it returns to the range's event store, with the drill time of each record
 from __future__ import annotations
 
 import collections
+import contextlib
+import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -148,6 +151,11 @@ class NodeMap:
                 self._cond.wait(left)
             return self._ids.get(cid)
 
+    def ids(self) -> dict[str, tuple[int, str]]:
+        """The list as last read: container id -> (team, node)."""
+        with self._cond:
+            return dict(self._ids)
+
     def where(self, pid: int) -> tuple[int, str] | None:
         """(team, node) of host process ``pid`` when it runs in one of this range's nodes."""
         cid = container_id_of(pid)
@@ -163,21 +171,26 @@ class NodeMap:
             self._thread.join(5.0)
 
 
+def store_records(state: RangeState, records: list[dict[str, Any]]) -> None:
+    """Append records (:meth:`Record.as_data` dicts: kind, ts, team and the rest) to the range's
+    store, one transaction a batch, with each one's drill time."""
+    with EventStore(state.db_path) as store:
+        clock = drill_clock(store)
+        items = []
+        for rec in records:
+            data = dict(rec)
+            kind, ts, team = data.pop("kind"), data.pop("ts"), data.pop("team", None)
+            if clock.start_ts is not None:
+                data["drill_t"] = round(clock.drill_t(ts), 2)
+            items.append({"kind": kind, "data": data, "team": team, "actor": "recorder", "ts": ts})
+        store.append_many(items)
+
+
 def store_sink(state: RangeState) -> Callable[[list[Record]], None]:
-    """Append records to the range's store (one transaction a batch), with each one's drill time."""
+    """Append records to the range's store (:func:`store_records`)."""
 
     def sink(records: list[Record]) -> None:
-        with EventStore(state.db_path) as store:
-            clock = drill_clock(store)
-            items = []
-            for r in records:
-                data: dict[str, Any] = r.as_data()
-                for k in ("kind", "ts", "team"):
-                    data.pop(k, None)
-                if clock.start_ts is not None:
-                    data["drill_t"] = round(clock.drill_t(r.ts), 2)
-                items.append({"kind": r.kind, "data": data, "team": r.team, "actor": "recorder", "ts": r.ts})
-            store.append_many(items)
+        store_records(state, [r.as_data() for r in records])
 
     return sink
 
@@ -241,4 +254,97 @@ class Recording:
         self.stop.set()
         if self.thread.is_alive():
             self.thread.join(timeout)
+        self.nodes.close()
+
+
+class RemoteRecording:
+    """The command recorders of the engines whose processes this machine's kernel does not show
+    (``Backend.recording_agents``: a swarm's engines on other hosts): each engine's agent runs the
+    same recorder on its host (the agent's ``record`` request) and streams the records here, to the
+    same store as :class:`Recording`. The node list comes from here (:class:`NodeMap`, every engine's
+    nodes): sent at the start and again when an agent asks about a container it does not know.
+    :meth:`start` says, through ``note``, which engines do not record (their one-line reason).
+    ``sink`` gets the record dicts (default: the range's store)."""
+
+    def __init__(
+        self,
+        state: RangeState,
+        backend: Backend,
+        note: Callable[[str], None],
+        *,
+        sink: Callable[[list[dict[str, Any]]], None] | None = None,
+        agents: list[tuple[str, Any]] | None = None,
+    ):
+        self.state, self.backend, self.note = state, backend, note
+        self.sink = sink or (lambda records: store_records(state, records))
+        self.nodes = NodeMap(state.name, backend)
+        self._agents = agents
+        self.streams: dict[str, Any] = {}
+        self.errors: dict[str, str] = {}  # engine -> why it does not record
+        self.records = 0
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        agents = self._agents if self._agents is not None else self.backend.recording_agents(self.state.name)
+        if not agents:
+            return
+        self.nodes.refresh()
+        for name, agent in agents:
+            try:
+                stream = agent.record(self.nodes.ids())
+            except RangeError as exc:
+                self.errors[name] = exc.message
+                self.note(f"commands on engine {name} are NOT recorded: {exc.message}")
+                continue
+            self.streams[name] = stream
+            t = threading.Thread(target=self._read, args=(name, stream), daemon=True,
+                                 name=f"rangectl-recorder-{name}")  # fmt: skip
+            t.start()
+            self._threads.append(t)
+        if self.streams:
+            self.note(f"commands on engine(s) {', '.join(sorted(self.streams))} are recorded by their agents")
+
+    def _send_nodes(self, name: str, stream: Any) -> None:
+        self.nodes.refresh()
+        try:
+            stream.sendall(json.dumps({"nodes": {c: list(v) for c, v in self.nodes.ids().items()}}).encode() + b"\n")
+        except OSError:
+            pass
+
+    def _read(self, name: str, stream: Any) -> None:
+        while True:
+            try:
+                msg = stream.read_line()
+            except (OSError, ValueError) as exc:
+                log.warning("recorder of engine %s: %s", name, exc)
+                msg = None
+            if msg is None:
+                break
+            if "records" in msg:
+                try:
+                    self.sink(msg["records"])
+                    with self._lock:
+                        self.records += len(msg["records"])
+                except Exception:  # noqa: BLE001 - a store that failed once is tried with the next batch
+                    log.exception("recorder of engine %s: storing records failed", name)
+            elif "unknown" in msg:
+                threading.Thread(target=self._send_nodes, args=(name, stream), daemon=True).start()
+            elif "error" in msg:
+                why = msg["error"].get("message", "failed")
+                self.errors[name] = why
+                self.note(f"the command recorder on engine {name} stopped: {why}")
+        stream.close()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop every engine's recorder: each sends what it holds, then its stream ends."""
+        for stream in self.streams.values():
+            with contextlib.suppress(Exception):
+                stream.shutdown(socket.SHUT_WR)
+        end = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, end - time.monotonic()))
+        for stream in self.streams.values():
+            with contextlib.suppress(Exception):
+                stream.close()
         self.nodes.close()

@@ -30,7 +30,7 @@ from rangectl.access.service import Settings, TeamService
 from rangectl.backend import for_range as backend_for
 from rangectl.backend.base import NodeRef
 from rangectl.backend.nodeexec import NodePort
-from rangectl.errors import UsageError
+from rangectl.errors import RangeError, UsageError
 from rangectl.state import RangeState
 
 log = logging.getLogger("rangectl.access.server")
@@ -136,6 +136,7 @@ class Served:
         self.gateway = None
         self.install = None
         self.recording = None
+        self.remote_recording = None
 
 
 def serve(
@@ -204,13 +205,22 @@ async def _main(state: RangeState, opts: ServeOptions, served: Served, note: Cal
     )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # signals are ours (below)
-    gateway = recording = None
+    gateway = recording = remote = None
     if opts.workstations and opts.record:
         from rangectl.access.recording import Recording
 
         recording = Recording(state, backend_for(state), note)
         recording.start()  # before the gateway: nothing a trainee runs goes unrecorded
         served.recording = recording
+        from rangectl.access.recording import RemoteRecording
+
+        # engines on other machines (a swarm's): their agents record their nodes' commands
+        remote = RemoteRecording(state, backend_for(state), note)
+        try:
+            await asyncio.to_thread(remote.start)
+        except RangeError as exc:
+            note(f"commands on other engines are NOT recorded: {exc.message}")
+        served.remote_recording = remote
     if opts.workstations:
         gateway = await _start_gateway(state, opts, teams, unix_path, note, served)
         served.gateway = gateway
@@ -240,6 +250,8 @@ async def _main(state: RangeState, opts: ServeOptions, served: Served, note: Cal
             await gateway.close()
         if recording is not None:
             recording.close()
+        if remote is not None:
+            remote.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(srv_task, 10)
         with contextlib.suppress(Exception):  # the refusal summaries still open go to the record

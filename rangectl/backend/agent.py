@@ -73,7 +73,7 @@ SHIPPED = (
     "scapy",
 )
 START_SECONDS = 30.0
-AGENT_CAPS = ["NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE", "KILL", "DAC_OVERRIDE", "DAC_READ_SEARCH"]
+AGENT_CAPS = ["NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE", "SYS_NICE", "KILL", "DAC_OVERRIDE", "DAC_READ_SEARCH"]
 ACCEPTORS = 2  # accept requests kept waiting per listener
 
 
@@ -124,9 +124,10 @@ def ensure_agent(api: Any, range_name: str, image: str, where: str) -> str:
             return info["Id"]
         api.remove_container(info["Id"], force=True)
     # not --privileged: exactly what its work needs (setns into nodes, their /proc entries,
-    # iptables and routes, raw sockets for traffic and arrival counters, kills at deadlines)
+    # iptables and routes, raw sockets for traffic and arrival counters, kills at deadlines, the
+    # kernel's process events with the host's cgroup paths for the command recorder)
     host_config = api.create_host_config(
-        network_mode="host", pid_mode="host", init=True, restart_policy={"Name": "unless-stopped"},
+        network_mode="host", pid_mode="host", cgroupns="host", init=True, restart_policy={"Name": "unless-stopped"},
         cap_add=AGENT_CAPS, security_opt=["seccomp=unconfined", "apparmor=unconfined"],
     )  # fmt: skip
     try:
@@ -350,6 +351,14 @@ class Agent:
         to its end; ``shutdown(SHUT_WR)`` stops the capture (what it holds still comes), ``close`` drops it."""
         stream = self.stream({"op": "capture", "iface": iface, "snaplen": snaplen})
         _answer(stream, f"capture on {iface} of {self.where}")
+        return stream
+
+    def record(self, nodes: dict[str, tuple[int, str]]) -> AgentStream:
+        """The command recorder on the engine's host for the nodes ``nodes`` (container id -> team,
+        node), as a stream of JSON lines (``records``, ``unknown``); answered once it listens.
+        ``sendall`` of a ``{"nodes": ...}`` line updates the list; ``shutdown(SHUT_WR)`` stops it."""
+        stream = self.stream({"op": "record", "nodes": {cid: list(v) for cid, v in nodes.items()}})
+        _answer(stream, f"the command recorder on {self.where}")
         return stream
 
     def listen(self, pid: int, host: str, port: int, backlog: int) -> socket.socket:

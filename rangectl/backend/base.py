@@ -233,6 +233,13 @@ class Backend(ABC):
 
         raise RangeError(f"the {self.name} engine has no host interfaces to capture team {team}'s traffic on")
 
+    def recording_agents(self, range_name: str) -> list[tuple[str, Any]]:
+        """The engines holding ``range_name`` whose processes this machine's kernel does not show
+        (so the command recorder here cannot see their nodes), each as (engine name, its agent:
+        ``record(nodes)`` gives that engine's records). Empty (the default): every node runs on
+        this machine's kernel."""
+        return []
+
     def capture_stream(self, range_name: str, team: int, iface: str, snaplen: int) -> Any | None:
         """For an engine whose interfaces are on another machine: a stream (``recv``, ``shutdown``,
         ``close``) of the pcap bytes captured there on ``iface`` (one of :meth:`capture_interfaces`);

@@ -111,6 +111,17 @@ def op_kill_tree(ctl: JobControl, pid: int, container_pid: int) -> int:
     return kill_tree(pid, container_pid)
 
 
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+@node_job
+def op_boot_id(ctl: JobControl) -> str:
+    """The running kernel's boot id: two engines with the same one share a kernel (and so its
+    process events: one command recorder sees both)."""
+    with open(BOOT_ID, encoding="ascii") as f:
+        return f.read().strip()
+
+
 # --- where they run ----------------------------------------------------------------------------------
 
 
@@ -140,6 +151,9 @@ class Host:
 
     def kill_tree(self, pid: int, container_pid: int) -> int:
         return self.call(op_kill_tree, pid=pid, container_pid=container_pid)
+
+    def boot_id(self) -> str:
+        return self.call(op_boot_id)
 
 
 class LocalHost(Host):

@@ -49,6 +49,7 @@ from rangectl.backend.base import (
 )
 from rangectl.backend.docker import DockerBackend, container_name, range_filter, team_nodes
 from rangectl.backend.engine import engine_url
+from rangectl.backend.hostops import LOCAL, op_boot_id
 from rangectl.backend.nodeexec import NodeExec
 from rangectl.errors import EnvironmentProblem, NotRunning, RangeError
 from rangectl.errors import NotFound as RangeNotFound
@@ -558,6 +559,20 @@ class SwarmBackend(Backend):
     def shell_argv(self, ref: NodeRef) -> list[str]:
         e = self._engine_of(ref.range, ref.team)
         return ["docker", "-H", e.url, "exec", "-it", container_name(ref.range, ref.team, ref.node), "/bin/bash", "-l"]
+
+    def recording_agents(self, range_name: str) -> list[tuple[str, Any]]:
+        """Engines on another kernel than this machine's (their boot ids differ), each with its agent:
+        their nodes' commands are recorded there. ``RANGECTL_RECORD_VIA_AGENT=1``: every engine's."""
+        every = os.environ.get("RANGECTL_RECORD_VIA_AGENT") == "1"
+        here = LOCAL.boot_id()
+        out = []
+        for e in self.engines():
+            if not self._holds(e, range_name):
+                continue
+            agent = e.agent(range_name)
+            if every or agent.call(op_boot_id) != here:
+                out.append((e.name, agent))
+        return out
 
     def capture_interfaces(self, range_name: str, team: int) -> dict[str, str]:
         """The team's bridges, on the host of the engine that holds the team."""

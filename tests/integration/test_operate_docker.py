@@ -356,3 +356,53 @@ def test_a_team_resets_its_own_node_with_respond_and_pays_for_it(op, monkeypatch
         assert time.monotonic() < deadline, (r.stdout, r.stderr, op["notes"][-5:])
         time.sleep(3)
     assert str(plan.team(2).ip_of("portal")) in after.addresses.values()
+
+
+def test_an_engines_agent_records_the_commands_run_on_its_host(op, monkeypatch):
+    """The recorder of an engine on another machine runs in that engine's agent (the swarm backend,
+    docs/cluster.md): here an agent on this machine's engine, in its host's namespaces as on any
+    host, records a trainee's SSH session on team 1's nodes and streams the records to the
+    controller; a node list that does not know a container yet is sent again when asked."""
+    from rangectl.access.recording import RemoteRecording
+    from rangectl.backend.agent import AGENT_IMAGE, Agent, ensure_agent, remove_agents
+    from rangectl.backend.images import image_ref
+
+    monkeypatch.setenv("RANGECTL_HOME", op["home"])
+    be, rng = op["be"], op["range"]
+    got: list[dict] = []
+    notes: list[str] = []
+    try:
+        agent = Agent(be.api, ensure_agent(be.api, rng, image_ref(AGENT_IMAGE), "this engine"), "this engine")
+        rec = RemoteRecording(op["state"], be, notes.append, sink=got.extend, agents=[("here", agent)])
+        # it starts with team 1's nodes only: team 2's are asked for when they run something
+        real, calls = rec.nodes.ids, []
+
+        def first_team_1_only() -> dict:
+            calls.append(1)
+            return {c: v for c, v in real().items() if v[0] == 1} if len(calls) == 1 else real()
+
+        monkeypatch.setattr(rec.nodes, "ids", first_team_1_only)
+        rec.start()
+        assert set(rec.streams) == {"here"} and not rec.errors, notes
+        tag = uuid.uuid4().hex[:8]
+        r = _ssh(op, 1, f"/bin/echo agent-{tag}; ssh -n gw /bin/echo agent-gw-{tag}", timeout=60)
+        assert r.returncode == 0 and f"agent-gw-{tag}" in r.stdout, r.stdout + r.stderr
+        r = _ssh(op, 2, f"/bin/echo agent2-{tag}", timeout=60)
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 20
+        while True:
+            cmds = {(x["team"], x["node"], x.get("cmd")) for x in got if x["kind"] == "command"}
+            want = {(1, "soc", f"/bin/echo agent-{tag}"), (1, "gw", f"/bin/echo agent-gw-{tag}"),
+                    (2, "soc", f"/bin/echo agent2-{tag}")}  # fmt: skip
+            if want <= cmds:
+                break
+            assert time.monotonic() < deadline, (sorted(c for c in cmds if c[2] and tag in c[2]), notes)
+            time.sleep(0.5)
+        assert any(x["kind"] == "session" and x["team"] == 1 and x["node"] == "soc" for x in got)
+        assert all(isinstance(x["ts"], float) for x in got)
+        assert len(calls) >= 2  # the list was sent again when team 2's node showed up
+    finally:
+        if "rec" in locals():
+            rec.close()
+        remove_agents(be.api, rng)
+    assert rec.records == len(got) > 0

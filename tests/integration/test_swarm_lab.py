@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import subprocess
 import time
 
@@ -184,6 +186,67 @@ def test_injects_traffic_and_probes_for_teams_on_every_engine(lab, cli, shared_h
         res = be.nodes_exec.run(NodeRef(RANGE, team, "probe"),
                                 Job.of(probe_job, kind="http", args=[portal[team], 80, "/", 5], deadline=time.time() + 15))  # fmt: skip
         assert res[0] == 200, (team, res[2])
+
+
+def _in_a_terminal(argv: list[str], typed: bytes, timeout: float = 60) -> str:
+    """Run ``argv`` on a pseudo-terminal (as a trainer's shell does), type ``typed``, and return all
+    it printed until it ended."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    out, end, sent = b"", time.monotonic() + timeout, False
+    try:
+        while time.monotonic() < end:
+            r, _, _ = select.select([master], [], [], 0.5)
+            if r:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                out += data
+                if not sent and b"#" in out:  # the shell's prompt
+                    os.write(master, typed)
+                    sent = True
+            elif p.poll() is not None:
+                break
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+        os.close(master)
+    return out.decode(errors="replace")
+
+
+def test_exec_logs_reset_and_shell_reach_the_node_on_its_engine(lab, cli, shared_home):
+    """The trainer's node commands go to the engine that holds the node (team 3 is on a worker)."""
+    eng_of = {n["team"]: n["engine"] for n in status(cli)["nodes"]}
+    assert eng_of[3] != f"{LAB}-engine1"
+    r = cli("exec", RANGE, "portal", "--team", "3", "--", "sh", "-c", "echo kept > /root/marker; hostname")
+    assert r.returncode == 0 and r.stdout.strip() == "portal", r.stdout + r.stderr
+    # the node's log is its engine's (the service supervisor's start lines)
+    r = cli("logs", RANGE, "portal", "--team", "3")
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
+    engine_logs = engine_client(lab["engines"][eng_of[3]]).api.logs(f"rc-{RANGE}.t3.portal").decode(errors="replace")
+    assert r.stdout.strip().splitlines()[-1] in engine_logs
+    # shell: an interactive login shell on that engine (docker -H ENGINE exec -it)
+    shown = _in_a_terminal([*rangectl_cmd(), "shell", RANGE, "portal", "--team", "3"],
+                           b"cat /root/marker; hostname; exit\n")  # fmt: skip
+    assert "kept" in shown and "portal" in shown, shown
+    # reset: re-created on the same engine from its image and playbooks, same address, marker gone
+    before = {n["node"]: n for n in status(cli)["nodes"] if n["team"] == 3}
+    r = cli("reset", RANGE, "portal", "--team", "3")
+    assert r.returncode == 0, r.stdout + r.stderr
+    after = {n["node"]: n for n in status(cli)["nodes"] if n["team"] == 3}
+    assert after["portal"]["engine"] == before["portal"]["engine"]
+    assert after["portal"]["addresses"] == before["portal"]["addresses"]
+    r = cli("exec", RANGE, "portal", "--team", "3", "--", "sh", "-c", "test -e /root/marker; echo $?")
+    assert r.returncode == 0 and r.stdout.strip() == "1", r.stdout + r.stderr
+    be = swarm_backend(lab)
+    res = be.nodes_exec.run(NodeRef(RANGE, 3, "probe"), Job.of(probe_job, kind="http",
+                            args=[after["portal"]["addresses"]["dmz"], 80, "/", 5], deadline=time.time() + 15))  # fmt: skip
+    assert res[0] == 200, res
 
 
 def test_an_engine_stopped_mid_drill_loses_nothing_and_others_go_on(lab, cli, shared_home):

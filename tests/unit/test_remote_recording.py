@@ -1,0 +1,196 @@
+"""Recording commands on engines of other machines (the swarm backend): the agent's side of the
+node list (RangeNodes) and the controller's side of the record streams (RemoteRecording), with no
+engine: a fake agent stream that speaks the agent's lines."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+from rangectl.access.recording import RemoteRecording
+from rangectl.backend import agent_server
+from rangectl.backend.agent_server import RangeNodes
+from rangectl.backend.base import NodeInfo
+from rangectl.errors import RangeError
+
+A, B, C = "a" * 64, "b" * 64, "c" * 64
+
+
+# -- the agent's node list -----------------------------------------------------------------------
+
+
+def test_a_known_container_is_answered_at_once_and_nothing_is_asked():
+    asked: list[str] = []
+    nodes = RangeNodes({A: [1, "soc"]}, asked.append)
+    assert nodes.lookup(A) == (1, "soc") and nodes.lookup(None) is None
+    nodes.seen(A)
+    assert asked == []
+
+
+def test_an_unknown_container_is_asked_for_and_found_in_the_list_sent_back():
+    nodes = RangeNodes({A: [1, "soc"]}, lambda cid: threading.Timer(0.1, nodes.update, [{A: [1, "soc"], B: [2, "gw"]}]).start())
+    t0 = time.monotonic()
+    assert nodes.lookup(B) == (2, "gw")
+    assert time.monotonic() - t0 < 1.0  # it waited for the list, not for its deadline
+
+
+def test_a_container_missing_from_a_later_list_is_not_the_ranges_and_is_not_asked_again(monkeypatch):
+    asked: list[str] = []
+
+    def ask(cid):
+        asked.append(cid)
+        threading.Timer(0.05, nodes.update, [{A: [1, "soc"]}]).start()
+
+    nodes = RangeNodes({A: [1, "soc"]}, ask)
+    assert nodes.lookup(C) is None
+    t0 = time.monotonic()
+    for _ in range(50):
+        assert nodes.lookup(C) is None
+        nodes.seen(C)
+    assert time.monotonic() - t0 < 0.2 and asked == [C]
+
+
+def test_asking_is_rate_limited_and_a_lookup_gives_up_after_its_wait(monkeypatch):
+    monkeypatch.setattr(agent_server, "UNKNOWN_WAIT_SECONDS", 0.2)
+    asked: list[str] = []
+    nodes = RangeNodes({}, asked.append)  # a controller that never answers
+    t0 = time.monotonic()
+    assert nodes.lookup(B) is None
+    assert 0.15 < time.monotonic() - t0 < 1.0
+    nodes.seen(B)
+    assert asked == [B]  # within UNKNOWN_ASK_SECONDS: asked once
+    nodes.close()
+    assert nodes.lookup(C) is None
+
+
+# -- the controller's side -----------------------------------------------------------------------
+
+
+class FakeStream:
+    """An agent's record stream: the lines given, then (once shut down) the last ones and the end."""
+
+    def __init__(self, lines: list[dict], last: list[dict]):
+        self._lines = list(lines)
+        self._last = list(last)
+        self.sent: list[dict] = []
+        self.shut = threading.Event()
+        self.closed = False
+
+    def read_line(self):
+        if self._lines:
+            return self._lines.pop(0)
+        self.shut.wait(10)
+        return self._last.pop(0) if self._last else None
+
+    def sendall(self, data: bytes) -> None:
+        self.sent.append(json.loads(data))
+
+    def shutdown(self, how):
+        assert how == socket.SHUT_WR
+        self.shut.set()
+
+    def close(self):
+        self.closed = True
+
+
+class FakeAgent:
+    def __init__(self, stream=None, error=None):
+        self.stream, self.error, self.nodes = stream, error, None
+
+    def record(self, nodes):
+        if self.error:
+            raise RangeError(self.error)
+        self.nodes = nodes
+        return self.stream
+
+
+class Listing:
+    name = "fake"
+
+    def __init__(self):
+        self.calls = 0
+
+    def nodes(self, range_name):
+        self.calls += 1
+        return [NodeInfo(range=range_name, team=t, node=n, role=None, name=f"rc-{t}-{n}", id=cid, state="running",
+                         image="", addresses={}) for cid, (t, n) in {A: (1, "soc"), B: (2, "gw")}.items()]  # fmt: skip
+
+
+def rec(kind, team, node, cmd=None):
+    return {"kind": kind, "ts": time.time(), "team": team, "node": node, **({"cmd": cmd} if cmd else {})}
+
+
+def test_each_engines_records_are_stored_and_the_list_is_sent_again_when_asked():
+    one = FakeStream([{"records": [rec("session", 1, "soc")]}, {"unknown": B},
+                      {"records": [rec("command", 1, "soc", "id")]}],
+                     last=[{"records": [rec("command", 2, "gw", "held-until-stop")]}])  # fmt: skip
+    two = FakeStream([], last=[])
+    got: list[dict] = []
+    notes: list[str] = []
+    backend = Listing()
+    r = RemoteRecording(SimpleNamespace(name="lab"), backend, notes.append, sink=got.extend,
+                        agents=[("e2", FakeAgent(one)), ("e3", FakeAgent(two)), ("e4", FakeAgent(error="no proc connector"))])  # fmt: skip
+    r.start()
+    assert set(r.streams) == {"e2", "e3"} and r.errors == {"e4": "no proc connector"}
+    assert any("engine e4 are NOT recorded: no proc connector" in n for n in notes)
+    deadline = time.monotonic() + 5
+    while not one.sent:  # the unknown container made it list the nodes again and send them
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert one.sent[0] == {"nodes": {A: [1, "soc"], B: [2, "gw"]}} and backend.calls >= 2
+    r.close()
+    assert one.shut.is_set() and two.shut.is_set() and one.closed and two.closed
+    assert [x.get("cmd") for x in got] == [None, "id", "held-until-stop"]  # what the agent held at the stop too
+    assert r.records == 3
+
+
+def test_an_engines_recorder_that_stops_says_so():
+    s = FakeStream([{"error": {"type": "x", "message": "reader died"}}], last=[])
+    notes: list[str] = []
+    r = RemoteRecording(SimpleNamespace(name="lab"), Listing(), notes.append, sink=lambda x: None,
+                        agents=[("e2", FakeAgent(s))])  # fmt: skip
+    r.start()
+    deadline = time.monotonic() + 5
+    while "e2" not in r.errors:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert "the command recorder on engine e2 stopped: reader died" in notes
+    r.close()
+
+
+def test_no_engine_elsewhere_starts_nothing():
+    r = RemoteRecording(SimpleNamespace(name="lab"), Listing(), print, sink=lambda x: None, agents=[])
+    r.start()
+    assert r.streams == {} and r.nodes.refreshes == 0
+    r.close()
+
+
+# -- which engines record through their agents ---------------------------------------------------
+
+
+def test_engines_on_another_kernel_record_through_their_agents(monkeypatch):
+    from rangectl.backend import swarm
+    from rangectl.backend.hostops import LOCAL, op_boot_id
+
+    class BootAgent:
+        def __init__(self, boot):
+            self.boot = boot
+
+        def call(self, fn):
+            assert fn is op_boot_id
+            return self.boot
+
+    here = LOCAL.boot_id()
+    assert len(here) == 36
+    boots = {"e1": here, "e2": "0" * 36, "e3": "1" * 36}
+    engines = [SimpleNamespace(name=n, agent=lambda rng, n=n: BootAgent(boots[n])) for n in ("e1", "e2", "e3")]
+    be = swarm.SwarmBackend.__new__(swarm.SwarmBackend)
+    monkeypatch.setattr(be, "engines", lambda: engines, raising=False)
+    monkeypatch.setattr(be, "_holds", lambda e, rng: e.name != "e3", raising=False)  # e3 holds none of it
+    monkeypatch.delenv("RANGECTL_RECORD_VIA_AGENT", raising=False)
+    assert [n for n, _ in be.recording_agents("lab")] == ["e2"]  # e1 shares this kernel
+    monkeypatch.setenv("RANGECTL_RECORD_VIA_AGENT", "1")
+    assert [n for n, _ in be.recording_agents("lab")] == ["e1", "e2"]
