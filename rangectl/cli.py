@@ -15,7 +15,7 @@ from rich.console import Console
 from rangectl import __version__
 from rangectl.commands import register
 from rangectl.commands import scenario as sc_cmds
-from rangectl.errors import RangeError
+from rangectl.errors import EnvironmentProblem, RangeError
 
 app = typer.Typer(
     name="rangectl",
@@ -52,6 +52,10 @@ def _register() -> None:
 _register()
 
 
+#: the libraries that carry rangectl's calls to Docker engines (docker-py and its transports)
+ENGINE_CLIENTS = ("docker", "paramiko", "requests", "urllib3")
+
+
 def main() -> None:
     err = Console(stderr=True)
     try:
@@ -71,6 +75,11 @@ def main() -> None:
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(exc.exit_code)
+        if type(exc).__module__.split(".")[0] in ENGINE_CLIENTS:  # the engine's connection failed mid-way
+            why = str(getattr(exc, "text", None) or exc).strip().splitlines()  # paramiko's channel errors: .text
+            err.print(f"[red]error:[/red] the connection to a Docker engine failed: {type(exc).__name__}"
+                      + _esc(f": {why[-1]}" if why else ""), highlight=False, soft_wrap=True)  # fmt: skip
+            sys.exit(EnvironmentProblem.exit_code)
         raise
     sys.exit(rc if isinstance(rc, int) else 0)
 

@@ -21,6 +21,9 @@
 #                    engine I gets address .(1+I), kept when it is stopped and started
 #   --state-dir DIR  where the lab's files go (default $RANGECTL_HOME/cluster-lab/NAME,
 #                    RANGECTL_HOME defaulting to ~/.local/state/rangectl)
+#   --ssh I[,J...]   engines reached over SSH (ssh://root@ADDR in their label, not tcp://):
+#                    they run sshd for root with a key the lab makes; STATE_DIR/ssh/ then
+#                    holds the key, an ssh config and known_hosts to put in ~/.ssh (docs/cluster.md)
 #
 # Usual use:  eval "$(scripts/cluster-lab.sh up)"   (progress goes to stderr, the
 # export line to stdout; it is also written to STATE_DIR/env).
@@ -53,6 +56,7 @@ WAIT_READY=90              # seconds for every node to be Ready
 ENGINES=3
 LAB=${RANGECTL_LAB_NAME:-rangectl-lab}
 SUBNET=
+SSH=
 STATE_DIR=
 CMD=
 ARGS=()
@@ -75,23 +79,25 @@ say() { echo "[lab $LAB] $*" >&2; }
 # -- arguments ----------------------------------------------------------------------------
 while [ $# -gt 0 ]; do
     case "$1" in
-    --engines | --name | --subnet | --state-dir)
+    --engines | --name | --subnet | --state-dir | --ssh)
         [ $# -ge 2 ] || usage_error "$1 needs a value"
         case "$1" in
         --engines) ENGINES=$2 ;;
         --name) LAB=$2 ;;
         --subnet) SUBNET=$2 ;;
         --state-dir) STATE_DIR=$2 ;;
+        --ssh) SSH=$2 ;;
         esac
         shift 2
         ;;
-    --engines=* | --name=* | --subnet=* | --state-dir=*)
+    --engines=* | --name=* | --subnet=* | --state-dir=* | --ssh=*)
         v=${1#*=}
         case "$1" in
         --engines=*) ENGINES=$v ;;
         --name=*) LAB=$v ;;
         --subnet=*) SUBNET=$v ;;
         --state-dir=*) STATE_DIR=$v ;;
+        --ssh=*) SSH=$v ;;
         esac
         shift
         ;;
@@ -116,6 +122,14 @@ esac
 [[ $ENGINES =~ ^[0-9]+$ ]] || usage_error "--engines must be a whole number, not '$ENGINES'"
 ENGINES=$((10#$ENGINES))
 [ "$ENGINES" -ge 1 ] && [ "$ENGINES" -le 9 ] || usage_error "--engines must be between 1 and 9 (got $ENGINES)"
+if [ -n "$SSH" ]; then
+    [[ $SSH =~ ^[1-9](,[1-9])*$ ]] || usage_error "--ssh takes engine numbers such as 3 or 2,3, not '$SSH'"
+    for i in ${SSH//,/ }; do
+        [ "$i" -le "$ENGINES" ] || usage_error "--ssh $i: the lab has $ENGINES engine(s)"
+        [ "$i" != 1 ] || usage_error "--ssh 1: the manager is reached by DOCKER_HOST (tcp://); use worker engines"
+    done
+    SSH=$(tr ',' '\n' <<<"$SSH" | sort -un | paste -sd, -)
+fi
 [[ $LAB =~ ^[a-z0-9][a-z0-9_.-]{0,39}$ ]] || usage_error "--name must be lower-case letters, digits, '.', '_' or '-' (at most 40), not '$LAB'"
 if [ -n "$SUBNET" ] && ! [[ $SUBNET =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$ ]]; then
     usage_error "--subnet must be an IPv4 CIDR such as 172.30.213.0/24, not '$SUBNET'"
@@ -221,8 +235,18 @@ write_state() {
     mkdir -p "$tmp"
     printf 'export DOCKER_HOST=tcp://%s:%s\n' "$MANAGER_ADDR" "$API_PORT" >"$tmp/env"
     printf '%s\n' "${ENGINE_LINES[@]}" >"$tmp/engines"
-    printf 'name=%s\nengines=%s\nimage=%s\nnetwork=%s\nsubnet=%s\n' "$LAB" "$ENGINES" "$IMAGE" "$LAB" \
-        "$(hostd network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' "$LAB")" >"$tmp/lab"
+    printf 'name=%s\nengines=%s\nimage=%s\nnetwork=%s\nsubnet=%s\nssh=%s\n' "$LAB" "$ENGINES" "$IMAGE" "$LAB" \
+        "$(hostd network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' "$LAB")" "$SSH" >"$tmp/lab"
+    if [ -n "$SSH" ]; then
+        mkdir -p "$tmp/ssh"
+        cp "$SSH_TMP/id_ed25519" "$SSH_TMP/id_ed25519.pub" "$SSH_TMP/known_hosts" "$tmp/ssh/"
+        chmod 600 "$tmp/ssh/id_ed25519"
+        for a in "${SSH_ADDRS[@]}"; do
+            printf 'Host %s\n    User root\n    IdentityFile %s/ssh/id_ed25519\n    UserKnownHostsFile %s/ssh/known_hosts\n    StrictHostKeyChecking yes\n' \
+                "$a" "$STATE_DIR" "$STATE_DIR"
+        done >"$tmp/ssh/config"
+        rm -rf "$SSH_TMP"
+    fi
     rm -rf "$STATE_DIR"
     mv "$tmp" "$STATE_DIR"
 }
@@ -238,6 +262,7 @@ lab_healthy() {
         [ "$img" = "$IMAGE true" ] || return 1
     done
     [ -f "$STATE_DIR/env" ] && [ -f "$STATE_DIR/engines" ] || return 1
+    grep -qx "ssh=$SSH" "$STATE_DIR/lab" 2>/dev/null || return 1
     addr=$(engine_addr "$(engine_name 1)")
     [ -n "$addr" ] && grep -qx "export DOCKER_HOST=tcp://$addr:$API_PORT" "$STATE_DIR/env" || return 1
     ready=$(engd "$addr" node ls --format '{{.Status}}' 2>/dev/null | grep -c '^Ready$' || true)
@@ -347,7 +372,7 @@ wait_api() { # wait_api NAME ADDR
 }
 
 cmd_up() {
-    local t0=$SECONDS i name addr token nid role
+    local t0=$SECONDS i name addr token nid role url
     need_engine
     ensure_image
     if [ -n "$(lab_containers)" ]; then
@@ -367,15 +392,25 @@ cmd_up() {
 
     make_network
 
+    SSH_ADDRS=()
+    if [ -n "$SSH" ]; then
+        command -v ssh-keygen >/dev/null && command -v ssh-keyscan >/dev/null ||
+            env_die "--ssh needs the OpenSSH client (ssh-keygen, ssh-keyscan): apt-get install openssh-client"
+        SSH_TMP=$(mktemp -d)
+        ssh-keygen -q -t ed25519 -N '' -C "rangectl-lab-$LAB" -f "$SSH_TMP/id_ed25519"
+        : >"$SSH_TMP/known_hosts"
+    fi
     say "starting $ENGINES engine(s) from $IMAGE ($PRIV_NOTE)"
     for i in $(seq 1 "$ENGINES"); do
         name=$(engine_name "$i")
         role=worker
         [ "$i" = 1 ] && role=manager
+        local ssh_env=()
+        if [[ ,$SSH, == *,$i,* ]]; then ssh_env=(-e "ENGINE_SSH_KEY=$(cat "$SSH_TMP/id_ed25519.pub")"); fi
         hostd volume create --label "$LABEL=$LAB" --label "$LABEL.engine=$name" "$name" >/dev/null
         hostd run -d --name "$name" --hostname "$name" --network "$LAB" --ip "$(engine_ip "$i")" \
             --label "$LABEL=$LAB" --label "$LABEL.role=$role" --label "$LABEL.engine=$i" \
-            -v "$name:/var/lib/docker" "${PRIV_ARGS[@]}" \
+            -v "$name:/var/lib/docker" "${PRIV_ARGS[@]}" "${ssh_env[@]}" \
             -e ENGINE_API_PORT="$API_PORT" -e ENGINE_POOL="$ENGINE_POOL" \
             -e ENGINE_DOCKERD_ARGS="--label $LABEL=$LAB --label $LABEL.engine=$name" \
             "$IMAGE" >/dev/null
@@ -409,11 +444,25 @@ cmd_up() {
         name=$(engine_name "$i")
         nid=$(engd "$addr" info --format '{{.Swarm.NodeID}}')
         [ -n "$nid" ] || die "engine $name reports no swarm node ID"
-        engd "$MANAGER_ADDR" node update --label-add "io.rangectl.engine=tcp://$addr:$API_PORT" \
+        url=tcp://$addr:$API_PORT
+        if [[ ,$SSH, == *,$i,* ]]; then
+            url=ssh://root@$addr
+            SSH_ADDRS+=("$addr")
+            local deadline=$((SECONDS + WAIT_API)) keys=
+            while [ $SECONDS -lt $deadline ]; do
+                keys=$(ssh-keyscan -T 5 -t ed25519 "$addr" 2>/dev/null || true)
+                [ -n "$keys" ] && break
+                sleep 0.5
+            done
+            [ -n "$keys" ] || die "engine $name's sshd ($addr:22) did not answer within ${WAIT_API}s"
+            printf '%s\n' "$keys" >>"$SSH_TMP/known_hosts"
+            say "engine $name is reached as $url"
+        fi
+        engd "$MANAGER_ADDR" node update --label-add "io.rangectl.engine=$url" \
             --label-add "$LABEL=$LAB" "$nid" >/dev/null
         role=worker
         [ "$i" = 1 ] && role=manager
-        ENGINE_LINES+=("$name $addr tcp://$addr:$API_PORT $role $nid")
+        ENGINE_LINES+=("$name $addr $url $role $nid")
     done
 
     local deadline=$((SECONDS + WAIT_READY)) ready=0

@@ -52,6 +52,20 @@ if ! iptables -C INPUT -p tcp --dport "$port" ! -i "$iface" -j DROP 2>/dev/null;
         exit 1
     }
 fi
+# ssh:// access to this engine (cluster-lab.sh --ssh): root with the lab's key only, on the
+# lab address; fresh host keys per engine (the image has none). docker-py opens an SSH channel
+# per API connection and rangectl one per agent stream, all on one SSH connection: sshd's
+# default of 10 sessions per connection is far too few (docs/cluster.md)
+if [ -n "${ENGINE_SSH_KEY:-}" ]; then
+    mkdir -p /root/.ssh /run/sshd
+    chmod 700 /root/.ssh
+    printf '%s\n' "$ENGINE_SSH_KEY" >/root/.ssh/authorized_keys
+    chmod 600 /root/.ssh/authorized_keys
+    ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1 || ssh-keygen -A >/dev/null
+    rc_service sshd /usr/sbin/sshd -D -e -o "ListenAddress=$addr" -o PasswordAuthentication=no \
+        -o KbdInteractiveAuthentication=no -o PermitRootLogin=prohibit-password \
+        -o MaxSessions=1024 -o MaxStartups=100:30:200
+fi
 # a stale pid file from a previous run of this container would stop dockerd
 rm -f /var/run/docker.pid /var/run/docker/containerd/containerd.pid
 # shellcheck disable=SC2086

@@ -326,8 +326,8 @@ class Agent:
     def stream(self, request: dict[str, Any]) -> AgentStream:
         try:
             return AgentStream(self.api, self.cid, request)
-        except (APIError, OSError) as exc:
-            raise RangeError(f"rangectl's agent on {self.where} does not answer: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - the engine's API, its transport (sockets, SSH channels)
+            raise RangeError(f"rangectl's agent on {self.where} does not answer: {type(exc).__name__}: {exc}") from None
 
     def job(self, pid: int | None, job: Job, where: str) -> AgentJob:
         req = {"op": "job", "pid": pid, "job": plain(job.as_dict(), f"the job {job.fn}")}

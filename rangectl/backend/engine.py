@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from functools import lru_cache
 from typing import Any
 
@@ -63,8 +64,46 @@ def connect(timeout: int = 10) -> docker.DockerClient:
 def engine_url(api: Any) -> str:
     """The ``DOCKER_HOST`` form of the engine ``api`` talks to (what Ansible's docker_api takes)."""
     url = str(api.base_url)
+    adapter = getattr(api, "_custom_adapter", None)
+    if url.startswith("http+docker://ssh") and getattr(adapter, "ssh_host", None):  # ssh://[user@]host[:port]
+        return "ssh://" + adapter.ssh_host
     if url.startswith("http+docker://"):  # docker-py's name for a local socket: the path is its adapter's
         return "unix://" + (getattr(getattr(api, "_custom_adapter", None), "socket_path", None) or "/var/run/docker.sock")
     if url.startswith("http://"):
         return "tcp://" + url[len("http://"):]
     return url
+
+
+SSH_CONNECT_SECONDS = 10.0  # an ssh:// engine that does not answer fails a call after this
+
+
+def reconnecting_ssh(api: Any) -> Any:
+    """Make docker-py's SSH transport of ``api`` (an ``ssh://`` engine) connect again after the
+    engine's host or sshd went away: as it is, its one SSH connection dies with the engine and
+    every later call fails ("SSH session not active") even when the engine is back. Before each
+    request, a dead connection is replaced (and the pools made on it dropped); while the host is
+    away the request fails after SSH_CONNECT_SECONDS. A client of another transport is left as it is."""
+    adapter = getattr(api, "_custom_adapter", None)
+    ssh = getattr(adapter, "ssh_client", None)
+    if ssh is None or getattr(adapter, "_rangectl_reconnects", False):
+        return api
+    adapter.ssh_params.setdefault("timeout", SSH_CONNECT_SECONDS)
+    adapter.ssh_params.setdefault("banner_timeout", SSH_CONNECT_SECONDS)
+    original = adapter.get_connection
+    lock = threading.Lock()
+
+    def get_connection(url: Any, proxies: Any = None) -> Any:
+        transport = ssh.get_transport()
+        if transport is None or not transport.is_active():
+            with lock:
+                transport = ssh.get_transport()
+                if transport is None or not transport.is_active():
+                    with adapter.pools.lock:
+                        adapter.pools.clear()
+                    ssh.close()
+                    adapter._connect()
+        return original(url, proxies)
+
+    adapter.get_connection = get_connection
+    adapter._rangectl_reconnects = True
+    return api

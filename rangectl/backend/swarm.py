@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,7 +48,7 @@ from rangectl.backend.base import (
     UpResult,
 )
 from rangectl.backend.docker import DockerBackend, container_name, range_filter, team_nodes
-from rangectl.backend.engine import engine_url
+from rangectl.backend.engine import engine_url, reconnecting_ssh
 from rangectl.backend.hostops import LOCAL, op_boot_id
 from rangectl.backend.nodeexec import NodeExec
 from rangectl.errors import EnvironmentProblem, NotRunning, RangeError
@@ -88,6 +88,7 @@ class Engine:
             self._client = docker.DockerClient(
                 base_url=self.url, timeout=int(os.environ.get("RANGECTL_DOCKER_TIMEOUT", "120"))
             )
+            reconnecting_ssh(self._client.api)  # ssh://: back after the engine's host was away
         return self._client
 
     @property
@@ -379,18 +380,7 @@ class SwarmBackend(Backend):
                 groups.setdefault(m, []).append(n)
         shipped: dict[str, list[str]] = {}
         for want, names in groups.items():
-            with tempfile.NamedTemporaryFile(dir=os.environ.get("RANGECTL_SHIP_DIR"), suffix=".tar") as tar:
-                for chunk in _save(self.local.api, list(want)):
-                    tar.write(chunk)
-                tar.flush()
-
-                def load(e: Engine, path: str = tar.name) -> None:
-                    with open(path, "rb") as fh:  # its own offset: the loads run side by side
-                        for msg in e.api.load_image(_reader(fh), quiet=True):
-                            if isinstance(msg, dict) and msg.get("error"):
-                                raise RangeError(str(msg["error"]))
-
-                results = self._each(load, [self.engine(n) for n in names])
+            results = _tee_load(_save(self.local.api, list(want)), [self.engine(n) for n in names])
             for n in names:
                 if isinstance(results.get(n), Exception):
                     raise RangeError(f"cannot load images into engine {n}: {results[n]}")
@@ -601,24 +591,63 @@ def _save(api: Any, refs: list[str]) -> Iterator[bytes]:
     return api._stream_raw_result(res, 2 << 20, False)
 
 
-class _reader:
-    """A file as the request body docker-py streams to ``load_image`` (read in chunks)."""
+TEE_CHUNKS = 16  # chunks (2 MiB each) of the save stream held per engine that reads it slower
 
-    def __init__(self, fh: Any):
-        self.fh = fh
 
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            chunk = self.fh.read(1 << 20)
-            if not chunk:
-                return
+def _tee_load(chunks: Iterator[bytes], engines: list[Engine]) -> dict[str, Any]:
+    """``docker load`` into every engine of ``engines`` at once from one ``docker save`` stream:
+    each chunk goes to every engine as it comes (no temporary file: the loads start with the
+    save, and nothing waits for the whole tar). {engine: None, or the error of its load}; an
+    engine whose load failed stops getting chunks, the others go on."""
+    queues: dict[str, queue.Queue[bytes | None]] = {e.name: queue.Queue(TEE_CHUNKS) for e in engines}
+    failed: dict[str, BaseException] = {}
+
+    def body(name: str) -> Iterator[bytes]:
+        q = queues[name]
+        while (chunk := q.get()) is not None:
             yield chunk
+
+    def load(e: Engine) -> None:
+        try:
+            for msg in e.api.load_image(body(e.name), quiet=True):
+                if isinstance(msg, dict) and msg.get("error"):
+                    raise RangeError(str(msg["error"]))
+        except BaseException as exc:  # noqa: BLE001 - reported per engine
+            failed[e.name] = exc
+            raise
+
+    def put(name: str, item: bytes | None) -> None:
+        while name not in failed:
+            try:
+                queues[name].put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    with ThreadPoolExecutor(max(1, len(engines))) as pool:
+        futs = {e.name: pool.submit(load, e) for e in engines}
+        try:
+            for chunk in chunks:
+                for name in queues:
+                    if not futs[name].done():
+                        put(name, chunk)
+        finally:
+            for name in queues:
+                if not futs[name].done():
+                    put(name, None)
+    out: dict[str, Any] = {}
+    for name, f in futs.items():
+        exc = f.exception()
+        out[name] = exc
+    return out
 
 
 def manager_client() -> docker.DockerClient:
     """The swarm manager ``DOCKER_HOST`` names (a local socket, ``tcp://`` or ``ssh://``)."""
     try:
-        c = docker.from_env(timeout=int(os.environ.get("RANGECTL_DOCKER_TIMEOUT", "120")), use_ssh_client=True)
+        # ssh:// through paramiko, as every engine (its channels shut down one way, as the agent's streams need)
+        c = docker.from_env(timeout=int(os.environ.get("RANGECTL_DOCKER_TIMEOUT", "120")))
+        reconnecting_ssh(c.api)
         c.ping()
     except DockerException as exc:
         raise EnvironmentProblem(

@@ -143,6 +143,10 @@ def up(
                     "created": rep.up.created_containers,
                     "kept": rep.up.kept,
                     "stamps": {n: v.as_dict() for n, v in sorted(rep.stamps.items())},
+                    "provision": None if rep.provision is None else {
+                        "ok": rep.provision.ok, "hosts": rep.provision.hosts,
+                        "tasks_ok": rep.provision.tasks_ok, "tasks_changed": rep.provision.tasks_changed,
+                    },  # fmt: skip
                     "timings": rep.timings,
                 },
                 indent=2,

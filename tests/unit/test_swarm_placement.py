@@ -152,3 +152,15 @@ def test_engine_load_counts_range_nodes_only():
     b._client = SimpleNamespace(api=FakeEngineAPI(helpers))  # helpers everywhere: room everywhere
     a._client = SimpleNamespace(api=FakeEngineAPI(busy))
     assert be.plan_placement("mine", p) == {1: "b"}
+
+
+def test_engine_url_is_the_docker_host_form_of_any_transport():
+    """What `docker -H` and Ansible's docker_host take, from docker-py's client of each transport."""
+    from types import SimpleNamespace as NS
+
+    from rangectl.backend.engine import engine_url
+
+    assert engine_url(NS(base_url="http://10.1.2.3:2375")) == "tcp://10.1.2.3:2375"
+    assert engine_url(NS(base_url="http+docker://ssh", _custom_adapter=NS(ssh_host="root@10.1.2.3:2222"))) == "ssh://root@10.1.2.3:2222"
+    assert engine_url(NS(base_url="http+docker://localhost", _custom_adapter=NS(socket_path="/run/d.sock"))) == "unix:///run/d.sock"
+    assert engine_url(NS(base_url="https://10.1.2.3:2376")) == "https://10.1.2.3:2376"

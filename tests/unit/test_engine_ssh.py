@@ -1,0 +1,76 @@
+"""ssh:// engines: docker-py's SSH transport keeps one SSH connection; when the engine's host
+goes away and comes back it never makes a new one by itself. rangectl's wrapper replaces a dead
+connection before the next request (and drops the pools made on it). No network: a fake
+paramiko client and adapter."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+from rangectl.backend.engine import SSH_CONNECT_SECONDS, reconnecting_ssh
+
+
+class Transport:
+    def __init__(self):
+        self.active = True
+
+    def is_active(self):
+        return self.active
+
+
+class SSHClient:
+    def __init__(self):
+        self.transport = Transport()
+        self.connects = 0
+        self.closed = 0
+
+    def get_transport(self):
+        return self.transport
+
+    def close(self):
+        self.closed += 1
+        self.transport = None
+
+
+class Pools(dict):
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()
+
+
+def adapter_api():
+    ssh = SSHClient()
+    adapter = SimpleNamespace(ssh_client=ssh, ssh_params={"hostname": "h", "port": None, "username": "root"},
+                              pools=Pools())  # fmt: skip
+    adapter.pools["ssh://h"] = "pool on the old connection"
+
+    def _connect():
+        ssh.connects += 1
+        ssh.transport = Transport()
+
+    adapter._connect = _connect
+    adapter.get_connection = lambda url, proxies=None: ("conn", ssh.transport)
+    return SimpleNamespace(_custom_adapter=adapter), adapter, ssh
+
+
+def test_a_dead_ssh_connection_is_replaced_before_the_next_request():
+    api, adapter, ssh = adapter_api()
+    reconnecting_ssh(api)
+    first = adapter.get_connection("http+docker://ssh/v1.41/info")
+    assert ssh.connects == 0 and adapter.pools  # alive: used as it is
+    ssh.transport.active = False  # the engine's host went away and came back
+    conn = adapter.get_connection("http+docker://ssh/v1.41/info")
+    assert ssh.connects == 1 and ssh.closed == 1 and not adapter.pools
+    assert conn[1] is ssh.transport and conn[1] is not first[1] and conn[1].is_active()
+    assert adapter.ssh_params["timeout"] == SSH_CONNECT_SECONDS  # a host that stays away fails the call
+
+
+def test_other_transports_and_a_second_wrap_are_left_alone():
+    tcp = SimpleNamespace(_custom_adapter=None)
+    assert reconnecting_ssh(tcp) is tcp
+    api, adapter, ssh = adapter_api()
+    reconnecting_ssh(api)
+    wrapped = adapter.get_connection
+    reconnecting_ssh(api)
+    assert adapter.get_connection is wrapped
