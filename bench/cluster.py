@@ -7,6 +7,8 @@
 Brings its own lab up (scripts/cluster-lab.sh --name rangectl-bench; removed at the end unless
 --keep-lab), then, one after the other on this machine:
 
+  0. warm-up: one team up and down on the local engine, untimed, so the stamps exist before
+     anything is timed (every run below reuses them: none makes them);
   1. single engine: `up` (provisioned, stamps as usual) of TEAMS teams on the local engine,
      memory per node (docker stats), `down`;
   2. cluster, cold: every rangectl image removed from the lab's engines first, then `up
@@ -91,6 +93,12 @@ def main() -> None:
     os.environ.pop("DOCKER_HOST", None)
     scenario = Path(args.scenario)
     print(f"# {args.teams} teams of {scenario.stem}; load average {os.getloadavg()[0]:.1f}", flush=True)
+
+    # 0. the stamps made before anything is timed (one team, untimed), so that every run below
+    # starts from the same cache: a run that made them would count ~10 s the others do not
+    t_warm, _ = timed(ranges.up, scenario, 1, "bench-warmup", True, engine="docker")
+    ranges.down("bench-warmup")
+    print(f"warm-up: 1 team up on one engine (stamps ready) in {t_warm:.1f} s, untimed below", flush=True)
 
     # 1. one engine
     t_single, rep = timed(ranges.up, scenario, args.teams, "bench-single", True, engine="docker")

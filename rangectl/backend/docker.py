@@ -305,7 +305,11 @@ class DockerBackend(Backend):
         images: dict[str, str],
         progress: Progress | None = None,
         stamps: StampFor | None = None,
+        ready: Callable[[], None] | None = None,
     ) -> UpResult:
+        """Networks, then containers. ``ready()`` (when given) is called once the networks are
+        made and before anything needs an image or the host: the swarm backend makes an
+        engine's networks while its images are still being shipped there."""
         t0 = time.monotonic()
         note = progress or (lambda phase, item: None)
         res = UpResult()
@@ -328,10 +332,14 @@ class DockerBackend(Backend):
                 key, nid, name = fut.result()
                 nets[key] = nid
                 note("network", name)
+        if ready is not None:
+            ready()
         allow_bridged(
             range_name, [bridge_name(range_name, t.team, n.name) for t in plan.teams for n in t.networks], self.host
         )
-        # containers, concurrently
+        # containers, concurrently; their default routes in one batch after them (on an engine
+        # elsewhere: one agent request, not one per node)
+        routes: list[tuple[int, NodePlan]] = []
         jobs = []
         with ThreadPoolExecutor(WORKERS) as pool:
             for t in plan.teams:
@@ -340,7 +348,7 @@ class DockerBackend(Backend):
                     jobs.append(
                         pool.submit(
                             self._ensure_container, range_name, t, node, env, images[node.image], nets, base_labels, res,
-                            stamps,
+                            stamps, routes,
                         )
                     )
             errors = []
@@ -352,6 +360,7 @@ class DockerBackend(Backend):
                     errors.append(exc)
             if errors:
                 raise errors[0]
+        self._set_routes(routes)
         # each probe's neighbours and bridge ports, once every container (MAC, veth) exists
         with ThreadPoolExecutor(WORKERS) as pool:
             for fut in [pool.submit(self.secure_probe, range_name, t) for t in plan.teams if t.probe]:
@@ -413,7 +422,10 @@ class DockerBackend(Backend):
         base_labels: dict,
         res: UpResult,
         stamps: StampFor | None = None,
+        routes: list[tuple[int, NodePlan]] | None = None,
     ) -> str:
+        """Create and start the node (or adopt the range's own). Its default route is set at once,
+        or, with ``routes``, (pid, node) is added there for one batch after every container."""
         name = container_name(range_name, team.team, node.name)
         # create straight away (a fresh range is the common case: one engine call less per
         # node than inspecting first); a name that exists (409) is this range's node from an
@@ -493,7 +505,10 @@ class DockerBackend(Backend):
                 cid, nets[(team.team, net)], ipv4_address=str(ip), aliases=aliases or None
             )
         self.api.start(cid)
-        self._configure(cid, node)
+        if routes is None:
+            self._configure(cid, node)
+        else:
+            routes.append((self.pid(cid), node))
         return name
 
     def _adopt_container(self, name: str, node: NodePlan, res: UpResult) -> str:
@@ -522,6 +537,15 @@ class DockerBackend(Backend):
                 "net.ipv4.conf.all.send_redirects": "0",
             }
         return {**out, **node.sysctls}
+
+    def _set_routes(self, routes: list[tuple[int, NodePlan]]) -> None:
+        """Every node's default route (:meth:`_configure`) in one host call."""
+        if not routes:
+            return
+        why = self.host.set_default_routes([(pid, None if n.gateway is None else str(n.gateway)) for pid, n in routes])
+        for (_, node), err in zip(routes, why, strict=True):
+            if err is not None and node.gateway is not None:
+                raise RangeError(f"cannot set the default route of {node.name} via {node.gateway}: {err}")
 
     def _configure(self, cid: str, node: NodePlan) -> None:
         """Default route through the scenario gateway, set from the host in the node's netns."""

@@ -421,15 +421,22 @@ class SwarmBackend(Backend):
         if stamps is not None and plan.teams:  # stamps are images of the controller's engine too
             first = plan.teams[0]
             refs |= {s[0] for s in (stamps(first, n) for n in first.nodes) if s is not None}
-        self.ship(sorted(refs), engines, note)
         for (t, n) in where.items():
             self._where[(range_name, t)] = n
+        # the images go to the engines while each engine makes its networks (which need none);
+        # the agent, the host's rules and the containers wait for them
+        with ThreadPoolExecutor(1) as shipper:
+            shipping = shipper.submit(self.ship, sorted(refs), engines, note)
 
-        def one(e: Engine) -> UpResult:
-            e.agent(range_name, images[AGENT_IMAGE])
-            return e.backend(range_name).apply(range_name, scenario, parts[e.name], images, progress, stamps)
+            def one(e: Engine) -> UpResult:
+                def ready() -> None:
+                    shipping.result()
+                    e.agent(range_name, images[AGENT_IMAGE])
 
-        results = self._each(one, engines)
+                return e.backend(range_name).up(range_name, scenario, parts[e.name], images, progress, stamps, ready)
+
+            results = self._each(one, engines)
+            shipping.result()  # its error, when no engine got as far as waiting for it
         total = UpResult()
         for name, r in results.items():
             if isinstance(r, Exception):

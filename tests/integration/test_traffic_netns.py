@@ -334,6 +334,34 @@ def test_default_route_setter(lab):
     assert default() == before
 
 
+def test_default_routes_in_one_batch(lab):
+    """`up` sets every node's default route in one host call (on a swarm engine, one agent
+    request): each entry by the namespace of its process; an entry that fails says why and the
+    others are set all the same."""
+    import subprocess
+
+    from rangectl.backend.hostops import LOCAL
+
+    p = lab.path("far")
+    holder = subprocess.Popen(["nsenter", f"--net={p}", "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 10
+        while os.readlink(f"/proc/{holder.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+        def default() -> list[str | None]:
+            return [rt["gateway"] for rt in rtnetlink.routes(p) if rt["dst"] == "0.0.0.0/0"]
+
+        out = LOCAL.set_default_routes([(holder.pid, "203.0.113.99"), (999_999_999, None), (holder.pid, "192.0.2.1")])
+        assert out[0] is None and out[1] and "unreachable" in out[2].lower(), out
+        assert default() == ["203.0.113.99"]  # the first set it; the failing third changed nothing
+    finally:
+        holder.kill()
+        holder.wait()
+        rtnetlink.set_default_route(p, RTR_B)
+
+
 def test_sockets_keep_their_namespace(lab):
     import socket
 
