@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rangectl.access.agent_record import record
 from rangectl.access.recorder import READER_START_SECONDS, ReaderProcess, Record, Recorder, container_id_of
 from rangectl.backend.base import Backend
 from rangectl.errors import RangeError
@@ -292,7 +293,7 @@ class RemoteRecording:
         self.nodes.refresh()
         for name, agent in agents:
             try:
-                stream = agent.record(self.nodes.ids())
+                stream = agent.session(record, nodes={c: list(v) for c, v in self.nodes.ids().items()})
             except RangeError as exc:
                 self.errors[name] = exc.message
                 self.note(f"commands on engine {name} are NOT recorded: {exc.message}")

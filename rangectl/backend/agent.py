@@ -53,6 +53,7 @@ from rangectl.backend.nodeexec import (
     job_name,
     plain,
     raise_error,
+    session_name,
 )
 from rangectl.errors import EnvironmentProblem, RangeError
 
@@ -353,12 +354,11 @@ class Agent:
         _answer(stream, f"capture on {iface} of {self.where}")
         return stream
 
-    def record(self, nodes: dict[str, tuple[int, str]]) -> AgentStream:
-        """The command recorder on the engine's host for the nodes ``nodes`` (container id -> team,
-        node), as a stream of JSON lines (``records``, ``unknown``); answered once it listens.
-        ``sendall`` of a ``{"nodes": ...}`` line updates the list; ``shutdown(SHUT_WR)`` stops it."""
-        stream = self.stream({"op": "record", "nodes": {cid: list(v) for cid, v in nodes.items()}})
-        _answer(stream, f"the command recorder on {self.where}")
+    def session(self, fn: Callable[..., Any], **args: Any) -> AgentStream:
+        """A conversation with ``fn`` (marked ``@agent_session``) in the agent, as a stream: answered
+        once ``fn`` says it is ready (its first line), or the error it gave."""
+        stream = self.stream({"op": "session", "fn": session_name(fn), "args": plain(args, f"the arguments of {fn.__name__}")})
+        _answer(stream, f"{fn.__name__} on {self.where}")
         return stream
 
     def listen(self, pid: int, host: str, port: int, backlog: int) -> socket.socket:

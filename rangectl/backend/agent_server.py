@@ -26,11 +26,9 @@ Each connection starts with one JSON line saying what it is for:
     ``tcpdump -i IFACE`` on the engine's host (a team's bridge, for the drill's capture); answers
     ``{"ok": true}`` once tcpdump has its interface open (or an error line with its message),
     then its pcap bytes until the controller ends its side of the connection.
-``{"op": "record", "nodes": {CONTAINER_ID: [TEAM, NODE]}}``
-    the command recorder on the engine's host, for the range's nodes; answers ``{"ok": true}``
-    once it listens, then ``{"records": [...]}`` lines (and ``{"unknown": CONTAINER_ID}`` when a
-    container not in the list runs something: the controller sends ``{"nodes": ...}`` again).
-    The controller's side ending stops it, after what it holds is sent.
+``{"op": "session", "fn": "module:function", "args": {...}}``
+    the connection handed to a function marked ``@agent_session`` (from a layer above the
+    backend: the command recorder on the engine's host, :mod:`rangectl.access.agent_record`).
 ``{"op": "listen", "pid": PID, "host": H, "port": P, "backlog": N, "key": K}``
     a listening socket inside PID's namespace, kept while this connection stays open; answers
     ``{"ok": true}``. ``{"op": "accept", "key": K}`` waits for the next connection on it,
@@ -51,11 +49,10 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from typing import Any
 
 from rangectl import netns
-from rangectl.backend.nodeexec import Job, JobControl, error_record, plain, resolve
+from rangectl.backend.nodeexec import Job, JobControl, error_record, plain, resolve, resolve_session
 from rangectl.errors import RangeError
 
 SOCKET = "/run/rangectl-agent.sock"
@@ -92,8 +89,12 @@ def _ns(pid: int | None) -> str | None:
     return path
 
 
-def _line(conn: socket.socket, obj: dict[str, Any]) -> None:
+def send_line(conn: socket.socket, obj: dict[str, Any]) -> None:
+    """One JSON line to the controller."""
     conn.sendall(json.dumps(obj, allow_nan=False).encode() + b"\n")
+
+
+_line = send_line
 
 
 def _read_line(conn: socket.socket, limit: int = 1 << 20) -> tuple[bytes, bytes]:
@@ -271,7 +272,9 @@ def _capture(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
     snaplen = max(64, min(int(req.get("snaplen") or 512), 262144))
     tcpdump = shutil.which("tcpdump") or "/usr/bin/tcpdump"
     p = subprocess.Popen(
-        [tcpdump, "-i", iface, "-n", "-U", "-s", str(snaplen), "-w", "-"],
+        # --immediate-mode: each packet handed over as it comes (not in blocks of up to 1 s, which
+        # a stop would drop), so a capture stopped just after an attack still has it
+        [tcpdump, "-i", iface, "-n", "-U", "--immediate-mode", "-s", str(snaplen), "-w", "-"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -314,151 +317,16 @@ def _capture(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
                 f.close()
 
 
-UNKNOWN_ASK_SECONDS = 1.0  # an unknown container is asked about at most this often
-UNKNOWN_WAIT_SECONDS = 2.0  # a lookup waits this long for the controller's answer
+def _session(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
+    """A conversation with a function of rangectl's marked ``@agent_session`` (named like a node
+    job, ``"module:function"``): it gets the connection, what came after the request line and
+    the request's ``args``, and owns the connection until it returns (the command recorder's
+    ``rangectl.access.agent_record:record``)."""
+    fn = resolve_session(str(req.get("fn") or ""))
+    fn(conn, rest, **plain(req.get("args") or {}, f"the arguments of {req.get('fn')}"))
 
 
-class RangeNodes:
-    """Container id -> (team, node) of the range, on the agent's side of a ``record`` request: the
-    controller sends the list at the start and again whenever it is asked about a container not in
-    it (``{"unknown": ID}``, at most every :data:`UNKNOWN_ASK_SECONDS` per container). A lookup of an
-    unknown container waits up to :data:`UNKNOWN_WAIT_SECONDS` for a list sent after it asked; a
-    container missing from such a list is not the range's (another range's, the engine's own) and
-    is answered None at once from then on."""
-
-    def __init__(self, ids: dict[str, Any], ask: Any, clock: Any = time.monotonic):
-        self._clock = clock
-        self._ask = ask
-        self._ids = self._read(ids)
-        self._version = 0
-        self._asked: dict[str, tuple[float, int]] = {}  # cid -> (when, list version then)
-        self._not_ours: set[str] = set()
-        self._cond = threading.Condition()
-        self.closed = False
-
-    @staticmethod
-    def _read(ids: dict[str, Any]) -> dict[str, tuple[int, str]]:
-        return {str(cid): (int(v[0]), str(v[1])) for cid, v in (ids or {}).items()}
-
-    def update(self, ids: dict[str, Any]) -> None:
-        new = self._read(ids)
-        with self._cond:
-            self._version += 1
-            self._ids = new
-            for cid, (_, version) in list(self._asked.items()):
-                if cid in new:
-                    del self._asked[cid]
-                elif version < self._version:  # a list sent after we asked, and not in it
-                    self._not_ours.add(cid)
-                    del self._asked[cid]
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
-
-    def _note(self, cid: str) -> None:  # under the lock
-        now = self._clock()
-        when, _ = self._asked.get(cid, (float("-inf"), 0))
-        if now - when >= UNKNOWN_ASK_SECONDS:
-            self._asked[cid] = (now, self._version)
-            try:
-                self._ask(cid)
-            except OSError:
-                pass
-
-    def seen(self, cid: str) -> None:
-        if cid in self._ids or cid in self._not_ours:
-            return
-        with self._cond:
-            self._note(cid)
-
-    def lookup(self, cid: str | None) -> tuple[int, str] | None:
-        if cid is None:
-            return None
-        hit = self._ids.get(cid)
-        if hit is not None or cid in self._not_ours:
-            return hit
-        with self._cond:
-            self._note(cid)
-            deadline = self._clock() + UNKNOWN_WAIT_SECONDS
-            while cid not in self._ids and cid not in self._not_ours and not self.closed:
-                left = deadline - self._clock()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
-            return self._ids.get(cid)
-
-
-def _record(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
-    """The command recorder (:mod:`rangectl.access.recorder`) on the engine's host: its kernel's
-    process events, read here (the agent is in the host's network and PID namespaces, where the
-    proc connector is), sessions followed in the range's nodes, records sent as JSON lines
-    ``{"records": [...]}``. Answers ``{"ok": true}`` once the reader listens (or an error line: the
-    reader's reason). The controller's side ending stops it; what it holds is sent first."""
-    from rangectl.access.recorder import READER_START_SECONDS, Recorder, container_id_of
-
-    send_lock = threading.Lock()
-    opened = threading.Event()
-    stop = threading.Event()
-
-    def send(obj: dict[str, Any]) -> None:
-        with send_lock:
-            _line(conn, obj)
-
-    nodes = RangeNodes(req.get("nodes") or {}, lambda cid: send({"unknown": cid}))
-
-    def sink(records: list[Any]) -> None:
-        opened.wait()
-        send({"records": [dict(r.as_data(), kind=r.kind, ts=r.ts, team=r.team) for r in records]})
-
-    def watch() -> None:  # new node lists from the controller; its side ending stops the recorder
-        buf = rest
-        try:
-            while True:
-                while b"\n" in buf:
-                    line, _, buf = buf.partition(b"\n")
-                    if line.strip():
-                        msg = json.loads(line)
-                        if "nodes" in msg:
-                            nodes.update(msg["nodes"])
-                data = conn.recv(65536)
-                if not data:
-                    break
-                buf += data
-        except (OSError, ValueError):
-            pass
-        stop.set()
-        nodes.close()
-
-    recorder = Recorder(lambda pid: nodes.lookup(container_id_of(pid)), sink, where_id=nodes.lookup, seen=nodes.seen)
-    ready = threading.Event()
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            recorder.run(stop, ready)
-        except BaseException as exc:  # noqa: BLE001 - the controller is told
-            failed.append(exc)
-        finally:
-            ready.set()
-
-    t = threading.Thread(target=run, daemon=True, name="rangectl-agent-recorder")
-    t.start()
-    ready.wait(READER_START_SECONDS + 5.0)
-    if failed or not ready.is_set():
-        stop.set()
-        raise failed[0] if failed else RangeError("the command recorder did not start")
-    send({"ok": True, "reader": recorder.reader_pid})
-    opened.set()
-    threading.Thread(target=watch, daemon=True).start()
-    t.join()
-    if failed:
-        send({"error": error_record(failed[0])})
-
-
-OPS = {"job": _job, "connect": _connect, "listen": _listen, "accept": _accept, "capture": _capture, "record": _record}
+OPS = {"job": _job, "connect": _connect, "listen": _listen, "accept": _accept, "capture": _capture, "session": _session}
 
 
 def handle(conn: socket.socket) -> None:

@@ -236,7 +236,7 @@ class Backend(ABC):
     def recording_agents(self, range_name: str) -> list[tuple[str, Any]]:
         """The engines holding ``range_name`` whose processes this machine's kernel does not show
         (so the command recorder here cannot see their nodes), each as (engine name, its agent:
-        ``record(nodes)`` gives that engine's records). Empty (the default): every node runs on
+        ``session(rangectl.access.agent_record.record, nodes=...)`` gives that engine's records). Empty (the default): every node runs on
         this machine's kernel."""
         return []
 

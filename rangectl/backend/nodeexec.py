@@ -70,6 +70,36 @@ def resolve(name: str) -> Callable[..., Any]:
     return fn
 
 
+_SESSION_MARK = "__rangectl_agent_session__"
+
+
+def agent_session(fn: F) -> F:
+    """Mark ``fn(conn, rest, **args)`` as a conversation the engine agent may hand a connection
+    to (its ``session`` request names it ``"module:function"``)."""
+    setattr(fn, _SESSION_MARK, True)
+    return fn
+
+
+def session_name(fn: Callable[..., Any]) -> str:
+    if not getattr(fn, _SESSION_MARK, False):
+        raise ValueError(f"{fn!r} is not an agent session (mark it with @agent_session)")
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+def resolve_session(name: str) -> Callable[..., Any]:
+    """The function ``"module:function"`` names; JobError unless it is marked ``@agent_session``."""
+    module, sep, attr = name.partition(":")
+    if not sep or not module.startswith("rangectl.") or not attr.isidentifier():
+        raise JobError(f"'{name}' does not name a rangectl agent session (module:function)")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        raise JobError(f"no agent session '{name}'") from None
+    if not getattr(fn, _SESSION_MARK, False):
+        raise JobError(f"'{name}' is not an agent session")
+    return fn
+
+
 def plain(value: Any, what: str) -> Any:
     """``value`` as it comes out of JSON (tuples become lists); JobError if it is not plain data."""
     try:

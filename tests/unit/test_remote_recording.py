@@ -10,9 +10,9 @@ import threading
 import time
 from types import SimpleNamespace
 
+from rangectl.access import agent_record
+from rangectl.access.agent_record import RangeNodes
 from rangectl.access.recording import RemoteRecording
-from rangectl.backend import agent_server
-from rangectl.backend.agent_server import RangeNodes
 from rangectl.backend.base import NodeInfo
 from rangectl.errors import RangeError
 
@@ -54,7 +54,7 @@ def test_a_container_missing_from_a_later_list_is_not_the_ranges_and_is_not_aske
 
 
 def test_asking_is_rate_limited_and_a_lookup_gives_up_after_its_wait(monkeypatch):
-    monkeypatch.setattr(agent_server, "UNKNOWN_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(agent_record, "UNKNOWN_WAIT_SECONDS", 0.2)
     asked: list[str] = []
     nodes = RangeNodes({}, asked.append)  # a controller that never answers
     t0 = time.monotonic()
@@ -100,7 +100,8 @@ class FakeAgent:
     def __init__(self, stream=None, error=None):
         self.stream, self.error, self.nodes = stream, error, None
 
-    def record(self, nodes):
+    def session(self, fn, nodes):
+        assert fn is agent_record.record
         if self.error:
             raise RangeError(self.error)
         self.nodes = nodes
