@@ -134,15 +134,17 @@ def record(conn: socket.socket, rest: bytes, nodes: dict[str, Any]) -> None:
             while True:
                 while b"\n" in buf:
                     line, _, buf = buf.partition(b"\n")
-                    if line.strip():
-                        msg = json.loads(line)
-                        if "nodes" in msg:
+                    try:
+                        msg = json.loads(line) if line.strip() else {}
+                        if isinstance(msg, dict) and isinstance(msg.get("nodes"), dict):
                             known.update(msg["nodes"])
+                    except (ValueError, TypeError, IndexError):  # a bad line: skipped, recording goes on
+                        continue
                 data = conn.recv(65536)
                 if not data:
                     break
                 buf += data
-        except (OSError, ValueError):
+        except OSError:
             pass
         stop.set()
         known.close()

@@ -285,6 +285,8 @@ class RemoteRecording:
         self.records = 0
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._sending: set[str] = set()  # engines a node list is being sent to
+        self._again: set[str] = set()  # ... and asked for again meanwhile
 
     def start(self) -> None:
         agents = self._agents if self._agents is not None else self.backend.recording_agents(self.state.name)
@@ -307,11 +309,28 @@ class RemoteRecording:
             self.note(f"commands on engine(s) {', '.join(sorted(self.streams))} are recorded by their agents")
 
     def _send_nodes(self, name: str, stream: Any) -> None:
-        self.nodes.refresh()
+        """Read the node list again and send it: one at a time per engine (a request asked while
+        one is on its way is answered by the next), never two writers on the stream at once."""
+        with self._lock:
+            if name in self._sending:
+                self._again.add(name)
+                return
+            self._sending.add(name)
         try:
-            stream.sendall(json.dumps({"nodes": {c: list(v) for c, v in self.nodes.ids().items()}}).encode() + b"\n")
-        except OSError:
-            pass
+            while True:
+                self.nodes.refresh()
+                line = json.dumps({"nodes": {c: list(v) for c, v in self.nodes.ids().items()}}).encode() + b"\n"
+                try:
+                    stream.sendall(line)
+                except OSError:
+                    return
+                with self._lock:
+                    if name not in self._again:
+                        return
+                    self._again.discard(name)
+        finally:
+            with self._lock:
+                self._sending.discard(name)
 
     def _read(self, name: str, stream: Any) -> None:
         while True:

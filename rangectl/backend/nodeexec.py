@@ -56,18 +56,22 @@ def job_name(fn: Callable[..., Any]) -> str:
     return f"{fn.__module__}:{fn.__qualname__}"
 
 
-def resolve(name: str) -> Callable[..., Any]:
-    """The job function ``"module:function"`` names; JobError unless it is a marked rangectl job."""
+def _resolve(name: str, mark: str, what: str, a_what: str) -> Callable[..., Any]:
     module, sep, attr = name.partition(":")
     if not sep or not module.startswith("rangectl.") or not attr.isidentifier():
-        raise JobError(f"'{name}' does not name a rangectl node job (module:function)")
+        raise JobError(f"'{name}' does not name a rangectl {what} (module:function)")
     try:
         fn = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError):
-        raise JobError(f"no node job '{name}'") from None
-    if not getattr(fn, _MARK, False):
-        raise JobError(f"'{name}' is not a node job")
+        raise JobError(f"no {what} '{name}'") from None
+    if not getattr(fn, mark, False):
+        raise JobError(f"'{name}' is not {a_what}")
     return fn
+
+
+def resolve(name: str) -> Callable[..., Any]:
+    """The job function ``"module:function"`` names; JobError unless it is a marked rangectl job."""
+    return _resolve(name, _MARK, "node job", "a node job")
 
 
 _SESSION_MARK = "__rangectl_agent_session__"
@@ -88,16 +92,7 @@ def session_name(fn: Callable[..., Any]) -> str:
 
 def resolve_session(name: str) -> Callable[..., Any]:
     """The function ``"module:function"`` names; JobError unless it is marked ``@agent_session``."""
-    module, sep, attr = name.partition(":")
-    if not sep or not module.startswith("rangectl.") or not attr.isidentifier():
-        raise JobError(f"'{name}' does not name a rangectl agent session (module:function)")
-    try:
-        fn = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
-        raise JobError(f"no agent session '{name}'") from None
-    if not getattr(fn, _SESSION_MARK, False):
-        raise JobError(f"'{name}' is not an agent session")
-    return fn
+    return _resolve(name, _SESSION_MARK, "agent session", "an agent session")
 
 
 def plain(value: Any, what: str) -> Any:

@@ -396,7 +396,7 @@ def test_an_engines_agent_records_the_commands_run_on_its_host(op, monkeypatch):
                     (2, "soc", f"/bin/echo agent2-{tag}")}  # fmt: skip
             if want <= cmds:
                 break
-            assert time.monotonic() < deadline, (sorted(c for c in cmds if c[2] and tag in c[2]), notes)
+            assert time.monotonic() < deadline, (sorted(c for c in cmds if c[2] and tag in c[2]), notes, len(calls), rec.errors)
             time.sleep(0.5)
         assert any(x["kind"] == "session" and x["team"] == 1 and x["node"] == "soc" for x in got)
         assert all(isinstance(x["ts"], float) for x in got)

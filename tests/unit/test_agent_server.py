@@ -226,3 +226,16 @@ def test_capture_refuses_what_is_not_an_interface_of_the_host(iface, says):
     send(s, {"op": "capture", "iface": iface})
     err = lines(s, 1)[-1]["error"]
     assert says in err["message"], err
+
+
+def test_a_session_names_only_a_marked_function():
+    """The agent hands its connection only to a function marked @agent_session (not a node job,
+    not any function of rangectl's)."""
+    for fn, says in [("rangectl.drill.checks:probe_job", "is not an agent session"),
+                     ("rangectl.access.agent_record:RangeNodes", "is not an agent session"),
+                     ("os:system", "does not name a rangectl agent session"),
+                     ("rangectl.nosuch:record", "no agent session")]:  # fmt: skip
+        s = serve_one()
+        send(s, {"op": "session", "fn": fn, "args": {}})
+        err = lines(s, 1)[-1]["error"]
+        assert says in err["message"], (fn, err)

@@ -195,3 +195,41 @@ def test_engines_on_another_kernel_record_through_their_agents(monkeypatch):
     assert [n for n, _ in be.recording_agents("lab")] == ["e2"]  # e1 shares this kernel
     monkeypatch.setenv("RANGECTL_RECORD_VIA_AGENT", "1")
     assert [n for n, _ in be.recording_agents("lab")] == ["e1", "e2"]
+
+
+class OneWriterStream(FakeStream):
+    """A stream that fails the test if two threads write at once (lines would interleave)."""
+
+    def __init__(self, lines):
+        super().__init__(lines, last=[])
+        self._writing = threading.Lock()
+        self.overlaps = 0
+
+    def sendall(self, data: bytes) -> None:
+        if not self._writing.acquire(blocking=False):
+            self.overlaps += 1
+            return
+        try:
+            time.sleep(0.05)
+            super().sendall(data)
+        finally:
+            self._writing.release()
+
+
+def test_many_unknown_containers_at_once_never_interleave_the_node_lists():
+    """An engine that meets 30 unknown containers in a burst: the node list goes out one at a
+    time (an agent reading interleaved lines would get garbage), and a list read after the last
+    ask goes out."""
+    s = OneWriterStream([{"unknown": f"{i:064x}"} for i in range(30)])
+    backend = Listing()
+    r = RemoteRecording(SimpleNamespace(name="lab"), backend, print, sink=lambda x: None, agents=[("e2", FakeAgent(s))])
+    r.start()
+    deadline = time.monotonic() + 5
+    while not s.sent or r._sending:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.2)
+    r.close()
+    assert s.overlaps == 0
+    assert 1 <= len(s.sent) < 30  # asks that came while a list was on its way share the next one
+    assert s.sent[-1] == {"nodes": {A: [1, "soc"], B: [2, "gw"]}}
