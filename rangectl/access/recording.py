@@ -261,9 +261,10 @@ class Recording:
 class RemoteRecording:
     """The command recorders of the engines whose processes this machine's kernel does not show
     (``Backend.recording_agents``: a swarm's engines on other hosts): each engine's agent runs the
-    same recorder on its host (the agent's ``record`` request) and streams the records here, to the
-    same store as :class:`Recording`. The node list comes from here (:class:`NodeMap`, every engine's
-    nodes): sent at the start and again when an agent asks about a container it does not know.
+    same recorder on its host (a ``session`` of :func:`~rangectl.access.agent_record.record`) and
+    streams the records here, to the same store as :class:`Recording`. The node list comes from
+    here (:class:`NodeMap`, every engine's nodes): sent at the start and again when an agent asks
+    about a container it does not know.
     :meth:`start` says, through ``note``, which engines do not record (their one-line reason).
     ``sink`` gets the record dicts (default: the range's store)."""
 

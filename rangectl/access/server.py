@@ -207,15 +207,14 @@ async def _main(state: RangeState, opts: ServeOptions, served: Served, note: Cal
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # signals are ours (below)
     gateway = recording = remote = None
     if opts.workstations and opts.record:
-        from rangectl.access.recording import Recording
+        from rangectl.access.recording import Recording, RemoteRecording
 
-        recording = Recording(state, backend_for(state), note)
+        backend = backend_for(state)
+        recording = Recording(state, backend, note)
         recording.start()  # before the gateway: nothing a trainee runs goes unrecorded
         served.recording = recording
-        from rangectl.access.recording import RemoteRecording
-
         # engines on other machines (a swarm's): their agents record their nodes' commands
-        remote = RemoteRecording(state, backend_for(state), note)
+        remote = RemoteRecording(state, backend, note)
         try:
             await asyncio.to_thread(remote.start)
         except RangeError as exc:

@@ -94,9 +94,6 @@ def send_line(conn: socket.socket, obj: dict[str, Any]) -> None:
     conn.sendall(json.dumps(obj, allow_nan=False).encode() + b"\n")
 
 
-_line = send_line
-
-
 def _read_line(conn: socket.socket, limit: int = 1 << 20) -> tuple[bytes, bytes]:
     """The first line from ``conn`` and whatever came after it."""
     buf = b""
@@ -174,7 +171,7 @@ def _job(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
         if not done.is_set():
             with send_lock:
                 try:
-                    _line(conn, {"ready": True})
+                    send_line(conn, {"ready": True})
                 except OSError:
                     pass
 
@@ -188,7 +185,7 @@ def _job(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
         out = {"error": error_record(exc)}
     done.set()
     with send_lock:
-        _line(conn, out)
+        send_line(conn, out)
 
 
 def _connect(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
@@ -204,7 +201,7 @@ def _connect(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
         return s
 
     up = netns.run_in_netns(_ns(req.get("pid")), make)
-    _line(conn, {"ok": True})
+    send_line(conn, {"ok": True})
     splice(conn, up, rest)
 
 
@@ -227,7 +224,7 @@ def _listen(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
         _listeners[key] = lsock
     if old is not None:
         old.close()
-    _line(conn, {"ok": True})
+    send_line(conn, {"ok": True})
     try:  # held while the controller keeps this connection
         while conn.recv(4096):
             pass
@@ -250,7 +247,7 @@ def _accept(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
         raise ConnectionError(f"no listener '{req['key']}'")
     peer_conn, peer = lsock.accept()
     try:
-        _line(conn, {"ok": True, "peer": list(peer[:2])})
+        send_line(conn, {"ok": True, "peer": list(peer[:2])})
     except BaseException:
         peer_conn.close()
         raise
@@ -284,7 +281,7 @@ def _capture(conn: socket.socket, req: dict[str, Any], rest: bytes) -> None:
     if p.returncode is not None:
         err = (p.stderr.read() if p.stderr else b"").decode(errors="replace").strip().splitlines()
         raise RangeError(f"tcpdump -i {iface} on the engine's host: " + (err[-1] if err else f"exit {p.returncode}"))
-    _line(conn, {"ok": True})
+    send_line(conn, {"ok": True})
 
     def watch() -> None:  # the controller's side ended (or it went away): stop tcpdump
         try:
@@ -339,7 +336,7 @@ def handle(conn: socket.socket) -> None:
         op(conn, req, rest)
     except BaseException as exc:  # noqa: BLE001 - reported to the controller, the agent goes on
         try:
-            _line(conn, {"error": error_record(exc)})
+            send_line(conn, {"error": error_record(exc)})
         except OSError:
             pass
     finally:

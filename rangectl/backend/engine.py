@@ -68,7 +68,7 @@ def engine_url(api: Any) -> str:
     if url.startswith("http+docker://ssh") and getattr(adapter, "ssh_host", None):  # ssh://[user@]host[:port]
         return "ssh://" + adapter.ssh_host
     if url.startswith("http+docker://"):  # docker-py's name for a local socket: the path is its adapter's
-        return "unix://" + (getattr(getattr(api, "_custom_adapter", None), "socket_path", None) or "/var/run/docker.sock")
+        return "unix://" + (getattr(adapter, "socket_path", None) or "/var/run/docker.sock")
     if url.startswith("http://"):
         return "tcp://" + url[len("http://"):]
     return url

@@ -642,11 +642,7 @@ def _tee_load(chunks: Iterator[bytes], engines: list[Engine]) -> dict[str, Any]:
             for name in queues:
                 if not futs[name].done():
                     put(name, None)
-    out: dict[str, Any] = {}
-    for name, f in futs.items():
-        exc = f.exception()
-        out[name] = exc
-    return out
+    return {name: f.exception() for name, f in futs.items()}
 
 
 def manager_client() -> docker.DockerClient:

@@ -5,7 +5,8 @@ the host interface the backend names for it (``Backend.capture_interfaces``: a r
 a Linux bridge on this host, so every frame between the team's nodes crosses it, attacks
 included). On an engine of another machine (the swarm backend) the bridge is there: that
 engine's agent runs tcpdump on it and streams the packets here (``Backend.capture_stream``),
-where a local ``tcpdump -r -`` writes them into the same rotated files. Each capture writes ``$STATE/captures/team-K/NETWORK.pcap`` and rotates through
+where a local ``tcpdump -r -`` writes them into the same rotated files. Each capture writes
+``$STATE/captures/team-K/NETWORK.pcap`` and rotates through
 :data:`FILES` files of :data:`FILE_MB` MB (``tcpdump -C -W``: the oldest is overwritten), so a
 team's capture never takes more than ``networks x FILES x FILE_MB`` MB. They stop (SIGTERM:
 tcpdump flushes) when the runner stops, however it stops. ``capture.start`` and ``capture.stop``
@@ -114,18 +115,17 @@ class Captures:
                 source = ["-i", iface, "-s", str(SNAPLEN)] if one.stream is None else ["-r", "-"]
                 argv = [tcpdump, *source, "-n", "-U", "-w", str(one.path),
                         "-C", str(self.file_mb), "-W", str(self.files), "-Z", "root"]  # fmt: skip
-                try:
-                    if one.error:
-                        raise OSError(one.error)
-                    one.proc = subprocess.Popen(
-                        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                        stdin=subprocess.DEVNULL if one.stream is None else subprocess.PIPE,
-                        start_new_session=True,  # the trainer's Ctrl-C reaches the runner, which stops us
-                    )  # fmt: skip
-                except OSError as exc:
-                    one.error = one.error or str(exc)
-                    if one.stream is not None:
-                        one.stream.close()
+                if not one.error:
+                    try:
+                        one.proc = subprocess.Popen(
+                            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL if one.stream is None else subprocess.PIPE,
+                            start_new_session=True,  # the trainer's Ctrl-C reaches the runner, which stops us
+                        )  # fmt: skip
+                    except OSError as exc:
+                        one.error = str(exc)
+                        if one.stream is not None:
+                            one.stream.close()
                 if one.proc is not None and one.stream is not None:
                     one.pump = threading.Thread(target=_pump, args=(one.stream, one.proc), daemon=True,
                                                 name=f"rangectl-capture t{team} {net}")  # fmt: skip
