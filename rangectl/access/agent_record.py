@@ -6,8 +6,9 @@ The controller's :class:`~rangectl.access.recording.RemoteRecording` asks the ag
 ``session`` of :func:`record`, which runs the same :class:`~rangectl.access.recorder.Recorder`
 there and answers in JSON lines:
 
-``{"ok": true, "reader": PID}``
-    once the reader listens (else an error line with the reader's reason);
+``{"ok": true, "reader": PID, "priority": "SCHED_FIFO priority 5"}``
+    once the reader listens (else an error line with the reader's reason); ``priority`` is the
+    scheduling the reader got (anything but ``SCHED_FIFO`` reads short commands late under load);
 ``{"records": [...]}``
     each batch of records (:meth:`Record.as_data`, with kind, ts and team);
 ``{"unknown": CONTAINER_ID}``
@@ -25,7 +26,7 @@ import threading
 import time
 from typing import Any
 
-from rangectl.access.recorder import READER_START_SECONDS, Recorder, container_id_of
+from rangectl.access.recorder import READER_START_SECONDS, ReaderProcess, Recorder, container_id_of
 from rangectl.backend.agent_server import send_line
 from rangectl.backend.nodeexec import agent_session, error_record
 from rangectl.errors import RangeError
@@ -149,7 +150,11 @@ def record(conn: socket.socket, rest: bytes, nodes: dict[str, Any]) -> None:
         stop.set()
         known.close()
 
-    recorder = Recorder(lambda pid: known.lookup(container_id_of(pid)), sink, where_id=known.lookup, seen=known.seen)
+    recorder = Recorder(
+        lambda pid: known.lookup(container_id_of(pid)), sink, where_id=known.lookup, seen=known.seen,
+        # the agent is a container: its cpu cgroup may have no real-time time (leave_cpu_cgroup)
+        connector=lambda: ReaderProcess(leave_cgroup=True),
+    )  # fmt: skip
     ready = threading.Event()
     failed: list[BaseException] = []
 
@@ -167,7 +172,7 @@ def record(conn: socket.socket, rest: bytes, nodes: dict[str, Any]) -> None:
     if failed or not ready.is_set():
         stop.set()
         raise failed[0] if failed else RangeError("the command recorder did not start")
-    send({"ok": True, "reader": recorder.reader_pid})
+    send({"ok": True, "reader": recorder.reader_pid, "priority": recorder.reader_priority})
     opened.set()
     threading.Thread(target=watch, daemon=True).start()
     t.join()

@@ -16,7 +16,9 @@ with host pids, whatever the process does to itself. Four parts:
   own (:func:`reader_main`, a child of ``serve``) so that an exec'd program's
   ``/proc`` is read before the program normally gets to run and exit: it sleeps
   on the socket at ``SCHED_FIFO`` priority :data:`READER_FIFO_PRIORITY` (else
-  nice :data:`READER_NICE`, else as it is; logged), so the kernel's message
+  nice :data:`READER_NICE`, else as it is; logged; a reader whose container's
+  cgroup has no real-time budget can first move to the root of the cpu
+  hierarchy: :func:`leave_cpu_cgroup`), so the kernel's message
   wakes it ahead of every ordinary process, and it waits for no GIL. Its work
   per event is small: for an exec it reads ``/proc/PID/cgroup`` and, only for a
   process in a Docker container, its cmdline, cwd, exe, comm and PPid (a
@@ -1109,18 +1111,80 @@ class _Sender:
         self.send(("log", level, text))
 
 
+def cpu_cgroup_v1(text: str) -> tuple[str, str] | None:
+    """(controllers, path) of the cgroup-v1 hierarchy with the ``cpu`` controller in a
+    ``/proc/PID/cgroup`` text (``"4:cpu,cpuacct:/docker/ID"`` -> ``("cpu,cpuacct", "/docker/ID")``),
+    None when there is none (cgroup v2 only)."""
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3 and parts[0] != "0" and "cpu" in parts[1].split(","):
+            return parts[1], parts[2]
+    return None
+
+
+def leave_cpu_cgroup(pid: int = 0, proc: str = "/proc") -> str | None:
+    """Move process ``pid`` (0: this one) to the root of the cgroup-v1 cpu hierarchy; None when done
+    (or it is there already), else why not.
+
+    With the kernel's real-time group scheduling (``CONFIG_RT_GROUP_SCHED``) a cgroup gets no
+    real-time time unless given some (``cpu.rt_runtime_us``), and a container's has none: its
+    processes cannot be ``SCHED_FIFO`` even with ``CAP_SYS_NICE``. The root of the hierarchy has
+    the machine's budget. The container shows only its own part of the hierarchy, read-only, so the
+    hierarchy is mounted again, privately (``CAP_SYS_ADMIN``, the host's cgroup namespace), the pid
+    written to its root's ``cgroup.procs`` and the mount dropped. Only the cpu controller's
+    hierarchy changes: memory, pids and freezer still hold the process where it was (``docker
+    stop`` still ends it)."""
+    import ctypes
+    import tempfile
+
+    me = os.getpid() if pid == 0 else pid
+    try:
+        with open(f"{proc}/{me}/cgroup") as f:
+            found = cpu_cgroup_v1(f.read())
+    except OSError as e:
+        return f"cannot read its cgroup: {e.strerror}"
+    if found is None:
+        return "no cgroup-v1 cpu hierarchy"
+    controllers, path = found
+    if path == "/":
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    where = tempfile.mkdtemp(prefix="rangectl-cpu-")
+    try:
+        if libc.mount(b"cgroup", where.encode(), b"cgroup", 0, controllers.encode()) != 0:
+            return f"cannot mount the cpu cgroup hierarchy: {os.strerror(ctypes.get_errno())}"
+        try:
+            with open(os.path.join(where, "cgroup.procs"), "w") as f:
+                f.write(str(me))
+        except OSError as e:
+            return f"cannot move to the cpu hierarchy's root: {e.strerror}"
+        finally:
+            libc.umount2(where.encode(), 2)  # MNT_DETACH
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(where)
+    return None
+
+
 class _Priority:
     """The reader's scheduling: SCHED_FIFO when allowed, else nice :data:`READER_NICE`, else as it is.
 
     Real-time only while it is cheap: above :data:`READER_RT_CPU` of a CPU (an exec flood, which a
     trainee can make) it drops to its niceness, and goes back after :data:`READER_RT_CALM_SECONDS`
-    quiet seconds.
+    quiet seconds. ``leave_cgroup``: when ``SCHED_FIFO`` is refused, move to the root of the cpu
+    cgroup hierarchy (:func:`leave_cpu_cgroup`) and try again (the agent's reader, in a container).
     """
 
     def __init__(
-        self, out: Any, clock: Callable[[], float] = time.monotonic, cpu: Callable[[], float] | None = None
+        self,
+        out: Any,
+        clock: Callable[[], float] = time.monotonic,
+        cpu: Callable[[], float] | None = None,
+        *,
+        leave_cgroup: Callable[[], str | None] | None = None,
     ):
         self.out = out
+        self.leave_cgroup = leave_cgroup
         self.rt = self.may_rt = False
         self.calm = 0
         self._clock = clock
@@ -1156,9 +1220,17 @@ class _Priority:
         except OSError as e:
             niced = e.strerror
         why = self._fifo()
+        moved = ""
+        if why is not None and self.leave_cgroup is not None:
+            left = self.leave_cgroup()
+            if left is None:
+                why = self._fifo()
+                moved = " (in the root cpu cgroup: its own had no real-time time)"
+            else:
+                why = f"{why}; {left}"
         self.may_rt = why is None
         if self.rt:
-            return f"SCHED_FIFO priority {READER_FIFO_PRIORITY}"
+            return f"SCHED_FIFO priority {READER_FIFO_PRIORITY}{moved}"
         if niced is None:
             return f"nice {READER_NICE} (no SCHED_FIFO: {why})"
         return f"normal priority (no SCHED_FIFO: {why}; no nice {READER_NICE}: {niced})"
@@ -1207,14 +1279,14 @@ def snapshot(pid: int, everything: bool = False, proc: str = "/proc") -> Snapsho
     return Snapshot(cid, ppid, info, tuple(ancestors))
 
 
-def _read_events(conn: ProcConnector, out: _Sender, everything: bool) -> None:
+def _read_events(conn: ProcConnector, out: _Sender, everything: bool, leave_cgroup: bool = False) -> None:
     """Until the parent closes our stdin: events (execs with their snapshot) to ``out``.
 
     Each exec is looked at as soon as its datagram is read; the events are sent on in batches (at
     :data:`READER_SEND_EVENTS`, or :data:`READER_SEND_SECONDS` after the first): the parent is woken
     less often, and what matters, ``/proc``, is read already.
     """
-    prio = _Priority(out)
+    prio = _Priority(out, leave_cgroup=leave_cpu_cgroup if leave_cgroup else None)
     out.send(("ready", prio.raise_()))
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
@@ -1260,8 +1332,9 @@ def _read_events(conn: ProcConnector, out: _Sender, everything: bool) -> None:
 
 def reader_main(args: list[str]) -> int:
     """The reader process (started by :class:`ReaderProcess`): ``args`` are the parent's pid and
-    ``docker`` or ``all`` (which execs are read). Messages go to stdout, stdin's end stops it."""
-    parent, everything = int(args[0]), args[1] == "all"
+    ``docker`` or ``all`` (which execs are read), then ``leave-cgroup`` if it may leave its cpu
+    cgroup for real-time priority. Messages go to stdout, stdin's end stops it."""
+    parent, everything, leave = int(args[0]), args[1] == "all", "leave-cgroup" in args[2:]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: serve stops us
     signal.signal(signal.SIGTERM, _on_sigterm)
     _die_with(parent)
@@ -1275,7 +1348,7 @@ def reader_main(args: list[str]) -> int:
         out.drain()
         return 1
     try:
-        _read_events(conn, out, everything)
+        _read_events(conn, out, everything, leave)
         out.drain()
     except (BrokenPipeError, SystemExit):
         pass  # the parent is gone
@@ -1300,10 +1373,14 @@ class ReaderProcess:
     (:func:`snapshot`); forks and exits are passed on. Everything comes back in batches, pickled, on
     the child's stdout; the child exits when its stdin is closed, when the thread that started it
     ends (``PR_SET_PDEATHSIG``), or on SIGTERM. It cannot open the connector: the same
-    :class:`RangeError` as :class:`ProcConnector` comes out of the constructor.
+    :class:`RangeError` as :class:`ProcConnector` comes out of the constructor. ``leave_cgroup``:
+    the reader may move to the root of the cpu cgroup hierarchy when its own gives it no real-time
+    priority (:func:`leave_cpu_cgroup`; the agent's recorder, which runs in a container).
     """
 
-    def __init__(self, *, everything: bool = False, start_timeout: float = READER_START_SECONDS):
+    def __init__(
+        self, *, everything: bool = False, start_timeout: float = READER_START_SECONDS, leave_cgroup: bool = False
+    ):
         self.overruns = 0  # the connector's in the reader, as last told
         self.lost = 0  # events the reader could not keep while the parent was behind
         self.priority = "?"
@@ -1316,6 +1393,8 @@ class ReaderProcess:
             "from rangectl.access.recorder import reader_main; sys.exit(reader_main(sys.argv[1:]))"
         )
         argv = [sys.executable, "-c", code, str(os.getpid()), "all" if everything else "docker"]
+        if leave_cgroup:
+            argv.append("leave-cgroup")
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         except OSError as e:
@@ -1558,6 +1637,7 @@ class Recorder:
         self.errors = 0  # exceptions from the tracker or the sink (logged at most every 10 s)
         self.lost = 0  # records not given to a sink that was too far behind
         self.reader_pid: int | None = None  # the reader process's, while it runs
+        self.reader_priority: str | None = None  # what the reader process got (ReaderProcess.priority)
         self._lock = threading.Lock()
         self._last_error_log = self._last_lost_log = float("-inf")
 
@@ -1605,6 +1685,8 @@ class Recorder:
         conn = self.connector()
         pid = getattr(conn, "pid", None)
         self.reader_pid = pid if isinstance(pid, int) else None
+        prio = getattr(conn, "priority", None)
+        self.reader_priority = prio if isinstance(prio, str) else None
         if ready is not None:
             ready.set()
         tracker = self.tracker

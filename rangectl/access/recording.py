@@ -302,6 +302,9 @@ class RemoteRecording:
                 self.note(f"commands on engine {name} are NOT recorded: {exc.message}")
                 continue
             self.streams[name] = stream
+            prio = getattr(stream, "hello", {}).get("priority")
+            if isinstance(prio, str) and not prio.startswith("SCHED_FIFO"):
+                self.note(f"commands on engine {name} are read at {prio}: under load short ones may lose their arguments")
             t = threading.Thread(target=self._read, args=(name, stream), daemon=True,
                                  name=f"rangectl-recorder-{name}")  # fmt: skip
             t.start()

@@ -194,6 +194,7 @@ class AgentStream:
         self._buf = bytearray()  # undemultiplexed input
         self._out = bytearray()  # stdout not yet handed out
         self.err = bytearray()
+        self.hello: dict[str, Any] = {}  # a session's first answer line (Agent.session)
         self._closed = False
         self.sendall(json.dumps(request, allow_nan=False).encode() + b"\n")
 
@@ -356,9 +357,9 @@ class Agent:
 
     def session(self, fn: Callable[..., Any], **args: Any) -> AgentStream:
         """A conversation with ``fn`` (marked ``@agent_session``) in the agent, as a stream: answered
-        once ``fn`` says it is ready (its first line), or the error it gave."""
+        once ``fn`` says it is ready (its first line, kept in the stream's ``hello``), or the error it gave."""
         stream = self.stream({"op": "session", "fn": session_name(fn), "args": plain(args, f"the arguments of {fn.__name__}")})
-        _answer(stream, f"{fn.__name__} on {self.where}")
+        stream.hello = _answer(stream, f"{fn.__name__} on {self.where}")
         return stream
 
     def listen(self, pid: int, host: str, port: int, backlog: int) -> socket.socket:

@@ -1300,6 +1300,88 @@ def test_the_reader_leaves_fifo_during_a_flood_and_comes_back_when_calm(monkeypa
     assert [lvl for lvl, _ in out.lines] == [logging.WARNING, logging.INFO]
 
 
+
+@pytest.mark.parametrize("leaving", ["moves", "cannot"])
+def test_a_reader_refused_fifo_may_leave_its_cpu_cgroup_and_try_again(monkeypatch, leaving):
+    """The agent's reader (a container): SCHED_FIFO refused -> it leaves its cpu cgroup (none of the
+    machine's real-time time there under RT group scheduling) and asks again; says what it did."""
+    moved, calls = [], []
+
+    def sched(pid, policy, param):
+        if policy & 0xFF == os.SCHED_FIFO and not moved:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        calls.append(policy & 0xFF)
+
+    def leave():
+        calls.append("leave")
+        if leaving == "cannot":
+            return "cannot mount the cpu cgroup hierarchy: Operation not permitted"
+        moved.append(1)
+        return None
+
+    monkeypatch.setattr(rec.os, "sched_setscheduler", sched)
+    monkeypatch.setattr(rec.os, "setpriority", lambda *a: None)
+    p = rec._Priority(Logs(), leave_cgroup=leave)
+    said = p.raise_()
+    if leaving == "moves":
+        assert said == "SCHED_FIFO priority 5 (in the root cpu cgroup: its own had no real-time time)"
+        assert calls == ["leave", os.SCHED_FIFO] and p.rt and p.may_rt
+    else:
+        assert said == (
+            "nice -10 (no SCHED_FIFO: Operation not permitted; "
+            "cannot mount the cpu cgroup hierarchy: Operation not permitted)"
+        )
+        assert calls == ["leave"] and not p.rt and not p.may_rt
+
+
+def test_a_reader_allowed_fifo_stays_in_its_cgroup(monkeypatch):
+    left = []
+    monkeypatch.setattr(rec.os, "sched_setscheduler", lambda *a: None)
+    monkeypatch.setattr(rec.os, "setpriority", lambda *a: None)
+    said = rec._Priority(Logs(), leave_cgroup=lambda: left.append(1)).raise_()
+    assert said == "SCHED_FIFO priority 5" and left == []
+
+
+def test_the_cpu_hierarchy_is_found_in_a_cgroup_file():
+    v1 = "12:pids:/docker/ab\n4:cpu,cpuacct:/docker/ab\n3:cpuset:/docker/ab\n0::/\n"
+    assert rec.cpu_cgroup_v1(v1) == ("cpu,cpuacct", "/docker/ab")
+    assert rec.cpu_cgroup_v1("3:cpuacct:/x\n2:cpu:/y/z\n") == ("cpu", "/y/z")  # cpuacct is not cpu
+    assert rec.cpu_cgroup_v1("0::/system.slice/docker-ab.scope\n") is None  # cgroup v2 only
+    assert rec.cpu_cgroup_v1("") is None
+
+
+def _cpu_v1_root() -> str:
+    found = rec.cpu_cgroup_v1(open("/proc/self/cgroup").read())
+    root = "/sys/fs/cgroup/cpu"
+    if found is None or os.geteuid() != 0 or not os.path.exists(f"{root}/cpu.rt_runtime_us"):
+        pytest.skip("needs root and a cgroup-v1 cpu hierarchy with RT group scheduling at " + root)
+    return root
+
+
+def test_a_process_in_a_cgroup_without_real_time_time_gets_fifo_once_it_leaves_it():
+    """The real kernel: a cpu cgroup with cpu.rt_runtime_us 0 (a container's) refuses SCHED_FIFO
+    even to root; leave_cpu_cgroup moves the process to the hierarchy's root, where it is granted."""
+    root = _cpu_v1_root()
+    group = f"{root}/rangectl-test-{os.getpid()}"
+    os.mkdir(group)
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        with open(f"{group}/cgroup.procs", "w") as f:
+            f.write(str(child.pid))
+        with pytest.raises(PermissionError):  # the attack: no real-time time in that cgroup
+            os.sched_setscheduler(child.pid, os.SCHED_FIFO, os.sched_param(5))
+        assert rec.leave_cpu_cgroup(child.pid) is None
+        assert rec.cpu_cgroup_v1(open(f"/proc/{child.pid}/cgroup").read())[1] == "/"
+        os.sched_setscheduler(child.pid, os.SCHED_FIFO, os.sched_param(5))
+        assert os.sched_getscheduler(child.pid) == os.SCHED_FIFO
+        assert rec.leave_cpu_cgroup(child.pid) is None  # at the root already: nothing to do
+        assert not [m for m in open("/proc/self/mounts") if "rangectl-cpu-" in m]  # its mount is gone
+    finally:
+        child.kill()
+        child.wait()
+        os.rmdir(group)
+
+
 # ---------------------------------------------------------------- the real kernel
 
 
