@@ -22,6 +22,7 @@ On top of that:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import io
@@ -183,6 +184,23 @@ def remove_agents(api: Any, range_name: str | None) -> int:
 # --- one request: an exec of the relay ----------------------------------------------------------
 
 
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 10, 5, 3  # seconds, seconds, probes
+
+
+def _keepalive(sock: Any) -> None:
+    """TCP keepalive on a stream to an engine's API (``tcp://``): a stream that is quiet by nature
+    (a capture of an idle network, a recorder) learns within about 25 s that its engine's host
+    is gone without a word (powered off, cable out), instead of never. Unix sockets and SSH
+    channels are left as they are."""
+    if not isinstance(sock, socket.socket) or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+
+
 class AgentStream:
     """One request to the agent: the relay's stdin and (demultiplexed) stdout."""
 
@@ -191,6 +209,7 @@ class AgentStream:
         self._resp = api.exec_start(ex["Id"], socket=True)
         self.sock: socket.socket = getattr(self._resp, "_sock", self._resp)
         self.sock.settimeout(None)
+        _keepalive(self.sock)
         self._buf = bytearray()  # undemultiplexed input
         self._out = bytearray()  # stdout not yet handed out
         self.err = bytearray()

@@ -328,22 +328,36 @@ def test_an_engine_stopped_mid_drill_loses_nothing_and_others_go_on(lab, cli, sh
     # into the team's rotated files; a team on an engine that kept running has its portal's traffic
     from rangectl.drill.capture import capture_files
 
-    starts = store.events("capture.start")
+    starts = [e for e in store.events("capture.start") if not e.data.get("resumed")]
     assert {e.team for e in starts} == set(eng_of) and all(e.data["ok"] and e.data["remote"] for e in starts), [
         (e.team, e.data) for e in starts if not e.data.get("ok")
     ]
     assert {e.team for e in store.events("capture.stop")} == set(eng_of)
     portal = {n["team"]: n["addresses"]["dmz"] for n in st["nodes"] if n["node"] == "portal"}
-    for t in others:
-        files = [f for f in capture_files(RangeState(RANGE), t) if f.name.startswith("dmz.pcap")]
-        assert files, t
+
+    def portal_packets(t: int, prefix: str) -> int:
+        files = [f for f in capture_files(RangeState(RANGE), t) if f.name.startswith(prefix)]
+        assert files, (t, prefix)
         seen = 0
         for f in files:
             r = subprocess.run(["tshark", "-n", "-r", str(f), "-Y", f"ip.dst=={portal[t]}"],
                                capture_output=True, text=True, timeout=120)  # fmt: skip
             assert r.returncode == 0, r.stderr
             seen += len(r.stdout.splitlines())
-        assert seen > 0, (t, [f.stat().st_size for f in files])
+        return seen
+
+    for t in others:
+        assert portal_packets(t, "dmz.pcap") > 0, t
+        assert not [e for e in store.events("capture.stop", team=t) if e.data.get("lost")], t
+    # a team on the stopped engine: its capture recorded as lost, resumed once the engine was back,
+    # in files of its own (the first ones kept), with the portal's packets after the outage
+    for t in victims:
+        nets = {e.data["network"] for e in starts if e.team == t}
+        lost = [e.data for e in store.events("capture.stop", team=t) if e.data.get("lost")]
+        assert {d["network"] for d in lost} == nets, lost
+        resumed = [e.data for e in store.events("capture.start", team=t) if e.data.get("resumed")]
+        assert {d["network"] for d in resumed} == nets and all(d["ok"] and d["remote"] for d in resumed), resumed
+        assert portal_packets(t, "dmz.r") > 0, t
 
 
 def test_down_leaves_nothing_on_any_engine_and_up_again_reuses_addresses(lab, cli, shared_home):

@@ -8,6 +8,7 @@ import shutil
 import socket
 import struct
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -105,3 +106,91 @@ def _find_all(data: bytes, needle: bytes):
     while i >= 0:
         yield i
         i = data.find(needle, i + 1)
+
+
+class LostStream(EngineStream):
+    """An engine that stops answering: half the pcap, then the connection ends (no stop asked)."""
+
+    def recv(self, n: int = 65536) -> bytes:
+        if not self._sent_head:
+            self._sent_head = True
+            return self.head
+        return b""
+
+
+class ComingBack(RemoteEngine):
+    """Team 1's dmz stream is lost mid-drill; the engine refuses twice more, then answers again."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked: list[int] = []
+
+    def capture_interfaces(self, range_name, team):
+        return {"dmz": f"rc{team}dmz"}
+
+    def capture_stream(self, range_name, team, iface, snaplen):
+        self.asked.append(team)
+        n = len(self.asked)
+        if n == 1:
+            s = self.streams[(team, "lost")] = LostStream(pcap(FRAMES, b"<before>"))
+            return s
+        if n <= 3:
+            raise RangeError("rangectl's agent on engine e1 does not answer")
+        s = self.streams[(team, "back")] = EngineStream(pcap(FRAMES, b"<after!>"))
+        return s
+
+
+def _frames(files, marker: bytes) -> set[int]:
+    data = b"".join(f.read_bytes() for f in files)
+    return {int.from_bytes(data[i + len(marker) : i + len(marker) + 4], "big") for i in _find_all(data, marker)}
+
+
+def test_a_capture_whose_engine_went_away_is_recorded_lost_and_resumed_in_files_of_its_own(tmp_path):
+    state = SimpleNamespace(name="lab", dir=tmp_path)
+    engine = ComingBack()
+    store = EventStore(tmp_path / "events.db")
+    caps = Captures(state, engine, [1], file_mb=4, files=2, resume_seconds=0.05)
+    caps.start(store)
+    deadline = time.monotonic() + 20
+    while not any(e.data.get("resumed") for e in store.events("capture.start")):
+        assert time.monotonic() < deadline, [e.data for e in store.events()]
+        time.sleep(0.05)
+    caps.stop(store)
+    assert len(engine.asked) == 4  # lost, refused twice, back
+    files = capture_files(state, 1)
+    first = [f for f in files if f.name.startswith("dmz.pcap")]
+    again = [f for f in files if f.name.startswith("dmz.r1.pcap")]
+    assert first and again
+    assert set(range(FRAMES // 2 - 1)) <= _frames(first, b"<before>")  # what came before the loss is kept
+    assert _frames(first, b"<after!>") == set() and _frames(again, b"<before>") == set()
+    assert _frames(again, b"<after!>") == set(range(FRAMES))  # the resumed capture is complete
+    kinds = [(e.kind, e.data.get("resumed", 0), bool(e.data.get("lost"))) for e in store.events()
+             if e.kind.startswith("capture.")]  # fmt: skip
+    assert kinds == [("capture.start", 0, False), ("capture.stop", 0, True),
+                     ("capture.start", 1, False), ("capture.stop", 1, False)]  # fmt: skip
+    start = [e.data for e in store.events("capture.start")][1]
+    assert start["ok"] and start["remote"] and start["file"] == "dmz.r1.pcap"
+
+
+def test_a_capture_is_resumed_only_so_often(tmp_path):
+    """An engine that keeps dropping the stream: at most max_resumes new captures per network."""
+    state = SimpleNamespace(name="lab", dir=tmp_path)
+
+    class Flaky(RemoteEngine):
+        def capture_interfaces(self, range_name, team):
+            return {"dmz": "rc1dmz"}
+
+        def capture_stream(self, range_name, team, iface, snaplen):
+            return LostStream(pcap(10, b"<flaky>"))
+
+    store = EventStore(tmp_path / "events.db")
+    caps = Captures(state, Flaky(), [1], resume_seconds=0.02, max_resumes=2)
+    caps.start(store)
+    deadline = time.monotonic() + 10
+    while len(store.events("capture.stop")) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    caps.stop(store)
+    assert [e.data.get("resumed", 0) for e in store.events("capture.start")] == [0, 1, 2]
+    assert len(store.events("capture.stop")) == 3
