@@ -32,6 +32,7 @@ log = logging.getLogger("rangectl.access.recording")
 
 UNKNOWN_REFRESH_SECONDS = 1.0  # the node list is read again at most this often, when a container is unknown
 UNKNOWN_WAIT_SECONDS = 2.0  # where() waits this long for the list that tells an unknown container
+RESUME_SECONDS = 5.0  # an engine whose recorder stream ended without a word is asked again this often
 MAX_UNKNOWN = 4096  # containers known not to be this range's (other ranges'), remembered (oldest forgotten)
 
 
@@ -288,6 +289,7 @@ class RemoteRecording:
         self._lock = threading.Lock()
         self._sending: set[str] = set()  # engines a node list is being sent to
         self._again: set[str] = set()  # ... and asked for again meanwhile
+        self._closing = threading.Event()
 
     def start(self) -> None:
         agents = self._agents if self._agents is not None else self.backend.recording_agents(self.state.name)
@@ -296,16 +298,12 @@ class RemoteRecording:
         self.nodes.refresh()
         for name, agent in agents:
             try:
-                stream = agent.session(record, nodes={c: list(v) for c, v in self.nodes.ids().items()})
+                stream = self._open(name, agent)
             except RangeError as exc:
                 self.errors[name] = exc.message
                 self.note(f"commands on engine {name} are NOT recorded: {exc.message}")
                 continue
-            self.streams[name] = stream
-            prio = getattr(stream, "hello", {}).get("priority")
-            if isinstance(prio, str) and not prio.startswith("SCHED_FIFO"):
-                self.note(f"commands on engine {name} are read at {prio}: under load short ones may lose their arguments")
-            t = threading.Thread(target=self._read, args=(name, stream), daemon=True,
+            t = threading.Thread(target=self._follow, args=(name, agent, stream), daemon=True,
                                  name=f"rangectl-recorder-{name}")  # fmt: skip
             t.start()
             self._threads.append(t)
@@ -336,7 +334,46 @@ class RemoteRecording:
             with self._lock:
                 self._sending.discard(name)
 
-    def _read(self, name: str, stream: Any) -> None:
+    def _open(self, name: str, agent: Any) -> Any:
+        stream = agent.session(record, nodes={c: list(v) for c, v in self.nodes.ids().items()})
+        self.streams[name] = stream
+        prio = getattr(stream, "hello", {}).get("priority")
+        if isinstance(prio, str) and not prio.startswith("SCHED_FIFO"):
+            self.note(f"commands on engine {name} are read at {prio}: under load short ones may lose their arguments")
+        return stream
+
+    def _follow(self, name: str, agent: Any, stream: Any) -> None:
+        """Read an engine's records; when its stream ends without a word (the engine stopped
+        answering: its nodes stopped with it), ask it again every RESUME_SECONDS until it is back."""
+        while True:
+            if not self._read(name, stream) or self._closing.is_set():
+                return
+            self.note(f"the command recorder on engine {name} is gone (the engine stopped answering): asking again")
+            while True:
+                if self._closing.wait(RESUME_SECONDS):
+                    return
+                try:
+                    stream = self._open(name, self._agent_again(name, agent))
+                except Exception:  # noqa: BLE001 - not back yet
+                    continue
+                if self._closing.is_set():  # close() came meanwhile: this one ends with the rest
+                    with contextlib.suppress(Exception):
+                        stream.shutdown(socket.SHUT_WR)
+                self.note(f"the command recorder on engine {name} is back")
+                break
+
+    def _agent_again(self, name: str, agent: Any) -> Any:
+        """The engine's agent to ask again: found anew through the backend (it may be a new
+        container), else the one given."""
+        if self._agents is not None:
+            return agent
+        with contextlib.suppress(Exception):
+            return dict(self.backend.recording_agents(self.state.name)).get(name) or agent
+        return agent
+
+    def _read(self, name: str, stream: Any) -> bool:
+        """Store the stream's records until it ends; True when it ended without an error line."""
+        failed = False
         while True:
             try:
                 msg = stream.read_line()
@@ -357,18 +394,21 @@ class RemoteRecording:
             elif "error" in msg:
                 why = msg["error"].get("message", "failed")
                 self.errors[name] = why
+                failed = True
                 self.note(f"the command recorder on engine {name} stopped: {why}")
         stream.close()
+        return not failed
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop every engine's recorder: each sends what it holds, then its stream ends."""
-        for stream in self.streams.values():
+        self._closing.set()
+        for stream in list(self.streams.values()):
             with contextlib.suppress(Exception):
                 stream.shutdown(socket.SHUT_WR)
         end = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, end - time.monotonic()))
-        for stream in self.streams.values():
+        for stream in list(self.streams.values()):
             with contextlib.suppress(Exception):
                 stream.close()
         self.nodes.close()

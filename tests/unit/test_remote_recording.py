@@ -233,3 +233,60 @@ def test_many_unknown_containers_at_once_never_interleave_the_node_lists():
     assert s.overlaps == 0
     assert 1 <= len(s.sent) < 30  # asks that came while a list was on its way share the next one
     assert s.sent[-1] == {"nodes": {A: [1, "soc"], B: [2, "gw"]}}
+
+
+class LostStream(FakeStream):
+    """An engine that stopped answering: its lines, then the end, without being asked to stop."""
+
+    def read_line(self):
+        return self._lines.pop(0) if self._lines else None
+
+
+class ComingBackAgent(FakeAgent):
+    """The first stream is lost with its engine; the engine refuses twice more, then answers again."""
+
+    def __init__(self, streams):
+        super().__init__()
+        self.streams, self.asked = list(streams), 0
+
+    def session(self, fn, nodes):
+        self.asked += 1
+        if self.asked in (2, 3):
+            raise RangeError("rangectl's agent on engine e2 does not answer")
+        return self.streams.pop(0)
+
+
+def test_an_engine_that_comes_back_is_recorded_again(monkeypatch):
+    from rangectl.access import recording
+
+    monkeypatch.setattr(recording, "RESUME_SECONDS", 0.05)
+    lost = LostStream([{"records": [rec("command", 1, "soc", "before")]}], last=[])
+    back = FakeStream([{"records": [rec("command", 1, "soc", "after")]}], last=[{"records": [rec("command", 1, "soc", "held")]}])
+    agent = ComingBackAgent([lost, back])
+    got: list[dict] = []
+    notes: list[str] = []
+    r = RemoteRecording(SimpleNamespace(name="lab"), Listing(), notes.append, sink=got.extend, agents=[("e2", agent)])
+    r.start()
+    deadline = time.monotonic() + 5
+    while len(got) < 2:
+        assert time.monotonic() < deadline, (got, notes)
+        time.sleep(0.02)
+    assert agent.asked == 4 and r.streams["e2"] is back
+    r.close()
+    assert back.shut.is_set() and lost.closed and back.closed
+    assert [x["cmd"] for x in got] == ["before", "after", "held"]
+    assert "the command recorder on engine e2 is gone (the engine stopped answering): asking again" in notes
+    assert notes[-1] == "the command recorder on engine e2 is back"
+
+
+def test_a_recorder_that_failed_is_not_asked_again(monkeypatch):
+    from rangectl.access import recording
+
+    monkeypatch.setattr(recording, "RESUME_SECONDS", 0.01)
+    failed = LostStream([{"error": {"type": "x", "message": "reader died"}}], last=[])
+    agent = ComingBackAgent([failed, FakeStream([], last=[])])
+    r = RemoteRecording(SimpleNamespace(name="lab"), Listing(), print, sink=lambda x: None, agents=[("e2", agent)])
+    r.start()
+    time.sleep(0.3)
+    r.close()
+    assert agent.asked == 1 and r.errors == {"e2": "reader died"}
