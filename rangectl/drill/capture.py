@@ -147,8 +147,7 @@ class Captures:
             one.stream = self.backend.capture_stream(self.state.name, team, iface, SNAPLEN)
         except RangeError as exc:
             one.error = exc.message
-            one.remote = True  # only an engine elsewhere is asked for a stream
-        one.remote = one.remote or one.stream is not None
+        one.remote = one.stream is not None or one.error is not None  # refused: only an engine elsewhere streams
         source = ["-i", iface, "-s", str(SNAPLEN)] if one.stream is None else ["-r", "-"]
         argv = [self._tcpdump, *source, "-n", "-U", "-w", str(one.path),
                 "-C", str(self.file_mb), "-W", str(self.files), "-Z", "root"]  # fmt: skip
