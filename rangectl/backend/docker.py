@@ -18,6 +18,7 @@ import itertools
 import os
 import shlex
 import tarfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -56,6 +57,27 @@ Progress = Callable[[str, str], None]  # (phase, item) -> None
 WORKERS = int(os.environ.get("RANGECTL_DOCKER_WORKERS", "8"))
 #: how long `down` keeps trying to remove a network whose endpoints the engine has not let go yet
 NETWORK_REMOVE_SECONDS = 30.0
+
+# One endpoint change at a time per team. Docker 20.10 (Debian 12's docker.io) keeps a per-network
+# endpoint counter whose updates race: two containers of one network started, or removed, at the
+# same moment can leave it one too high, and the network then refuses removal ("has active
+# endpoints" with no endpoint left) until dockerd restarts (moby#43286; the counter is gone since
+# Docker 28). A team's networks are only its own containers', so serialising the calls that make
+# or drop endpoints (start, remove) per team removes the race, while teams still go in parallel.
+_ENDPOINT_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
+_ENDPOINT_LOCKS_GUARD = threading.Lock()
+
+
+def endpoint_lock(engine: str, range_name: str, team: str) -> threading.Lock:
+    """The lock every endpoint-changing call for one team of one range on one engine holds."""
+    with _ENDPOINT_LOCKS_GUARD:
+        return _ENDPOINT_LOCKS.setdefault((engine, range_name, team), threading.Lock())
+
+
+def round_robin(groups: list[list[Any]]) -> list[Any]:
+    """The groups' items interleaved (first of each, then second of each...): jobs submitted in
+    this order keep the pool's workers on different teams."""
+    return [x for row in itertools.zip_longest(*groups) for x in row if x is not None]
 
 
 #: Separates the parts of a resource name. Range names (``[a-z0-9-]``), network and node
@@ -200,6 +222,15 @@ class DockerBackend(Backend):
     def nodes_exec(self) -> NodeExec:
         return self._nodes_exec
 
+    def _endpoints(self, range_name: str, team: int | str) -> threading.Lock:
+        """Held around every call that makes or drops a team's endpoints (:func:`endpoint_lock`)."""
+        return endpoint_lock(str(getattr(self.api, "base_url", "")), range_name, str(team))
+
+    @staticmethod
+    def _range_team(info: dict[str, Any]) -> tuple[str, str]:
+        lab = (info.get("Config") or {}).get("Labels") or {}
+        return lab.get(L.RANGE, ""), lab.get(L.TEAM, "")
+
     def check_free(self, range_name: str, plan: Plan) -> None:
         self.check_names_free(range_name, plan)
         self.check_subnets(range_name, plan)
@@ -342,15 +373,16 @@ class DockerBackend(Backend):
         routes: list[tuple[int, NodePlan]] = []
         jobs = []
         with ThreadPoolExecutor(WORKERS) as pool:
-            for t in plan.teams:
-                for node in team_nodes(t):
-                    env = substitute_all(scenario.nodes[node.name].env, t.values) if node.role != PROBE_ROLE else {}
-                    jobs.append(
-                        pool.submit(
-                            self._ensure_container, range_name, t, node, env, images[node.image], nets, base_labels, res,
-                            stamps, routes,
-                        )
+            # node k of every team, then node k+1...: the workers start different teams' nodes,
+            # each team's one at a time (endpoint_lock)
+            for t, node in round_robin([[(t, n) for n in team_nodes(t)] for t in plan.teams]):
+                env = substitute_all(scenario.nodes[node.name].env, t.values) if node.role != PROBE_ROLE else {}
+                jobs.append(
+                    pool.submit(
+                        self._ensure_container, range_name, t, node, env, images[node.image], nets, base_labels, res,
+                        stamps, routes,
                     )
+                )
             errors = []
             for fut in as_completed(jobs):
                 try:
@@ -504,7 +536,8 @@ class DockerBackend(Backend):
             self.api.connect_container_to_network(
                 cid, nets[(team.team, net)], ipv4_address=str(ip), aliases=aliases or None
             )
-        self.api.start(cid)
+        with self._endpoints(range_name, team.team):
+            self.api.start(cid)
         if routes is None:
             self._configure(cid, node)
         else:
@@ -520,7 +553,8 @@ class DockerBackend(Backend):
         if info["State"]["Running"]:
             res.kept.append(name)
             return name
-        self.api.start(info["Id"])
+        with self._endpoints(*self._range_team(info)):
+            self.api.start(info["Id"])
         self._configure(info["Id"], node)
         res.started.append(name)
         return name
@@ -809,7 +843,8 @@ class DockerBackend(Backend):
             raise RangeNotFound(f"range '{ref.range}' has no node '{ref.node}' for team {ref.team}")
         name = container_name(ref.range, ref.team, ref.node)
         try:
-            self.api.remove_container(name, force=True, v=True)
+            with self._endpoints(ref.range, ref.team):
+                self.api.remove_container(name, force=True, v=True)
         except NotFound:
             pass
         note("removed", name)
@@ -882,6 +917,7 @@ class DockerBackend(Backend):
             # listing's key of such an endpoint ("ep-…") names no container and does nothing.
             deadline = time.monotonic() + NETWORK_REMOVE_SECONDS
             delay = 0.2
+            attached: dict[str, Any] | None = None
             while True:
                 try:
                     self.api.remove_network(n["Id"])
@@ -890,10 +926,15 @@ class DockerBackend(Backend):
                     break
                 except APIError as exc:
                     if time.monotonic() >= deadline:
+                        # nothing attached any more, yet "in use": the engine's endpoint counter
+                        # leaked (see endpoint_lock); only a restart of dockerd recounts it
+                        leaked = attached == {}
                         raise RangeError(
                             f"network {n['Name']} is still in use after {NETWORK_REMOVE_SECONDS:g}s: "
-                            f"{exc.explanation or exc}",
-                            fix="the engine kept a stale endpoint: `rangectl down` again later, or restart dockerd",
+                            f"{exc.explanation or exc}"
+                            + (" (no endpoint left: the engine's endpoint count leaked, moby#43286)" if leaked else ""),
+                            fix="restart dockerd, then `rangectl down` again" if leaked
+                            else "the engine kept a stale endpoint: `rangectl down` again later, or restart dockerd",
                         ) from None
                 try:
                     attached = self.api.inspect_network(n["Id"]).get("Containers") or {}
@@ -912,15 +953,34 @@ class DockerBackend(Backend):
                 delay = min(delay * 2, 2.0)
             return "network", team_of(n), n["Name"]
 
-        # containers team by team, at most WORKERS calls in flight, so that a team's networks,
-        # submitted when its last container is gone, run next rather than after every container
+        # containers team by team, at most WORKERS calls in flight and one per team (endpoint_lock:
+        # a team's endpoints are dropped one container at a time), the lowest team with nothing
+        # in flight first; a team's networks, submitted when its last container is gone, run next
         def order(c: dict[str, Any]) -> tuple[str, int]:
             rng, team = team_of(c)
             return rng, int(team) if team.isdigit() else 0
 
-        queue = iter(sorted(containers, key=order))
+        queues: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for c in sorted(containers, key=order):
+            queues.setdefault(team_of(c), []).append(c)
+        busy: set[tuple[str, str]] = set()
+
+        def rm_one(c: dict[str, Any]) -> tuple[str, tuple[str, str], str]:
+            with self._endpoints(*team_of(c)):
+                return rm_container(c)
+
         with ThreadPoolExecutor(WORKERS) as pool:
-            pending = {pool.submit(rm_container, c) for c in itertools.islice(queue, WORKERS)}
+            pending: set[Any] = set()
+
+            def fill() -> None:
+                for team, q in queues.items():
+                    if len(pending) >= WORKERS:
+                        return
+                    if q and team not in busy:
+                        busy.add(team)
+                        pending.add(pool.submit(rm_one, q.pop(0)))
+
+            fill()
             for team in [t for t in nets_of if not left[t]]:  # networks of teams with no container left
                 pending |= {pool.submit(rm_network, n) for n in nets_of.pop(team)}
             while pending:
@@ -929,9 +989,10 @@ class DockerBackend(Backend):
                     kind, team, name = fut.result()
                     note(kind, name)
                     if kind == "container":
+                        busy.discard(team)
                         left[team] -= 1
                         if not left[team]:
                             pending |= {pool.submit(rm_network, n) for n in nets_of.pop(team, [])}
-                        pending |= {pool.submit(rm_container, c) for c in itertools.islice(queue, 1)}
+                fill()
         remove_bridge_rules(range_name, host=self.host)
         return len(containers), len(networks)

@@ -8,6 +8,7 @@ of team 1 and range ``lab-t1``'s network ``dmz`` of team 2 the same name.
 from __future__ import annotations
 
 import re
+import time
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
@@ -377,3 +378,99 @@ def test_down_deletes_a_stale_endpoint_by_its_name(monkeypatch, listed):
     api = StaleEndpointAPI(listed)
     assert backend(api).down("lab") == (9, 6)
     assert not api.stale and "n1x" in api.calls
+
+
+# --- one endpoint change at a time per team (Docker 20.10's endpoint counter race) ---------------
+
+
+class Overlap:
+    """Counts the calls in flight, overall and per team; each call lasts a little while."""
+
+    def __init__(self):
+        import threading
+
+        self.guard = threading.Lock()
+        self.now: dict[str, int] = {}
+        self.most_per_team = 0
+        self.most = 0
+
+    def during(self, team: str, seconds: float = 0.05) -> None:
+        with self.guard:
+            self.now[team] = self.now.get(team, 0) + 1
+            self.most_per_team = max(self.most_per_team, self.now[team])
+            self.most = max(self.most, sum(self.now.values()))
+        time.sleep(seconds)
+        with self.guard:
+            self.now[team] -= 1
+
+
+class ParallelDownAPI(DownAPI):
+    def __init__(self):
+        super().__init__()
+        self.base_url = "http+docker://fake"
+        self.overlap = Overlap()
+
+    def remove_container(self, cid, force=False, v=False):
+        self.overlap.during(cid[1])  # "c<team><x>"
+        super().remove_container(cid, force, v)
+
+
+def test_down_removes_one_container_per_team_at_a_time_and_teams_in_parallel(monkeypatch):
+    from rangectl.backend import docker as d
+
+    monkeypatch.setattr(d, "WORKERS", 8)
+    monkeypatch.setattr(d, "remove_bridge_rules", lambda range_name, host=None: 0)
+    api = ParallelDownAPI()
+    assert backend(api).down("lab") == (9, 6)
+    assert api.overlap.most_per_team == 1  # a team's endpoints dropped one container at a time
+    assert api.overlap.most == 3  # the three teams at once
+    for t in (1, 2, 3):  # each team's networks after all its containers
+        assert max(api.calls.index(f"c{t}{x}") for x in "abc") < min(api.calls.index(f"n{t}{x}") for x in "xy")
+
+
+def test_round_robin_interleaves_the_teams():
+    from rangectl.backend.docker import round_robin
+
+    assert round_robin([[1, 2, 3], ["a"], [], ["x", "y"]]) == [1, "a", "x", 2, "y", 3]
+
+
+def test_up_starts_one_node_per_team_at_a_time(monkeypatch):
+    """`_ensure_container` called for every node at once, as `up`'s pool does: a team's starts
+    (which make its endpoints) never overlap, two teams' do."""
+    import docker as docker_sdk
+
+    from rangectl.backend.base import UpResult
+
+    overlap = Overlap()
+
+    class StartAPI(docker_sdk.APIClient):
+        def __init__(self):
+            super().__init__(base_url="unix:///nonexistent.sock", version="1.41")
+
+        def create_container(self, image, name=None, **kw):
+            return {"Id": name}
+
+        def connect_container_to_network(self, container, net_id, **kw):
+            pass
+
+        def start(self, container):
+            overlap.during(container.split(".")[1])  # rc-lab.t<team>.<node>
+
+    be = backend(StartAPI())
+    p = plan(MINI, 2)
+    nets = {(t.team, n.name): f"net-{t.team}-{n.name}" for t in p.teams for n in t.networks}
+    routes: list = []
+    monkeypatch.setattr(DockerBackend, "pid", lambda self, cid: 1)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        jobs = [
+            pool.submit(be._ensure_container, "lab", t, n, {}, "img", nets, {}, UpResult(), None, routes)
+            for t in p.teams
+            for n in team_nodes(t)
+        ]
+        for j in jobs:
+            j.result()
+    assert len(routes) == sum(len(team_nodes(t)) for t in p.teams)
+    assert overlap.most_per_team == 1
+    assert overlap.most == 2
