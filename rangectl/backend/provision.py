@@ -49,6 +49,7 @@ class ProvisionResult:
     seconds: float = 0.0
     artifacts: str = ""
     log: str = ""  # the raw Ansible output (artifacts/<id>/stdout)
+    retried: list[str] = field(default_factory=list)  # hosts run again after a transport glitch
 
 
 def host_name(team: int, node: str) -> str:
@@ -285,6 +286,20 @@ def provision(
     return run_playbooks(inventory, plays, scenario_file, note, workdir, trust_playbooks)
 
 
+#: What Ansible says when the connection lost an exec's answer: the temporary-directory command
+#: ran (exit 0) but its output never came back (community.docker#644, seen over ``ssh://``
+#: engines). It happens before the failed task's module runs.
+TRANSPORT_GLITCH = re.compile(r"failed to resolve remote temporary directory from ", re.IGNORECASE)
+
+
+def transport_glitches(failures: list[dict[str, str]]) -> list[str]:
+    """The failed hosts, when every failure is that transport glitch (else none: a real failure
+    is reported as it is, nothing runs again)."""
+    if not failures or not all(TRANSPORT_GLITCH.search(f.get("message", "")) for f in failures):
+        return []
+    return sorted({f["host"] for f in failures})
+
+
 def forks_for(hosts: int) -> int:
     """Parallel Ansible workers: every host at once overloads a small controller (40 hosts on
     2 cores put the load average above 40), so at most :data:`FORKS_PER_CPU` per CPU."""
@@ -365,7 +380,9 @@ def run_playbooks(
                 note("ok", host, task)
         elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
             res = data.get("res") or {}
-            result.failures.append({"host": one_line(host, 80), "task": one_line(task, 120), "message": _failure_message(res)})
+            result.failures.append(
+                {"host": one_line(host, 80), "task": one_line(task, 120), "message": _failure_message(res)}
+            )
             if note:
                 note("failed", host, task)
         return True
@@ -390,6 +407,27 @@ def run_playbooks(
             cancel_callback=lambda: bool(interrupted),
             rotate_artifacts=1,
         )
+        lost = transport_glitches(result.failures)
+        if lost and not interrupted and r.status != "canceled":
+            # the connection lost an exec's answer before those hosts' failed task ran its module:
+            # run the plays again on those hosts only, once (Ansible's own way to converge)
+            result.retried = lost
+            result.failures = []
+            if note:
+                for host in lost:
+                    note("retry", host, "")
+            r = ansible_runner.run(
+                private_data_dir=str(tmp),
+                playbook="site.yml",
+                inventory=str(tmp / "inventory" / "hosts.yml"),
+                limit=",".join(lost),
+                forks=forks_for(len(lost)),
+                envvars=envvars,
+                quiet=True,
+                event_handler=on_event,
+                cancel_callback=lambda: bool(interrupted),
+                rotate_artifacts=2,
+            )
     finally:
         for sig, handler in restore.items():
             signal.signal(sig, handler)

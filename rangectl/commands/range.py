@@ -107,6 +107,8 @@ def up(
                 prog.update(t_ans, item=task[-60:])
             elif kind in ("ok", "failed"):
                 prog.update(t_ans, advance=1, item=f"{host}: {task}"[-60:])
+            elif kind == "retry":
+                prog.update(t_ans, item=f"{host}: again (the connection lost an answer)"[-60:])
 
         # SIGTERM (a service manager, `timeout`) is an interrupt too: roll back, exit 130
         old_term = signal.signal(signal.SIGTERM, _term_is_interrupt)
@@ -146,6 +148,7 @@ def up(
                     "provision": None if rep.provision is None else {
                         "ok": rep.provision.ok, "hosts": rep.provision.hosts,
                         "tasks_ok": rep.provision.tasks_ok, "tasks_changed": rep.provision.tasks_changed,
+                        "retried": rep.provision.retried,
                     },  # fmt: skip
                     "timings": rep.timings,
                 },
@@ -171,6 +174,11 @@ def up(
             console.print(f"stamp {n}: {v.stamp.ref} (provisioned once, {len(v.stamp.files)} per-team file(s))", highlight=False)
         else:
             console.print(f"no stamp for {n}: {v.reason} (provisioned node by node)", highlight=False)
+    if rep.provision is not None and rep.provision.retried:
+        console.print(
+            f"provisioned again after the connection lost an answer: {', '.join(rep.provision.retried)}",
+            highlight=False,
+        )
     made = len(rep.up.created_containers)
     kept = len([k for k in rep.up.kept if k.startswith("rc-")])
     console.print(
