@@ -474,3 +474,43 @@ def test_up_starts_one_node_per_team_at_a_time(monkeypatch):
     assert len(routes) == sum(len(team_nodes(t)) for t in p.teams)
     assert overlap.most_per_team == 1
     assert overlap.most == 2
+
+
+class LeakedCountAPI(DownAPI):
+    """Docker 20.10's leaked endpoint counter: network n1x refuses removal for good although its
+    inspect lists nothing attached (``held`` lists an endpoint nobody can disconnect instead)."""
+
+    def __init__(self, held: bool):
+        super().__init__()
+        self.held = held
+
+    def remove_network(self, nid):
+        from docker.errors import APIError
+
+        if nid == "n1x":
+            raise APIError("forbidden", explanation=f"network {nid} has active endpoints")
+        self.calls.append(nid)
+
+    def inspect_network(self, nid):
+        return {"Containers": {"ep-1": {"Name": "someone-else"}} if self.held else {}}
+
+    def disconnect_container_from_network(self, container, net, force=False):
+        from docker.errors import APIError
+
+        raise APIError("not found", explanation=f"No such container: {container}")
+
+
+@pytest.mark.parametrize("held", [False, True])
+def test_down_names_a_leaked_endpoint_count_and_says_to_restart_dockerd(monkeypatch, held):
+    from rangectl.backend import docker as d
+
+    monkeypatch.setattr(d, "NETWORK_REMOVE_SECONDS", 0.5)
+    monkeypatch.setattr(d, "remove_bridge_rules", lambda range_name, host=None: 0)
+    with pytest.raises(RangeError) as exc:
+        backend(LeakedCountAPI(held)).down("lab")
+    assert "rc-lab.t1.x is still in use after 0.5s" in exc.value.message
+    if held:  # an endpoint is listed: not the counter
+        assert "leaked" not in exc.value.message and "stale endpoint" in exc.value.fix
+    else:
+        assert "the engine's endpoint count leaked, moby#43286" in exc.value.message
+        assert exc.value.fix == "restart dockerd, then `rangectl down` again"
