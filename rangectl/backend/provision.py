@@ -395,18 +395,23 @@ def run_playbooks(
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             restore[sig] = signal.signal(sig, lambda signum, frame: interrupted.append(signum))
-    try:
-        r = ansible_runner.run(
+    def run(limit: list[str] | None = None) -> Any:
+        """One ansible-playbook run of the site over every host, or only ``limit``'s."""
+        return ansible_runner.run(
             private_data_dir=str(tmp),
             playbook="site.yml",
             inventory=str(tmp / "inventory" / "hosts.yml"),
-            forks=forks_for(nhosts),
+            forks=forks_for(nhosts if limit is None else len(limit)),
             envvars=envvars,
             quiet=True,
             event_handler=on_event,
             cancel_callback=lambda: bool(interrupted),
-            rotate_artifacts=1,
+            rotate_artifacts=1 if limit is None else 2,  # a second pass keeps the first one's output
+            **({} if limit is None else {"limit": ",".join(limit)}),
         )
+
+    try:
+        r = run()
         lost = transport_glitches(result.failures)
         if lost and not interrupted and r.status != "canceled":
             # the connection lost an exec's answer before those hosts' failed task ran its module:
@@ -416,18 +421,7 @@ def run_playbooks(
             if note:
                 for host in lost:
                     note("retry", host, "")
-            r = ansible_runner.run(
-                private_data_dir=str(tmp),
-                playbook="site.yml",
-                inventory=str(tmp / "inventory" / "hosts.yml"),
-                limit=",".join(lost),
-                forks=forks_for(len(lost)),
-                envvars=envvars,
-                quiet=True,
-                event_handler=on_event,
-                cancel_callback=lambda: bool(interrupted),
-                rotate_artifacts=2,
-            )
+            r = run(lost)
     finally:
         for sig, handler in restore.items():
             signal.signal(sig, handler)
