@@ -7,6 +7,8 @@ range/team; 130 interrupted. See docs/cli.md.
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 
 import typer
@@ -57,6 +59,8 @@ ENGINE_CLIENTS = ("docker", "paramiko", "requests", "urllib3")
 
 
 def main() -> None:
+    # `kill -USR1 PID` prints every thread's stack to stderr: what a drill that seems stuck is waiting on
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     err = Console(stderr=True)
     try:
         rc = app(standalone_mode=False)

@@ -42,6 +42,8 @@ from docker.errors import APIError, NotFound
 
 from rangectl.backend.agent_server import RELAY, SOCKET, splice
 from rangectl.backend.base import NodeRef
+from rangectl.backend.engine import KEEPALIVE_COUNT, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL  # noqa: F401 - tests read them
+from rangectl.backend.engine import tcp_keepalive as _keepalive
 from rangectl.backend.hostops import Host
 from rangectl.backend.nodeexec import (
     BoxedJob,
@@ -184,23 +186,6 @@ def remove_agents(api: Any, range_name: str | None) -> int:
 # --- one request: an exec of the relay ----------------------------------------------------------
 
 
-KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 10, 5, 3  # seconds, seconds, probes
-
-
-def _keepalive(sock: Any) -> None:
-    """TCP keepalive on a stream to an engine's API (``tcp://``): a stream that is quiet by nature
-    (a capture of an idle network, a recorder) learns within about 25 s that its engine's host
-    is gone without a word (powered off, cable out), instead of never. Unix sockets and SSH
-    channels are left as they are."""
-    if not isinstance(sock, socket.socket) or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
-
-
 class AgentStream:
     """One request to the agent: the relay's stdin and (demultiplexed) stdout."""
 
@@ -264,6 +249,13 @@ class AgentStream:
         """Like a socket's (``SHUT_WR``: the relay's stdin ends)."""
         self.sock.shutdown(how)
 
+    def abort(self) -> None:
+        """Cut the stream from any thread: a reader blocked on it returns (a plain socket needs its
+        shutdown for that; an SSH channel its close)."""
+        with contextlib.suppress(Exception):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.close()
+
     def close(self) -> None:
         if self._closed:
             return
@@ -300,9 +292,9 @@ def _bridge(stream: AgentStream, sock: socket.socket) -> None:
 class AgentJob(BoxedJob):
     """A job running in a node of an engine elsewhere, through its agent."""
 
-    def __init__(self, stream: AgentStream, where: str):
+    def __init__(self, stream: AgentStream, where: str, deadline: float | None = None):
         super().__init__()
-        self.stream, self.where = stream, where
+        self.stream, self.where, self.deadline = stream, where, deadline
         threading.Thread(target=self._read, daemon=True, name=f"rangectl-agent-job {where}").start()
 
     def _read(self) -> None:
@@ -337,6 +329,11 @@ class AgentJob(BoxedJob):
             except OSError:
                 pass
 
+    def _abandon(self) -> None:
+        """The caller gave up: the stream is cut, so the reader ends (with no result) whatever the
+        connection's state; the agent stops the job when its relay's stdin ends."""
+        self.stream.abort()
+
 
 class Agent:
     """One engine's agent container, driven through that engine's API ``api``."""
@@ -352,7 +349,7 @@ class Agent:
 
     def job(self, pid: int | None, job: Job, where: str) -> AgentJob:
         req = {"op": "job", "pid": pid, "job": plain(job.as_dict(), f"the job {job.fn}")}
-        return AgentJob(self.stream(req), where)
+        return AgentJob(self.stream(req), where, job.deadline)
 
     def call(self, fn: Callable[..., Any], **args: Any) -> Any:
         """Run the host operation ``fn`` (a node job) on the engine's machine; its result."""

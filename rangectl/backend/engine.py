@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import threading
 from functools import lru_cache
 from typing import Any
@@ -75,6 +77,26 @@ def engine_url(api: Any) -> str:
 
 
 SSH_CONNECT_SECONDS = 10.0  # an ssh:// engine that does not answer fails a call after this
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 10, 5, 3  # seconds, seconds, probes
+
+
+def tcp_keepalive(sock: Any) -> None:
+    """TCP keepalive on a connection to an engine (a ``tcp://`` API stream, an ``ssh://`` engine's
+    SSH connection): a connection that is quiet by nature (a capture of an idle network, a
+    recorder, a job's wait) learns within about 25 s that its engine's host is gone without a
+    word (powered off, cable out), instead of never. Unix sockets are left as they are."""
+    if not isinstance(sock, socket.socket) or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+
+
+def _ssh_keepalive(ssh: Any) -> None:
+    transport = ssh.get_transport()
+    tcp_keepalive(getattr(transport, "sock", None))
 
 
 def reconnecting_ssh(api: Any) -> Any:
@@ -82,13 +104,15 @@ def reconnecting_ssh(api: Any) -> Any:
     engine's host or sshd went away: as it is, its one SSH connection dies with the engine and
     every later call fails ("SSH session not active") even when the engine is back. Before each
     request, a dead connection is replaced (and the pools made on it dropped); while the host is
-    away the request fails after SSH_CONNECT_SECONDS. A client of another transport is left as it is."""
+    away the request fails after SSH_CONNECT_SECONDS. The SSH connection has TCP keepalive on
+    (:func:`tcp_keepalive`). A client of another transport is left as it is."""
     adapter = getattr(api, "_custom_adapter", None)
     ssh = getattr(adapter, "ssh_client", None)
     if ssh is None or getattr(adapter, "_rangectl_reconnects", False):
         return api
     adapter.ssh_params.setdefault("timeout", SSH_CONNECT_SECONDS)
     adapter.ssh_params.setdefault("banner_timeout", SSH_CONNECT_SECONDS)
+    _ssh_keepalive(ssh)
     original = adapter.get_connection
     lock = threading.Lock()
 
@@ -102,6 +126,7 @@ def reconnecting_ssh(api: Any) -> Any:
                         adapter.pools.clear()
                     ssh.close()
                     adapter._connect()
+                    _ssh_keepalive(ssh)
         return original(url, proxies)
 
     adapter.get_connection = get_connection

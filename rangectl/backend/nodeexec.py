@@ -176,7 +176,9 @@ class RunningJob(ABC):
 
     @abstractmethod
     def result(self, timeout: float | None = None) -> Any:
-        """Wait for the job's result (plain data) or raise its error."""
+        """Wait for the job's result (plain data) or raise its error. With a ``timeout`` (and, for
+        a job that runs elsewhere, its deadline plus :data:`RESULT_GRACE` without one) a job that
+        has not ended by then is given up: :class:`JobError`."""
 
 
 class NodePort(ABC):
@@ -280,17 +282,32 @@ def raise_error(rec: dict[str, Any], where: str) -> None:
 Locate = Callable[[NodeRef], tuple[str, int]]
 
 
+#: Seconds past a job's deadline its caller still waits for the result of a job that runs
+#: elsewhere (:class:`BoxedJob` with a ``deadline``): then the job is given up and its caller
+#: goes on. A job ends by its deadline on its own; only a carrier that died without a word (an
+#: engine that stopped mid-job) keeps a result from coming.
+RESULT_GRACE = 20.0
+
+
 class BoxedJob(RunningJob):
     """A running job whose outcome lands in a box: ``{"value": ...}`` or ``{"error": record}``
     (:func:`error_record`), then :attr:`_done` is set; :attr:`_ready` is set when the job said it
-    is ready (or ended). Subclasses start the work and fill the box."""
+    is ready (or ended). Subclasses start the work and fill the box.
+
+    A subclass whose job runs elsewhere sets :attr:`deadline` (the job's) and :meth:`_abandon`:
+    :meth:`result` then waits no longer than ``deadline + RESULT_GRACE``, and a caller that stops
+    waiting (that, or its own ``timeout``) lets the job go."""
 
     where = ""
+    deadline: float | None = None  # wall clock; set by a subclass whose job runs elsewhere
 
     def __init__(self) -> None:
         self._ready = threading.Event()
         self._done = threading.Event()
         self._box: dict[str, Any] = {}
+
+    def _abandon(self) -> None:
+        """Let go of a job whose result the caller no longer waits for (nothing by default)."""
 
     def _raise(self) -> None:
         if "error" in self._box:
@@ -305,7 +322,15 @@ class BoxedJob(RunningJob):
         return self._done.is_set()
 
     def result(self, timeout: float | None = None) -> Any:
+        late = timeout is None and self.deadline is not None
+        if late:
+            assert self.deadline is not None
+            timeout = max(0.0, self.deadline - time.time()) + RESULT_GRACE
         if not self._done.wait(timeout):
+            self._abandon()
+            if late:
+                raise JobError(f"{self.where}: no result {RESULT_GRACE:g}s past the job's deadline "
+                               "(the engine holding the node stopped answering?)")  # fmt: skip
             raise JobError(f"{self.where}: no result within {timeout:g}s")
         self._raise()
         return self._box.get("value")

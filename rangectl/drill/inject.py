@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from rangectl.backend.base import Backend, NodeRef
-from rangectl.backend.nodeexec import Job, RunningJob
+from rangectl.backend.nodeexec import RESULT_GRACE, Job, RunningJob
 from rangectl.drill.runner import clock_from_events
 from rangectl.errors import NotFound, RangeError, UsageError
 from rangectl.plan import NodePlan, Plan, TeamPlan
@@ -244,7 +244,8 @@ def run_job(
             if w.counter is None:
                 continue
             try:
-                w.result = w.counter.result()
+                # it ends `grace` after its stop; a counter on an engine that went away is given up
+                w.result = w.counter.result(timeout=grace + RESULT_GRACE)
             except RangeError as exc:
                 w.error = f"arrival counter failed: {exc.message}"
             if result is None:

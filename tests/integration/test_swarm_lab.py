@@ -14,6 +14,7 @@ import pty
 import re
 import select
 import shutil
+import signal
 import subprocess
 import time
 
@@ -292,7 +293,14 @@ def test_an_engine_stopped_mid_drill_loses_nothing_and_others_go_on(lab, cli, sh
         assert local_docker("stop", "-t", "5", victim).returncode == 0
         time.sleep(25)
         assert local_docker("start", victim).returncode == 0
-        out, errs = drill.communicate(timeout=600)
+        try:
+            out, errs = drill.communicate(timeout=600)
+        except subprocess.TimeoutExpired:  # where it waits: every thread's stack (rangectl's SIGUSR1)
+            drill.send_signal(signal.SIGUSR1)
+            time.sleep(3)
+            drill.kill()
+            out, errs = drill.communicate(timeout=30)
+            raise AssertionError("the drill did not end within 600 s; its threads:\n" + errs[-20000:]) from None
     finally:
         if drill.poll() is None:
             drill.kill()
@@ -319,9 +327,12 @@ def test_an_engine_stopped_mid_drill_loses_nothing_and_others_go_on(lab, cli, sh
         errors = [d for d in by_team[t] if str(d.get("detail", "")).startswith("probe error")]
         assert not errors, (t, errors[:3])
     # and the teams on the stopped engine were picked up again: answered rounds after the outage
+    def rows(t: int) -> list:  # what the failure shows: each round's drill time, result, detail
+        return [(round(d["drill_t"]), d["up"], str(d.get("detail", ""))[:90]) for d in by_team[t]]
+
     for t in victims:
         after = by_team[t][max(gone) + 1 :]
-        assert any(not unanswered(d) for d in after), (t, after[-3:])
+        assert any(not unanswered(d) for d in after), (t, rows(t), errs[-3000:])
     # nothing recorded was lost: the record verifies (above) and every round has every team
 
     # the drill's packet capture: each team's bridges captured by its engine's agent, streamed here

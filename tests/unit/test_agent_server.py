@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import threading
 import time
 
@@ -284,3 +285,69 @@ def test_an_agent_stream_over_tcp_has_keepalive_on():
     finally:
         srv.close()
         c.close()
+
+
+def _silent_agent_job(deadline: float):
+    """An AgentJob over a connection whose far end takes the request and then says nothing, ever
+    (an engine that stopped mid-job without closing its connection)."""
+    from rangectl.backend import agent
+
+    mine, far = socket.socketpair()
+
+    class Api:
+        def exec_create(self, cid, cmd, **kw):
+            return {"Id": "e1"}
+
+        def exec_start(self, eid, socket=False):
+            return mine
+
+    return agent.AgentJob(agent.AgentStream(Api(), "cid", {"op": "job"}), "engine e3", deadline), far
+
+
+def test_a_job_whose_engine_went_silent_is_given_up_after_its_deadline(monkeypatch):
+    """Its result would be waited for forever (an inject that never ends keeps the drill from
+    ending): past the deadline plus RESULT_GRACE the caller gets an error, and the stream is cut."""
+    from rangectl.backend import nodeexec
+
+    monkeypatch.setattr(nodeexec, "RESULT_GRACE", 0.3)
+    job, far = _silent_agent_job(time.time() + 0.2)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(nodeexec.JobError) as e:
+            job.result()
+        took = time.monotonic() - t0
+        assert 0.4 <= took < 3, took
+        assert str(e.value) == (
+            "engine e3: no result 0.3s past the job's deadline (the engine holding the node stopped answering?)"
+        )
+        assert job.stream._closed and job._done.wait(2)  # the reader ended: nothing left waiting
+    finally:
+        far.close()
+
+
+def test_a_job_that_answers_before_its_deadline_is_kept(monkeypatch):
+    from rangectl.backend import nodeexec
+
+    monkeypatch.setattr(nodeexec, "RESULT_GRACE", 5.0)
+    job, far = _silent_agent_job(time.time() + 0.2)
+    try:
+        line = b'{"value": 42}\n'
+        threading.Timer(0.5, far.sendall, [b"\x01\x00\x00\x00" + struct.pack(">I", len(line)) + line]).start()
+        assert job.result() == 42  # 0.3 s past the deadline: still within the grace
+    finally:
+        far.close()
+
+
+def test_a_job_with_no_deadline_is_waited_for_until_it_ends(monkeypatch):
+    from rangectl.backend import nodeexec
+
+    monkeypatch.setattr(nodeexec, "RESULT_GRACE", 0.1)
+    job, far = _silent_agent_job(None)  # a host operation: no deadline, its end is its stream's
+    try:
+        threading.Timer(0.6, far.close).start()
+        t0 = time.monotonic()
+        with pytest.raises(nodeexec.JobError, match="the agent's connection ended without a result"):
+            job.result()
+        assert time.monotonic() - t0 >= 0.5
+    finally:
+        far.close()

@@ -5,6 +5,7 @@ paramiko client and adapter."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from types import SimpleNamespace
 
@@ -14,6 +15,8 @@ from rangectl.backend.engine import SSH_CONNECT_SECONDS, reconnecting_ssh
 class Transport:
     def __init__(self):
         self.active = True
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.sock = socket.create_connection(self.srv.getsockname())  # a real TCP connection, as paramiko's
 
     def is_active(self):
         return self.active
@@ -74,3 +77,21 @@ def test_other_transports_and_a_second_wrap_are_left_alone():
     wrapped = adapter.get_connection
     reconnecting_ssh(api)
     assert adapter.get_connection is wrapped
+
+
+def test_the_ssh_connection_has_keepalive_first_and_after_each_reconnect():
+    """An engine whose host vanished without a word (no FIN) would leave every stream on the SSH
+    connection waiting forever: its TCP socket probes the peer (about 25 s), first and again."""
+    api, adapter, ssh = adapter_api()
+
+    def keepalive(t: Transport) -> tuple[int, int, int, int]:
+        s = t.sock
+        return (s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL), s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT))  # fmt: skip
+
+    assert keepalive(ssh.transport)[0] == 0
+    reconnecting_ssh(api)
+    assert keepalive(ssh.transport) == (1, 10, 5, 3)
+    ssh.transport.active = False
+    adapter.get_connection("http+docker://ssh/v1.41/info")
+    assert ssh.connects == 1 and keepalive(ssh.transport) == (1, 10, 5, 3)
