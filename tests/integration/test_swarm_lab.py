@@ -327,12 +327,13 @@ def test_an_engine_stopped_mid_drill_loses_nothing_and_others_go_on(lab, cli, sh
         errors = [d for d in by_team[t] if str(d.get("detail", "")).startswith("probe error")]
         assert not errors, (t, errors[:3])
     # and the teams on the stopped engine were picked up again: answered rounds after the outage
-    def rows(t: int) -> list:  # what the failure shows: each round's drill time, result, detail
-        return [(round(d["drill_t"]), d["up"], str(d.get("detail", ""))[:90]) for d in by_team[t]]
+    def rows(t: int) -> str:  # what the failure shows: each round's drill time, result, detail
+        return "\n".join(f"{d['drill_t']:7.1f} {d['service']:5} {d['up']!s:5} {str(d.get('detail', ''))[:100]}"
+                         for d in by_team[t])  # fmt: skip
 
     for t in victims:
         after = by_team[t][max(gone) + 1 :]
-        assert any(not unanswered(d) for d in after), (t, rows(t), errs[-3000:])
+        assert any(not unanswered(d) for d in after), f"team {t} never answered again:\n{rows(t)}\n{errs[-3000:]}"
     # nothing recorded was lost: the record verifies (above) and every round has every team
 
     # the drill's packet capture: each team's bridges captured by its engine's agent, streamed here
