@@ -7,6 +7,7 @@ range/team; 130 interrupted. See docs/cli.md.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import signal
 import sys
@@ -60,7 +61,8 @@ ENGINE_CLIENTS = ("docker", "paramiko", "requests", "urllib3")
 
 def main() -> None:
     # `kill -USR1 PID` prints every thread's stack to stderr: what a drill that seems stuck is waiting on
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    with contextlib.suppress(ValueError, OSError):  # a stderr with no file (the CLI called in-process)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     err = Console(stderr=True)
     try:
         rc = app(standalone_mode=False)

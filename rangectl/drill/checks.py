@@ -19,6 +19,7 @@ time than a silent one. A slow or hung probe counts as a failure.
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import struct
@@ -73,8 +74,12 @@ class Vantage:
         return node
 
     def probe(self, node: str, kind: str, *args: Any) -> Any:
-        """Run socket primitive ``kind`` (see :data:`PRIMITIVES`) with ``args`` in ``node``."""
-        return self.run_in(self.vantage(node), Job.of(probe_job, kind=kind, args=list(args)))
+        """Run socket primitive ``kind`` (see :data:`PRIMITIVES`) with ``args`` in ``node``. The
+        job's deadline is the primitive's own ``timeout``: a probe whose engine stopped answering
+        is given up soon after it (:data:`~rangectl.backend.nodeexec.RESULT_GRACE`), not waited for."""
+        timeout = inspect.signature(PRIMITIVES[kind]).bind(*args).arguments["timeout"]
+        job = Job.of(probe_job, deadline=time.time() + float(timeout), kind=kind, args=list(args))
+        return self.run_in(self.vantage(node), job)
 
 
 # --- socket primitives (run inside the vantage node, as the job probe_job) ---------------

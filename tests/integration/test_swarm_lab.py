@@ -285,7 +285,7 @@ def test_an_engine_stopped_mid_drill_loses_nothing_and_others_go_on(lab, cli, sh
     assert victim != f"{LAB}-engine1", "the manager must stay up"
     others = [t for t in eng_of if eng_of[t] != victim]
     drill = subprocess.Popen(
-        [*rangectl_cmd(), "drill", "start", RANGE, "--time-scale", "30", "--no-live"],
+        [*rangectl_cmd(), "drill", "start", RANGE, "--time-scale", "15", "--no-live"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     try:

@@ -403,3 +403,22 @@ def test_shipped_scenarios_probe_from_where_the_soc_sits(path):
         if obj.check is not None and obj.check.kind in ("http", "dns", "blocked", "reachable"):
             for ref in (obj.check.spec.from_, getattr(obj.check.spec, "control", None)):
                 assert ref is None or ref == PROBE or sc.nodes[ref].role != "blue"
+
+
+@pytest.mark.parametrize(
+    ("kind", "args"),
+    [("tcp", ["10.10.1.10", 80, 4.0]), ("udp", ["10.10.1.10", 53, 3.0]), ("icmp", ["10.10.1.10", 2.0]),
+     ("http", ["10.10.1.10", 80, "/", 5.0]), ("dns", ["10.10.1.1", "portal.", "A", 6.0])],  # fmt: skip
+)
+def test_a_probe_job_carries_its_timeout_as_its_deadline(kind, args):
+    """So a probe whose engine stopped answering is given up soon after (RESULT_GRACE) instead of
+    holding the team's availability rounds ("still running") until the drill ends."""
+    import time
+
+    seen = []
+    v = checks.Vantage(None, lambda node, job: seen.append((node, job)) or "ok", None)  # type: ignore[arg-type]
+    t0 = time.time()
+    assert v.probe(PROBE, kind, *args) == "ok"
+    ((node, job),) = seen
+    assert node == PROBE and job.args == {"kind": kind, "args": args}
+    assert t0 + args[-1] <= job.deadline <= time.time() + args[-1]
