@@ -94,9 +94,22 @@ def tcp_keepalive(sock: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
 
 
-def _ssh_keepalive(ssh: Any) -> None:
+SSH_CHANNEL_SECONDS = 30.0  # a channel (one API call, one stream) the engine's sshd never answers fails after this
+
+
+def _ssh_tune(ssh: Any) -> None:
+    """A new SSH connection: TCP keepalive on, and a channel open that is never answered fails
+    after SSH_CHANNEL_SECONDS (paramiko waits an hour)."""
     transport = ssh.get_transport()
     tcp_keepalive(getattr(transport, "sock", None))
+    if transport is not None:
+        transport.channel_timeout = SSH_CHANNEL_SECONDS
+
+
+def _ssh_ready(transport: Any) -> bool:
+    """Connected and logged in: a channel opened on a connection still logging in is refused by
+    sshd ("unimplemented") and paramiko then waits for an answer that never comes."""
+    return transport is not None and transport.is_active() and transport.is_authenticated()
 
 
 def reconnecting_ssh(api: Any) -> Any:
@@ -104,29 +117,31 @@ def reconnecting_ssh(api: Any) -> Any:
     engine's host or sshd went away: as it is, its one SSH connection dies with the engine and
     every later call fails ("SSH session not active") even when the engine is back. Before each
     request, a dead connection is replaced (and the pools made on it dropped); while the host is
-    away the request fails after SSH_CONNECT_SECONDS. The SSH connection has TCP keepalive on
-    (:func:`tcp_keepalive`). A client of another transport is left as it is."""
+    away the request fails after SSH_CONNECT_SECONDS. A connection is used once it is logged in,
+    never while another thread is still making it. The SSH connection has TCP keepalive on
+    (:func:`tcp_keepalive`) and a channel the engine never answers fails after
+    SSH_CHANNEL_SECONDS. A client of another transport is left as it is."""
     adapter = getattr(api, "_custom_adapter", None)
     ssh = getattr(adapter, "ssh_client", None)
     if ssh is None or getattr(adapter, "_rangectl_reconnects", False):
         return api
     adapter.ssh_params.setdefault("timeout", SSH_CONNECT_SECONDS)
     adapter.ssh_params.setdefault("banner_timeout", SSH_CONNECT_SECONDS)
-    _ssh_keepalive(ssh)
+    _ssh_tune(ssh)
     original = adapter.get_connection
     lock = threading.Lock()
 
     def get_connection(url: Any, proxies: Any = None) -> Any:
-        transport = ssh.get_transport()
-        if transport is None or not transport.is_active():
+        if not _ssh_ready(ssh.get_transport()):
+            # one thread connects; the others wait here until it is logged in (a connection
+            # another thread is still making is not used half-made)
             with lock:
-                transport = ssh.get_transport()
-                if transport is None or not transport.is_active():
+                if not _ssh_ready(ssh.get_transport()):
                     with adapter.pools.lock:
                         adapter.pools.clear()
                     ssh.close()
                     adapter._connect()
-                    _ssh_keepalive(ssh)
+                    _ssh_tune(ssh)
         return original(url, proxies)
 
     adapter.get_connection = get_connection

@@ -7,19 +7,25 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from types import SimpleNamespace
 
-from rangectl.backend.engine import SSH_CONNECT_SECONDS, reconnecting_ssh
+from rangectl.backend.engine import SSH_CHANNEL_SECONDS, SSH_CONNECT_SECONDS, reconnecting_ssh
 
 
 class Transport:
-    def __init__(self):
+    def __init__(self, authenticated: bool = True):
         self.active = True
+        self.authenticated = authenticated
+        self.channel_timeout = 3600.0  # paramiko's
         self.srv = socket.create_server(("127.0.0.1", 0))
         self.sock = socket.create_connection(self.srv.getsockname())  # a real TCP connection, as paramiko's
 
     def is_active(self):
         return self.active
+
+    def is_authenticated(self):
+        return self.authenticated
 
 
 class SSHClient:
@@ -95,3 +101,40 @@ def test_the_ssh_connection_has_keepalive_first_and_after_each_reconnect():
     ssh.transport.active = False
     adapter.get_connection("http+docker://ssh/v1.41/info")
     assert ssh.connects == 1 and keepalive(ssh.transport) == (1, 10, 5, 3)
+
+
+def test_a_connection_still_logging_in_is_not_used_by_another_thread():
+    """paramiko's client holds the new connection as soon as it is made, active but not yet
+    logged in; a channel opened on it then is refused by sshd ("unimplemented") and paramiko waits
+    an hour for its answer. Every thread but the connecting one waits until it is logged in."""
+    api, adapter, ssh = adapter_api()
+    reconnecting_ssh(api)
+    in_connect = threading.Event()
+
+    def slow_connect():  # as paramiko's SSHClient.connect: the transport first, the login after
+        ssh.connects += 1
+        ssh.transport = t = Transport(authenticated=False)
+        in_connect.set()
+        time.sleep(0.5)
+        t.authenticated = True
+
+    adapter._connect = slow_connect
+    ssh.transport.active = False  # the engine went away and came back
+    got = {}
+    a = threading.Thread(target=lambda: got.setdefault("a", adapter.get_connection("u")))
+    a.start()
+    assert in_connect.wait(2)
+    b = adapter.get_connection("u")  # meanwhile, another call
+    logged_in_then = b[1].is_authenticated()
+    a.join(2)
+    assert logged_in_then and got["a"][1] is b[1]
+    assert ssh.connects == 1  # and it did not connect a second time
+
+
+def test_a_channel_the_engine_never_answers_fails_after_a_while():
+    api, adapter, ssh = adapter_api()
+    reconnecting_ssh(api)
+    assert ssh.transport.channel_timeout == SSH_CHANNEL_SECONDS == 30.0
+    ssh.transport.active = False
+    adapter.get_connection("u")
+    assert ssh.connects == 1 and ssh.transport.channel_timeout == SSH_CHANNEL_SECONDS
