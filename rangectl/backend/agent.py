@@ -42,8 +42,7 @@ from docker.errors import APIError, NotFound
 
 from rangectl.backend.agent_server import RELAY, SOCKET, splice
 from rangectl.backend.base import NodeRef
-from rangectl.backend.engine import KEEPALIVE_COUNT, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL  # noqa: F401 - tests read them
-from rangectl.backend.engine import tcp_keepalive as _keepalive
+from rangectl.backend.engine import tcp_keepalive
 from rangectl.backend.hostops import Host
 from rangectl.backend.nodeexec import (
     BoxedJob,
@@ -194,7 +193,7 @@ class AgentStream:
         self._resp = api.exec_start(ex["Id"], socket=True)
         self.sock: socket.socket = getattr(self._resp, "_sock", self._resp)
         self.sock.settimeout(None)
-        _keepalive(self.sock)
+        tcp_keepalive(self.sock)
         self._buf = bytearray()  # undemultiplexed input
         self._out = bytearray()  # stdout not yet handed out
         self.err = bytearray()

@@ -245,18 +245,18 @@ def test_a_session_names_only_a_marked_function():
 def test_a_stream_to_a_tcp_engine_learns_of_a_dead_host_by_keepalive():
     """A quiet stream (an idle network's capture) to an engine whose host vanished without a word
     would wait forever: TCP streams get keepalive probes (about 25 s); Unix sockets are left alone."""
-    from rangectl.backend import agent
+    from rangectl.backend import engine
 
     srv = socket.create_server(("127.0.0.1", 0))
     c = socket.create_connection(srv.getsockname())
     u1, u2 = socket.socketpair()
     try:
-        agent._keepalive(c)
-        agent._keepalive(u1)
+        engine.tcp_keepalive(c)
+        engine.tcp_keepalive(u1)
         assert c.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
-        assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == agent.KEEPALIVE_IDLE == 10
-        assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == agent.KEEPALIVE_INTERVAL == 5
-        assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == agent.KEEPALIVE_COUNT == 3
+        assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == engine.KEEPALIVE_IDLE == 10
+        assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == engine.KEEPALIVE_INTERVAL == 5
+        assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == engine.KEEPALIVE_COUNT == 3
         assert u1.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
     finally:
         for s in (srv, c, u1, u2):

@@ -10,7 +10,18 @@ import threading
 import time
 from types import SimpleNamespace
 
+import pytest
+
 from rangectl.backend.engine import SSH_CHANNEL_SECONDS, SSH_CONNECT_SECONDS, reconnecting_ssh
+
+_SOCKETS: list[socket.socket] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sockets():
+    yield
+    while _SOCKETS:
+        _SOCKETS.pop().close()
 
 
 class Transport:
@@ -20,6 +31,7 @@ class Transport:
         self.channel_timeout = 3600.0  # paramiko's
         self.srv = socket.create_server(("127.0.0.1", 0))
         self.sock = socket.create_connection(self.srv.getsockname())  # a real TCP connection, as paramiko's
+        _SOCKETS.extend((self.srv, self.sock))
 
     def is_active(self):
         return self.active
