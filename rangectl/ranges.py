@@ -17,7 +17,7 @@ from rangectl import backend as backends
 from rangectl.access.credentials import ensure_credentials
 from rangectl.backend.base import Backend, NodeRef, UpResult
 from rangectl.backend.provision import provision as run_provision
-from rangectl.backend.stamp import node_inputs
+from rangectl.backend.stamp import STAMP_MIN_TEAMS, node_inputs
 from rangectl.errors import NotFound, RangeError, UsageError
 from rangectl.plan import NodePlan, Plan, TeamPlan, plan
 from rangectl.scenario.model import Scenario
@@ -110,7 +110,7 @@ def up(
         )
     try:
         if stamp is None:
-            stamp = os.environ.get("RANGECTL_STAMP", "1") != "0"
+            stamp = {"0": False, "1": True}.get(os.environ.get("RANGECTL_STAMP", "auto"))
         return _bring_up(st, be, scenario, p, provision, note, ansible_note, t0, trust_playbooks, stamp)
     except BaseException:
         # A range this call started is removed again on any failure or Ctrl-C, so
@@ -134,8 +134,11 @@ def _bring_up(
     ansible_note: Callable[[str, str, str], None] | None,
     t0: float,
     trust_playbooks: bool = False,
-    stamp: bool = True,
+    stamp: bool | None = None,
 ) -> UpReport:
+    """``stamp``: True samples every node with no cached verdict, False provisions every node by
+    Ansible, None (auto) samples only for ranges of STAMP_MIN_TEAMS teams or more and otherwise
+    uses the stamps already cached."""
     range_name = st.name
     ensure_credentials(st, len(p.teams))
     needed = sorted({n.image for n in scenario.nodes.values()})
@@ -143,10 +146,11 @@ def _bring_up(
     images = be.ensure_images(needed, on_progress=lambda *a: note("image", " ".join(str(x) for x in a)))
     t_stamp = time.monotonic()
     verdicts: dict[str, Any] = {}
-    if provision and stamp:
+    if provision and stamp is not False:
         note("stamps", "provisioning once per node")
         verdicts = be.make_stamps(
-            range_name, scenario, p, images, st.source_path, trust_playbooks, ansible_note, provision_dir(range_name)
+            range_name, scenario, p, images, st.source_path, trust_playbooks, ansible_note, provision_dir(range_name),
+            sample=stamp is True or len(p.teams) >= STAMP_MIN_TEAMS,
         )
         st.update(stamps={n: v.as_dict() for n, v in sorted(verdicts.items())})
     stamped = {n: v.stamp for n, v in verdicts.items() if v.ok}

@@ -12,7 +12,7 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== pytest"
 rc=0
-.venv/bin/pytest -q -p no:cacheprovider --timeout=900 tests "$@" </dev/null || rc=$?
+.venv/bin/pytest -q -p no:cacheprovider --timeout=900 --durations=40 tests "$@" </dev/null || rc=$?
 if [ "${MUTATION_CHECK:-1}" != 0 ]; then
     echo "== mutation check (scoring engine, event store)"
     ./scripts/mutation.sh --check </dev/null || rc=1

@@ -160,6 +160,7 @@ class Backend(ABC):
         trust_playbooks: bool = False,
         note: Callable[[str, str, str], None] | None = None,
         workdir: Any = None,
+        sample: bool = True,
     ) -> dict[str, Any]:
         """Provision once per node for every team (``{node: verdict}``, rangectl.backend.stamp); an
         engine that cannot stamp returns {} and every node is provisioned by Ansible."""

@@ -261,10 +261,11 @@ class DockerBackend(Backend):
         trust_playbooks: bool = False,
         note: Callable[[str, str, str], None] | None = None,
         workdir: Any = None,
+        sample: bool = True,
     ) -> dict[str, Any]:
         from rangectl.backend.stamp import make_stamps
 
-        return make_stamps(self, range_name, scenario, plan, images, scenario_file, trust_playbooks, note, workdir)
+        return make_stamps(self, range_name, scenario, plan, images, scenario_file, trust_playbooks, note, workdir, sample)
 
     def remove(self, range_name: str | None, progress: Progress | None = None) -> tuple[int, int]:
         return self.down(range_name, progress)

@@ -58,6 +58,10 @@ REPO = "rangectl/stamp"
 SAMPLE_SEED = "rangectl-stamp"
 #: paths whose changes never go into a stamp's comparison (Ansible's own scratch space)
 SCRATCH = ("/root/.ansible", "/tmp/.ansible", "/root/.cache")
+#: the fewest teams for which ``up`` samples a node it has no verdict for (RANGECTL_STAMP unset):
+#: sampling provisions two template copies of the node, as much Ansible work as two teams' own
+#: nodes, plus the comparison and the commit (measured in docs/ranges.md, "Stamps")
+STAMP_MIN_TEAMS = 3
 MAX_FILE = 4 << 20  # a per-team file larger than this is not rendered (the node is not stamped)
 Leaf = tuple[Any, ...]
 
@@ -317,9 +321,11 @@ def make_stamps(
     trust_playbooks: bool = False,
     note: EventNote | None = None,
     workdir: Path | None = None,
+    sample: bool = True,
 ) -> dict[str, Verdict]:
     """A verdict for every node with playbooks: cached, or made now with template containers
-    (their Ansible run and raw output in ``workdir``, like provisioning's).
+    (their Ansible run and raw output in ``workdir``, like provisioning's); without ``sample``,
+    a node with no cached verdict is not sampled (not stamped, nothing cached).
     A cached stamp is used only if this range's teams fit it too (step 1 of the module doc)."""
     api = be.api
     samples = sample_teams(scenario)
@@ -337,6 +343,8 @@ def make_stamps(
         cached = _cached(api, key)
         if cached is not None:
             out[node.name] = cached
+        elif not sample:
+            out[node.name] = Verdict(node.name, key, False, unsampled(len(the_plan.teams)))
         else:
             todo.append((node.name, node, books, hv, key))
     if todo:
@@ -349,6 +357,14 @@ def make_stamps(
         if why is not None:
             out[name] = Verdict(name, v.key, False, f"this range's teams: {why}")
     return out
+
+
+def unsampled(teams: int) -> str:
+    """Why a node without a cached verdict was provisioned node by node instead of sampled."""
+    return (
+        f"not sampled for {teams} team(s): sampling provisions two copies of the node, as much work "
+        f"as provisioning the teams' own (stamps are made from {STAMP_MIN_TEAMS} teams on, or with --stamp)"
+    )
 
 
 def _cached(api: Any, key: str) -> Verdict | None:

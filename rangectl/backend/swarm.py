@@ -456,13 +456,14 @@ class SwarmBackend(Backend):
         trust_playbooks: bool = False,
         note: Callable[[str, str, str], None] | None = None,
         workdir: Any = None,
+        sample: bool = True,
     ) -> dict[str, Any]:
         """Stamps are made once on the controller's own engine, as for one machine, then shipped
         with the other images to the engines that hold teams (:meth:`apply`)."""
         from rangectl.backend.stamp import make_stamps
 
         local = DockerBackend(self.local)
-        return make_stamps(local, range_name, scenario, plan, images, scenario_file, trust_playbooks, note, workdir)
+        return make_stamps(local, range_name, scenario, plan, images, scenario_file, trust_playbooks, note, workdir, sample)
 
     def remove(self, range_name: str | None, progress: Progress | None = None) -> tuple[int, int]:
         if range_name is None:  # every range: one at a time, each with its own agents

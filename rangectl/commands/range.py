@@ -61,9 +61,11 @@ def up(
     engine: str | None = typer.Option(
         None, "--engine", envvar="RANGECTL_ENGINE", help="The engine to run on (default: docker, the local engine)."
     ),
-    no_stamp: bool = typer.Option(
-        False, "--no-stamp", help="Run every team's playbooks node by node (no stamps; also RANGECTL_STAMP=0)."
-    ),
+    stamp: bool | None = typer.Option(
+        None, "--stamp/--no-stamp",
+        help="--stamp: sample every node not cached yet, even for 1-2 teams (RANGECTL_STAMP=1); --no-stamp: run every "
+        "team's playbooks node by node (RANGECTL_STAMP=0). Default: stamps from 3 teams on, cached ones always.",
+    ),  # fmt: skip
     spread: bool = typer.Option(
         False, "--spread", envvar="RANGECTL_SPREAD",
         help="--engine swarm: spread the teams over the engines (default: pack them; docs/cluster.md).",
@@ -115,7 +117,7 @@ def up(
         try:
             rep = ranges.up(
                 scenario, teams, name, not no_provision, note, ansible_note, keep_on_failure,
-                trust_playbooks=trust_playbooks, seed=seed, engine=engine, stamp=False if no_stamp else None,
+                trust_playbooks=trust_playbooks, seed=seed, engine=engine, stamp=stamp,
             )
         except KeyboardInterrupt:
             prog.stop()

@@ -108,3 +108,117 @@ def test_samples_come_from_a_large_plan_and_differ_in_every_per_team_input():
     assert why is None
     assert ("rangectl_address",) in values and ("rangectl_range",) in values and ("rangectl_team",) in values
     assert ("stamp_text",) not in values  # the same for every team: in the stamp as it is
+
+
+# --- when `up` samples: make_stamps(sample=...) and ranges.up's auto rule ---------------------------
+
+
+class _Api:
+    """inspect_image of a fake engine: every image (and stamp) exists with a fixed id."""
+
+    def __init__(self, ids: dict[str, str] | None = None):
+        self.ids = ids or {}
+
+    def inspect_image(self, ref: str) -> dict[str, str]:
+        return {"Id": self.ids.get(ref, "sha256:" + ref)}
+
+
+class _Be:
+    def __init__(self, api: _Api):
+        self.api = api
+
+
+def _mini():
+    sc = load_scenario(FIXTURES / "mini-range.yaml")
+    return sc, FIXTURES / "mini-range.yaml"
+
+
+def _made(monkeypatch) -> list[list[str]]:
+    """Record what make_stamps would sample (``_make`` runs the template containers)."""
+    from rangectl.backend import stamp as S
+
+    made: list[list[str]] = []
+
+    def fake_make(be, scenario, images, scenario_file, trust, note, todo, workdir):
+        made.append(sorted(t[0] for t in todo))
+        return {t[0]: S.Verdict(t[0], t[4], False, "sampled") for t in todo}
+
+    monkeypatch.setattr(S, "_make", fake_make)
+    return made
+
+
+def test_without_sample_an_uncached_node_is_not_sampled_nor_cached(monkeypatch):
+    from rangectl.backend import stamp as S
+
+    made = _made(monkeypatch)
+    sc, f = _mini()
+    images = {n.image: n.image for n in sc.nodes.values()}
+    out = S.make_stamps(_Be(_Api()), "mini", sc, plan(sc, 2, "seed"), images, f, sample=False)
+    provisioned = sorted(n for n, node in sc.nodes.items() if node.provision)
+    assert provisioned and sorted(out) == provisioned
+    assert made == []  # no template container
+    for v in out.values():
+        assert not v.ok and v.reason.startswith("not sampled for 2 team(s)") and f"from {S.STAMP_MIN_TEAMS} teams" in v.reason
+    assert not list(S.cache_dir().glob("*.json"))  # nothing cached: a larger range samples later
+    # with sample (the default) the same nodes go to the templates
+    out = S.make_stamps(_Be(_Api()), "mini", sc, plan(sc, 2, "seed"), images, f)
+    assert made == [provisioned] and all(v.reason == "sampled" for v in out.values())
+
+
+def test_without_sample_a_cached_verdict_is_still_used(monkeypatch):
+    from rangectl.backend import stamp as S
+
+    made = _made(monkeypatch)
+    sc, f = _mini()
+    images = {n.image: n.image for n in sc.nodes.values()}
+    p = plan(sc, 2, "seed")
+    first = S.make_stamps(_Be(_Api()), "mini", sc, p, images, f, sample=False)
+    node = sorted(first)[0]
+    S._save(S.Verdict(node, first[node].key, False, "a timestamp in /etc/x"))  # as a 40-team up leaves it
+    out = S.make_stamps(_Be(_Api()), "mini", sc, p, images, f, sample=False)
+    assert made == [] and out[node].reason == "a timestamp in /etc/x"
+    assert all(v.reason.startswith("not sampled") for n, v in out.items() if n != node)
+
+
+def test_up_samples_from_three_teams_unless_told(monkeypatch, tmp_path):
+    """ranges.up's auto rule: 1-2 teams use cached stamps only, 3 teams on sample; RANGECTL_STAMP=1
+    (or stamp=True) samples for 2 teams, RANGECTL_STAMP=0 (stamp=False) never asks for stamps."""
+    from rangectl import ranges
+    from rangectl.backend.memory import register_memory
+    from rangectl.backend.stamp import STAMP_MIN_TEAMS
+
+    asked: list[bool] = []
+
+    def fake_stamps(range_name, scenario, plan_, images, scenario_file, trust=False, note=None, workdir=None,
+                    sample=True):  # fmt: skip
+        asked.append(sample)
+        return {}
+
+    monkeypatch.setattr(register_memory(), "make_stamps", fake_stamps)
+    monkeypatch.setenv("RANGECTL_ENGINE", "memory")
+    scen = FIXTURES / "mini-range.yaml"
+
+    def up(teams: int, **kw) -> list[bool]:
+        asked.clear()
+        ranges.up(scen, teams=teams, name=f"auto{teams}", provision=True, **kw)
+        ranges.down(f"auto{teams}")
+        return list(asked)
+
+    monkeypatch.setattr(ranges, "run_provision", lambda *a, **k: _Ok())
+    assert STAMP_MIN_TEAMS == 3
+    assert up(2) == [False] and up(1) == [False]
+    assert up(3) == [True]
+    assert up(2, stamp=True) == [True] and up(2, stamp=False) == []
+    monkeypatch.setenv("RANGECTL_STAMP", "1")
+    assert up(2) == [True]
+    monkeypatch.setenv("RANGECTL_STAMP", "0")
+    assert up(3) == []
+
+
+class _Ok:
+    ok = True
+    hosts = 0
+    retried: list[str] = []
+
+    def as_dict(self):
+        return {"ok": True}
