@@ -120,13 +120,3 @@ def policy_path(policy: str, scenario_file: Path | None = None) -> Path | None:
     return None
 
 
-ACCESS_PLAYBOOK = "workstation-respond.yml"
-
-
-def access_playbook() -> Path:
-    """rangectl's own access playbook (run by install_access, never by a scenario): the project's, or
-    the one shipped beside this package when ``RANGECTL_ROOT`` points at a project without it."""
-    p = playbooks_dir() / ACCESS_PLAYBOOK
-    if not p.is_file():
-        p = Path(__file__).resolve().parent.parent / "playbooks" / ACCESS_PLAYBOOK
-    return p.resolve()

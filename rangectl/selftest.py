@@ -138,7 +138,7 @@ def _actions(state: Any, backend: Any, lang: str) -> dict[str, Callable[..., Any
     return {"submit": submit, "hint": hint, "exec": exec_, "report": report}
 
 
-SERVE_READY_SECONDS = 900.0  # installing access in every workstation and operated node (one Ansible run)
+SERVE_READY_SECONDS = 900.0  # installing access in every workstation and operated node
 
 
 def _serve(state: Any, box: list[Any]) -> Any:

@@ -272,7 +272,7 @@ async def _start_gateway(state, opts: ServeOptions, teams: list[int], unix_path:
             res = await in_thread(install_access, state, teams, ws, timeout=INSTALL_TIMEOUT, key="install")
             if not res.ok:
                 # one more pass for the teams not done: an engine under load sometimes fails an exec
-                # (Ansible's "unreachable"); what did install is recorded and skipped
+                # or a copy; the teams it installed are recorded and skipped
                 f = res.failures[0] if res.failures else {"host": "-", "task": "-", "message": "failed"}
                 note(f"install failed on {f['host']} at '{f['task']}'; trying once more")
                 res = await in_thread(install_access, state, teams, ws, timeout=INSTALL_TIMEOUT, key="install")

@@ -274,7 +274,7 @@ def provision(
 ) -> ProvisionResult:
     """Run the scenario's playbooks on a range's nodes.
 
-    Without ``trust_playbooks`` every playbook but rangectl's own access playbook is
+    Without ``trust_playbooks`` every playbook is
     scanned first (a host-side play raises ScenarioError and nothing runs), and the run
     itself carries the run-time guards (:func:`write_guard_plugins`, :func:`guard_inventory`).
     Ctrl-C (SIGINT) or SIGTERM while Ansible runs cancels it and raises KeyboardInterrupt.
@@ -325,10 +325,7 @@ def run_playbooks(
     if not plays:
         return ProvisionResult(ok=True, hosts=0)
     if not trust_playbooks:
-        from rangectl.paths import access_playbook
-
-        own = access_playbook()
-        problems = scan_playbooks([p for p, _ in plays if p != own], scenario_file)
+        problems = scan_playbooks([p for p, _ in plays], scenario_file)
         if problems:
             more = f" (+{len(problems) - 1} more; run rangectl validate)" if len(problems) > 1 else ""
             raise ScenarioError(

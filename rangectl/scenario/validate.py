@@ -17,7 +17,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from rangectl.paths import access_playbook, find_side_file, policy_path, resolve_path
+from rangectl.paths import find_side_file, policy_path, resolve_path
 from rangectl.scenario.loader import Loaded, Problem, load_file
 from rangectl.scenario.model import Answer, Scenario
 from rangectl.scenario.traffic_params import NO_TARGET, validate_params
@@ -131,9 +131,6 @@ def check_meaning(loaded: Loaded) -> list[Problem]:
                 bad(("nodes", name, "provision", i), outside_message("playbook", pb, outside))
             elif not found:
                 bad(("nodes", name, "provision", i), f"playbook '{pb}' not found (looked beside the scenario and in playbooks/)")
-            elif found.resolve() == access_playbook():
-                bad(("nodes", name, "provision", i), "rangectl's own access playbook is run by `rangectl up`/`serve`, "
-                    "not listed in a scenario")
         for key in node.vars:
             if reserved_var(key):
                 bad(("nodes", name, "vars", key), f"'{key}' is reserved: ansible_* and rangectl_* variables are "

@@ -207,9 +207,6 @@ RULES = {
     "gateway-is-own-address": (
         lambda t: sub(t, "    gateway: 10.10.1.1\n    interfaces:\n" + _SOC, "    gateway: 10.10.1.50\n    interfaces:\n" + _SOC),
         [("nodes.soc.gateway", "gateway is this node's own address")]),
-    "access-playbook-listed": (
-        lambda t: sub(t, _SOC, _SOC + "    provision: [workstation-respond.yml]\n"),
-        [("nodes.soc.provision[0]", "rangectl's own access playbook is run by `rangectl up`/`serve`, not listed in a scenario")]),
     "reserved-var": (
         lambda t: sub(t, _SOC, _SOC + "    vars: {ansible_host: x}\n"),
         [("nodes.soc.vars.ansible_host", "'ansible_host' is reserved: ansible_* and rangectl_* variables are set by "
@@ -246,7 +243,6 @@ RULES = {
 def test_each_rule_gives_its_whole_message_at_its_place(project, rule):
     """The whole message, not a fragment: what a trainer reads is the contract. A node's other
     interfaces are still checked after one names an unknown network."""
-    _write(project / "playbooks" / "workstation-respond.yml", "- hosts: all\n")  # the access playbook
     edit, want = RULES[rule]
     probs = validate_file(_write(project / "s.yaml", edit(BASE)), check_playbooks=False).problems
     assert [(p.path, p.message) for p in probs] == want

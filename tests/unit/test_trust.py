@@ -127,12 +127,6 @@ def test_pcap_inside_the_project_still_validates(mini: Path):
     assert not [p for p in _problems(mini) if "traffic.file" in p]
 
 
-def test_the_access_playbook_cannot_be_listed_by_a_scenario(mini: Path):
-    _replace(mini, "provision: [playbooks/stamp.yml]\n", f"provision: [{ROOT / 'playbooks' / 'workstation-respond.yml'}]\n")
-    probs = _problems(mini)
-    assert len(probs) == 1 and "access playbook" in probs[0], probs
-
-
 # --- capabilities ---------------------------------------------------------------------------
 
 
@@ -288,7 +282,6 @@ def test_an_import_out_of_the_allowed_folders_is_refused(mini: Path, tmp_path_fa
 
 def test_benign_playbooks_scan_clean():
     books = sorted((ROOT / "playbooks").rglob("*.yml"))
-    books = [b for b in books if b.name != "workstation-respond.yml"]
     assert books
     assert scan_playbooks(books, ROOT / "scenarios" / "tet-portal.yaml") == []
 
