@@ -176,14 +176,17 @@ def test_interrupted_up_rolls_back_everything(docker_engine, built_images, tmp_p
     scen = _variant(tmp_path, "198.18.10.", "198.18.40.").read_text().replace("10.231.3.", "10.231.40.")
     (tmp_path / "mini-variant.yaml").write_text(scen)
     proc = subprocess.Popen(
-        [*rangectl_cmd(), "up", str(tmp_path / "mini-variant.yaml"), "--teams", "3", "--name", rng],
+        # --no-stamp: the playbooks run after the containers, so Ctrl-C lands with work still ahead;
+        # stamped (every node of this range is), nothing runs after the containers and a loaded
+        # machine could see the second container only as `up` finished (twice in CI)
+        [*rangectl_cmd(), "up", str(tmp_path / "mini-variant.yaml"), "--teams", "3", "--name", rng, "--no-stamp"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        # 3 teams x 4 nodes plus provisioning: two containers in, most of the work is still ahead
+        # 3 teams x 4 nodes plus Ansible on 6 of them: two containers in, most of the work is still ahead
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             cs, _ = leftovers(docker_engine, rng)
