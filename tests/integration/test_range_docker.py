@@ -176,14 +176,17 @@ def test_interrupted_up_rolls_back_everything(docker_engine, built_images, tmp_p
     scen = _variant(tmp_path, "198.18.10.", "198.18.40.").read_text().replace("10.231.3.", "10.231.40.")
     (tmp_path / "mini-variant.yaml").write_text(scen)
     proc = subprocess.Popen(
-        # --no-stamp: the playbooks run after the containers, so Ctrl-C lands with work still ahead;
-        # stamped (every node of this range is), nothing runs after the containers and a loaded
-        # machine could see the second container only as `up` finished (twice in CI)
+        # --no-stamp: the playbooks run after the containers (this range's nodes would all be
+        # stamped, and then nothing runs after them), so Ctrl-C lands with work still ahead
         [*rangectl_cmd(), "up", str(tmp_path / "mini-variant.yaml"), "--teams", "3", "--name", rng, "--no-stamp"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as a terminal gives it: SIGINT's default action. Run where SIGINT is ignored (a
+        # background job of a non-interactive shell, as `nohup bash -c '... .ci/run' &`), rangectl
+        # would inherit the ignore, as every program does, and finish instead (3 CI runs here)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         # 3 teams x 4 nodes plus Ansible on 6 of them: two containers in, most of the work is still ahead
