@@ -5,7 +5,7 @@ the files go in with :meth:`Backend.copy_in` (one archive per folder and mode, r
 then one ``exec`` per node (with a deadline) puts the sshd configuration in place and starts
 sshd, or reloads it when its configuration changed. Nodes are done in parallel. It used to
 be an Ansible playbook: 13 tasks, about 20 module runs per node, 53 s for a 2-team
-platform-takedown range on this 2-core machine; now about 1 s (docs/access.md, "Install").
+platform-takedown range on this 2-core machine; now 3.2 s (docs/access.md, "Install time").
 
 On a team's blue workstation:
   /usr/local/bin/respond        the team's CLI client (rangectl/node_files/respond.py)
@@ -190,10 +190,7 @@ def node_files(state: RangeState, scenario: Scenario, team: int, ws: str, role: 
     """What goes into one node: [(folder, mode, {name: content})], read from the team's install folder."""
     d = install_dir(state) / f"team-{team}"
     keys = d if role == "workstation" else d / "operate"
-
-    def read(p: Path) -> bytes:
-        return p.read_bytes()
-
+    read = Path.read_bytes
     out: list[tuple[str, int, dict[str, bytes]]] = [
         ("/etc/rangectl/ssh", 0o600, {n: read(keys / n) for n in ("authorized_keys", "ssh_host_ed25519_key")}),
         ("/etc/rangectl/ssh", 0o644, {"ssh_host_ed25519_key.pub": read(keys / "ssh_host_ed25519_key.pub")}),

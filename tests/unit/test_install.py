@@ -182,3 +182,36 @@ def test_the_start_script_puts_the_configuration_in_place_and_starts_sshd(tmp_pa
     assert run("Port 1\n") == "started" and conf.read_text() == "Port 1\n"
     assert not (root / "etc/rangectl/sshd_config.new").exists()
     assert "-t -f" in log.read_text()
+
+
+def test_a_trainee_planted_symlink_or_fifo_at_the_config_neither_redirects_nor_blocks_the_start(tmp_path):
+    """Root in the workstation, a trainee replaces /etc/rangectl/sshd_config with a symlink to a
+    file they want overwritten, or with a FIFO to hang the script: the new configuration replaces
+    the link itself (the target is untouched) and nothing reads the FIFO."""
+    import os
+    import subprocess
+
+    etc = tmp_path / "etc/rangectl"
+    etc.mkdir(parents=True)
+    sbin = tmp_path / "usr/sbin"
+    sbin.mkdir(parents=True)
+    (sbin / "sshd").write_text("#!/bin/sh\nexit 0\n")
+    os.chmod(sbin / "sshd", 0o755)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    conf = etc / "sshd_config"
+
+    def run() -> subprocess.CompletedProcess:
+        (etc / "sshd_config.new").write_text("Port 1\n")
+        script = I.start_script(False).replace("/etc/rangectl", str(etc))
+        script = script.replace("/usr/sbin/sshd", str(sbin / "sshd")).replace("/var/log", str(tmp_path))
+        return subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, timeout=20)
+
+    conf.symlink_to(victim)
+    r = run()
+    assert r.returncode == 0 and r.stdout.strip() == "started"
+    assert victim.read_text() == "precious\n" and not conf.is_symlink() and conf.read_text() == "Port 1\n"
+    conf.unlink()
+    os.mkfifo(conf)
+    r = run()  # would hang (timeout: the test fails) if anything read the FIFO
+    assert r.returncode == 0 and conf.read_text() == "Port 1\n"
